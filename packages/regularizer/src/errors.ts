@@ -1,0 +1,63 @@
+/**
+ * Typed errors. Every error names the field at fault, so a user can fix the call without reading
+ * our source.
+ */
+
+/** Base class of every error regstack throws on purpose. */
+export class RegstackError extends Error {
+  /** The option, argument or data field at fault, e.g. `rcad.alpha` or `batch.labels`. */
+  readonly field: string;
+  constructor(field: string, message: string) {
+    super(`${field}: ${message}`);
+    this.name = new.target.name;
+    this.field = field;
+  }
+}
+
+/** A configuration value is invalid or unknown (an option, a hyper-parameter, a stack). */
+export class ConfigError extends RegstackError {}
+
+/** Data are invalid: shapes or counts disagree, labels out of range, NaN inputs. */
+export class DataError extends RegstackError {}
+
+/** Training diverged: the loss became NaN or Inf. */
+export class DivergenceError extends RegstackError {}
+
+/** Throws a ConfigError for keys of `options` that are not in `allowed`, listing what exists. */
+export function assertKnownOptions(owner: string, options: object | undefined, allowed: readonly string[]): void {
+  if (options === undefined || options === null) return;
+  if (typeof options !== 'object') throw new ConfigError(owner, `options must be an object, got ${typeof options}`);
+  for (const key of Object.keys(options)) {
+    if (!allowed.includes(key)) {
+      throw new ConfigError(`${owner}.${key}`, `unknown option; known options: ${allowed.join(', ')}`);
+    }
+  }
+}
+
+/** Throws a ConfigError unless `value` is a finite number within [min, max] (bounds optional, inclusive unless stated). */
+export function assertNumber(
+  field: string,
+  value: unknown,
+  range: { min?: number; max?: number; minExclusive?: boolean; maxExclusive?: boolean; integer?: boolean } = {},
+): number {
+  if (typeof value !== 'number' || !Number.isFinite(value)) {
+    throw new ConfigError(field, `expected a finite number, got ${String(value)}`);
+  }
+  if (range.integer && !Number.isInteger(value)) throw new ConfigError(field, `expected an integer, got ${value}`);
+  const { min, max } = range;
+  if (min !== undefined && (range.minExclusive ? value <= min : value < min)) {
+    throw new ConfigError(field, `must be ${range.minExclusive ? '>' : '≥'} ${min}, got ${value}`);
+  }
+  if (max !== undefined && (range.maxExclusive ? value >= max : value > max)) {
+    throw new ConfigError(field, `must be ${range.maxExclusive ? '<' : '≤'} ${max}, got ${value}`);
+  }
+  return value;
+}
+
+/** Throws a ConfigError unless `value` is one of `choices`. */
+export function assertChoice<T extends string>(field: string, value: unknown, choices: readonly T[]): T {
+  if (typeof value !== 'string' || !(choices as readonly string[]).includes(value)) {
+    throw new ConfigError(field, `expected one of ${choices.join(', ')}, got ${String(value)}`);
+  }
+  return value as T;
+}

@@ -1,0 +1,54 @@
+// Writes the boilerplate of one workspace package (package.json, tsconfig, tsup config) so every
+// package publishes the same way. Usage: node tools/scaffold-package.mjs <dir> "<description>" [dep ...]
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+const [dir, description, ...deps] = process.argv.slice(2);
+if (!dir || !description) {
+  console.error('usage: node tools/scaffold-package.mjs <dir> "<description>" [dep ...]');
+  process.exit(1);
+}
+const root = join('packages', dir);
+mkdirSync(join(root, 'src'), { recursive: true });
+const pkg = {
+  name: `@regstack/${dir}`,
+  version: '0.1.0',
+  description,
+  license: 'MIT',
+  type: 'module',
+  sideEffects: false,
+  exports: {
+    '.': {
+      '@regstack/source': './src/index.ts',
+      import: { types: './dist/index.d.ts', default: './dist/index.js' },
+      require: { types: './dist/index.d.cts', default: './dist/index.cjs' },
+    },
+    './package.json': './package.json',
+  },
+  main: './dist/index.cjs',
+  module: './dist/index.js',
+  types: './dist/index.d.ts',
+  files: ['dist', 'src', '!src/**/*.test.ts', '!src/**/__fixtures__'],
+  scripts: {
+    build: 'tsup',
+    typecheck: 'tsc --noEmit -p tsconfig.json',
+    test: `vitest run --root ../.. --project ${dir}`,
+    'check-package': 'publint --strict && attw --pack . --profile node16',
+  },
+  dependencies: Object.fromEntries(deps.map((d) => [d, '0.1.0'])),
+  peerDependencies: { '@tensorflow/tfjs-core': '^4.22.0' },
+  engines: { node: '>=20' },
+  publishConfig: { access: 'public' },
+};
+const write = (file, text) => {
+  if (!existsSync(join(root, file))) writeFileSync(join(root, file), text);
+};
+write('package.json', JSON.stringify(pkg, null, 2) + '\n');
+write(
+  'tsconfig.json',
+  JSON.stringify({ extends: '../../tsconfig.base.json', include: ['src'] }, null, 2) + '\n',
+);
+write(
+  'tsup.config.ts',
+  "import { defineConfig } from 'tsup';\n\nexport default defineConfig({\n  entry: ['src/index.ts'],\n  format: ['esm', 'cjs'],\n  dts: true,\n  sourcemap: true,\n  clean: true,\n  target: 'node20',\n});\n",
+);
