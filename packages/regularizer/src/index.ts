@@ -5,3 +5,4 @@ export { RegstackError, ConfigError, DataError, DivergenceError, assertKnownOpti
 export { oneHotTargets, softCrossEntropy, softCrossEntropyPerExample, crossEntropy, entropyPerExample, meanEntropy } from './losses.js';
 export { clipByGlobalNorm, addWeightDecay } from './gradients.js';
 export { classifierFromLayersModel, classifierFromFunction, type LayersModelLike, type ForwardFunction } from './classifier.js';
+export { composeRegularizers, lossInputGradient, validateBatch, STAGE_ORDER, type RegularizerStack } from './stack.js';

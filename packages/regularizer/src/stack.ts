@@ -1,0 +1,274 @@
+import * as tf from '@tensorflow/tfjs-core';
+import type {
+  Batch,
+  Classifier,
+  InputGradient,
+  InputGradientRequest,
+  LossContext,
+  ModelMode,
+  PrepareContext,
+  PreparedStep,
+  RegularizerPlugin,
+  SoftBatch,
+  Stage,
+  StepContext,
+  StepInput,
+} from './contract.js';
+import { ConfigError, DataError } from './errors.js';
+import { oneHotTargets, softCrossEntropy } from './losses.js';
+import type { Random } from './random.js';
+import { resolveSchedule } from './schedule.js';
+
+/** The order in which a stack runs its stages. */
+export const STAGE_ORDER: readonly Stage[] = ['batch-transform', 'target-transform', 'loss-term', 'generated-loss'];
+
+const REQUIRED_HOOK: Record<Stage, keyof RegularizerPlugin> = {
+  'batch-transform': 'transformBatch',
+  'target-transform': 'transformTargets',
+  'loss-term': 'loss',
+  'generated-loss': 'loss',
+};
+
+/** A validated, ordered stack of plugins. */
+export interface RegularizerStack {
+  /** The plugins in the order they run. */
+  readonly plugins: readonly RegularizerPlugin[];
+  /**
+   * Prepares one step OUTSIDE the weight tape and returns its loss closure. Never call it inside
+   * `optimizer.minimize` or `tf.variableGrads`: the constants it computes would then be taped.
+   */
+  prepare(input: StepInput): PreparedStep;
+  /** The run order as text, e.g. `mixup → label-smoothing → base → rcad`. */
+  describe(): string;
+}
+
+/**
+ * Validates and orders a stack. Plugins run by stage ({@link STAGE_ORDER}); within a stage, in the
+ * order given. Rejected with a ConfigError: duplicate names, two plugins of one exclusive group
+ * (two label smoothers, two batch mixers), a plugin lacking the hook its stage needs.
+ */
+export function composeRegularizers(plugins: readonly RegularizerPlugin[] = []): RegularizerStack {
+  if (!Array.isArray(plugins)) throw new ConfigError('stack', 'expected an array of regularizer plugins');
+  const names = new Set<string>();
+  const groups = new Map<string, string>();
+  plugins.forEach((plugin, index) => {
+    const field = `stack[${index}]`;
+    if (plugin === null || typeof plugin !== 'object') throw new ConfigError(field, 'expected a regularizer plugin object');
+    if (typeof plugin.name !== 'string' || plugin.name === '') throw new ConfigError(`${field}.name`, 'expected a non-empty string');
+    if (plugin.name === 'base' || plugin.name === 'total') throw new ConfigError(`${field}.name`, `'${plugin.name}' is reserved for the step's own terms`);
+    if (!STAGE_ORDER.includes(plugin.stage)) {
+      throw new ConfigError(`${field}.stage`, `unknown stage ${String(plugin.stage)}; known: ${STAGE_ORDER.join(', ')}`);
+    }
+    if (names.has(plugin.name)) throw new ConfigError('stack', `two plugins are named '${plugin.name}'; names must be unique`);
+    names.add(plugin.name);
+    const hook = REQUIRED_HOOK[plugin.stage as Stage];
+    if (typeof (plugin as unknown as Record<string, unknown>)[hook] !== 'function') throw new ConfigError(`${field}.${hook}`, `a '${plugin.stage}' plugin must implement ${hook}()`);
+    if (plugin.exclusiveGroup !== undefined) {
+      const other = groups.get(plugin.exclusiveGroup);
+      if (other !== undefined) {
+        throw new ConfigError(
+          'stack',
+          `'${other}' and '${plugin.name}' cannot be stacked: both are '${plugin.exclusiveGroup}' plugins` +
+            (plugin.exclusiveGroup === 'batch-mixing' ? ' (use one mixing plugin with a switch probability, e.g. mixup with cutmix)' : ''),
+        );
+      }
+      groups.set(plugin.exclusiveGroup, plugin.name);
+    }
+  });
+  const ordered = STAGE_ORDER.flatMap((stage) => plugins.filter((plugin) => plugin.stage === stage));
+  return {
+    plugins: ordered,
+    prepare: (input) => prepareStep(ordered, input),
+    describe: () => {
+      const before = ordered.filter((p) => p.stage === 'batch-transform' || p.stage === 'target-transform').map((p) => p.name);
+      const after = ordered.filter((p) => p.stage === 'loss-term' || p.stage === 'generated-loss').map((p) => p.name);
+      return [...before, 'base', ...after].join(' → ');
+    },
+  };
+}
+
+/**
+ * The cross-entropy's gradient w.r.t. the inputs, with its loss and logits. Call it outside any
+ * weight tape (in `prepare`): inside one, TF.js would tape it.
+ */
+export function lossInputGradient(
+  model: Classifier,
+  inputs: tf.Tensor,
+  targets: tf.Tensor2D,
+  options: { reduction: 'sum' | 'mean'; mode: ModelMode; random?: Random },
+): InputGradient {
+  return tf.tidy(() => {
+    let logits: tf.Tensor2D | undefined;
+    const lossOf = (x: tf.Tensor) => {
+      const output = model.apply(x, options.random ? { mode: options.mode, random: options.random } : { mode: options.mode });
+      logits = tf.keep(output.logits);
+      return softCrossEntropy(output.logits, targets, options.reduction);
+    };
+    const { value, grad } = tf.valueAndGrad(lossOf)(inputs);
+    return { gradient: grad, loss: value, logits: logits! };
+  });
+}
+
+/** Checks a batch: shapes, counts, integer labels in [0, K), finite inputs. */
+export function validateBatch(batch: Batch, numClasses: number): void {
+  if (!(batch?.inputs instanceof tf.Tensor)) throw new DataError('batch.inputs', 'expected a tf.Tensor');
+  if (!(batch.labels instanceof tf.Tensor)) throw new DataError('batch.labels', 'expected a tf.Tensor');
+  if (batch.inputs.rank < 2) throw new DataError('batch.inputs', `expected rank ≥ 2 ([batch, ...]), got shape [${batch.inputs.shape}]`);
+  if (batch.labels.rank !== 1) throw new DataError('batch.labels', `expected rank 1 ([batch]), got shape [${batch.labels.shape}]`);
+  const size = batch.inputs.shape[0]!;
+  if (size === 0) throw new DataError('batch.inputs', 'the batch is empty');
+  if (batch.labels.shape[0] !== size) {
+    throw new DataError('batch.labels', `has ${batch.labels.shape[0]} labels for ${size} inputs`);
+  }
+  if (batch.inputs.dtype !== 'float32') throw new DataError('batch.inputs', `expected float32, got ${batch.inputs.dtype}`);
+  const labels = batch.labels.dataSync();
+  for (let i = 0; i < labels.length; i++) {
+    const label = labels[i]!;
+    if (!Number.isInteger(label) || label < 0 || label >= numClasses) {
+      throw new DataError('batch.labels', `label ${label} at index ${i} is not an integer in [0, ${numClasses})`);
+    }
+  }
+  const finite = tf.tidy(() => tf.all(tf.isFinite(batch.inputs)).dataSync()[0]);
+  if (!finite) throw new DataError('batch.inputs', 'contains NaN or Inf values');
+}
+
+function prepareStep(plugins: readonly RegularizerPlugin[], input: StepInput): PreparedStep {
+  const { model, batch: clean, random } = input;
+  if (!model || typeof model.apply !== 'function') throw new ConfigError('model', 'expected a Classifier (see classifierFromLayersModel)');
+  const step = input.step ?? 0;
+  const epoch = input.epoch ?? 0;
+  const numClasses = model.numClasses;
+  const baseLoss = input.baseLoss ?? 'single';
+  if (baseLoss !== 'single' && baseLoss !== 'two-view') throw new ConfigError('baseLoss', `expected single or two-view, got ${String(baseLoss)}`);
+  if (baseLoss === 'two-view' && !input.augment) throw new ConfigError('baseLoss', "'two-view' needs an augment function");
+  if (input.validate !== false) validateBatch(clean, numClasses);
+
+  const context: StepContext = {
+    model,
+    random,
+    step,
+    epoch,
+    numClasses,
+    value: (hyperParameter) => resolveSchedule(hyperParameter, { step, epoch }),
+  };
+
+  // Batch and target transforms: outside the tape, in plugin order.
+  const batch: SoftBatch = tf.tidy(() => {
+    let inputs = input.augment && baseLoss === 'single' ? input.augment(clean.inputs, random) : clean.inputs;
+    let soft: SoftBatch = { inputs, targets: oneHotTargets(clean.labels, numClasses) };
+    for (const plugin of plugins) {
+      if (plugin.stage === 'batch-transform') soft = plugin.transformBatch!(soft, context);
+      else if (plugin.stage === 'target-transform') soft = { inputs: soft.inputs, targets: plugin.transformTargets!(soft.targets, context) };
+    }
+    inputs = soft.inputs === clean.inputs ? tf.clone(soft.inputs) : soft.inputs; // the step owns what it disposes
+    return { inputs, targets: soft.targets };
+  });
+  const secondView = baseLoss === 'two-view' ? tf.tidy(() => input.augment!(batch.inputs, random)) : undefined;
+
+  const cleanTargets = tf.tidy(() => oneHotTargets(clean.labels, numClasses));
+  const gradientCache = new Map<string, InputGradient>();
+  const inputGradient = (request: InputGradientRequest): InputGradient => {
+    if (request.at !== 'clean' && request.at !== 'batch') throw new ConfigError('inputGradient.at', `expected clean or batch, got ${String(request.at)}`);
+    if (request.reduction !== 'sum' && request.reduction !== 'mean') throw new ConfigError('inputGradient.reduction', `expected sum or mean, got ${String(request.reduction)}`);
+    const key = `${request.at}|${request.reduction}|${request.mode}`;
+    let cached = gradientCache.get(key);
+    if (!cached) {
+      const point = request.at === 'clean' ? { inputs: clean.inputs, targets: cleanTargets } : batch;
+      // Kept: the request may come from inside a plugin's tidy, but the cache lives until dispose().
+      cached = lossInputGradient(model, point.inputs, point.targets, { reduction: request.reduction, mode: request.mode, random });
+      [cached.gradient, cached.loss, cached.logits].forEach((tensor) => tf.keep(tensor));
+      gradientCache.set(key, cached);
+    }
+    return cached;
+  };
+  const prepareContext: PrepareContext = { ...context, clean, batch, inputGradient };
+  const states = plugins.map((plugin) => (plugin.prepare ? tf.tidy(() => plugin.prepare!(prepareContext)) : undefined));
+
+  let lastTerms: Record<string, tf.Scalar> = {};
+  let lastWeights: Record<string, number> = {};
+  let lastBaseWeight = 1;
+  const disposeTerms = () => {
+    tf.dispose(Object.values(lastTerms));
+    lastTerms = {};
+  };
+
+  const loss = (): tf.Scalar => {
+    disposeTerms();
+    const forward = (inputs: tf.Tensor, mode: ModelMode) => model.apply(inputs, { mode, random });
+    const output = forward(batch.inputs, 'train');
+    let base = softCrossEntropy(output.logits, batch.targets);
+    if (secondView) base = tf.mul(0.5, tf.add(base, softCrossEntropy(forward(secondView, 'train').logits, batch.targets)));
+    const lossContext: LossContext = {
+      ...context,
+      clean,
+      batch,
+      base: { logits: output.logits, ...(output.features ? { features: output.features } : {}), loss: base },
+      forward,
+    };
+    const terms: Record<string, tf.Scalar> = { base };
+    const weights: Record<string, number> = {};
+    const added: tf.Scalar[] = [];
+    const generated: tf.Scalar[] = [];
+    let mixTotal = 0;
+    plugins.forEach((plugin, index) => {
+      if (!plugin.loss) return;
+      const term = plugin.loss(lossContext, states[index] as never);
+      if (!(term?.value instanceof tf.Tensor) || term.value.rank !== 0) {
+        throw new ConfigError(`${plugin.name}.loss`, 'must return { value: tf.Scalar }');
+      }
+      terms[plugin.name] = term.value;
+      if (plugin.stage === 'generated-loss') {
+        const weight = term.mixWeight;
+        if (typeof weight !== 'number' || !(weight >= 0 && weight <= 1)) {
+          throw new ConfigError(`${plugin.name}.mixWeight`, `a generated-loss term needs a mixWeight in [0, 1], got ${String(weight)}`);
+        }
+        mixTotal += weight;
+        weights[plugin.name] = weight;
+        generated.push(tf.mul(term.value, weight));
+      } else {
+        weights[plugin.name] = 1;
+        added.push(term.value);
+      }
+    });
+    if (mixTotal > 1 + 1e-9) {
+      throw new ConfigError('stack', `the generated-loss plugins' mixWeights add up to ${mixTotal} > 1`);
+    }
+    const parts = [mixTotal > 0 ? tf.mul(base, 1 - mixTotal) : base, ...generated, ...added];
+    const total = parts.length === 1 ? base : (tf.addN(parts) as tf.Scalar);
+    lastTerms = Object.fromEntries(Object.entries(terms).map(([name, value]) => [name, tf.keep(value)]));
+    lastWeights = weights;
+    lastBaseWeight = 1 - mixTotal;
+    return total;
+  };
+
+  let disposed = false;
+  return {
+    batch,
+    loss,
+    gradients: () => tf.variableGrads(loss, model.trainableVariables as tf.Variable[]),
+    terms: () => {
+      const values = Object.fromEntries(Object.entries(lastTerms).map(([name, value]) => [name, value.dataSync()[0]!]));
+      let total = lastBaseWeight * (values.base ?? NaN);
+      for (const [name, weight] of Object.entries(lastWeights)) total += weight * values[name]!;
+      return { ...values, total };
+    },
+    dispose: () => {
+      if (disposed) return;
+      disposed = true;
+      disposeTerms();
+      tf.dispose([batch.inputs, batch.targets, cleanTargets]);
+      if (secondView) secondView.dispose();
+      for (const cached of gradientCache.values()) tf.dispose([cached.gradient, cached.loss, cached.logits]);
+      // A plugin may hand back the user's own clean tensors in its state: those are not ours to free.
+      const userTensors = new Set<tf.Tensor>([clean.inputs, clean.labels]);
+      tf.dispose(tensorsIn(states).filter((tensor) => !userTensors.has(tensor)));
+    },
+  };
+}
+
+function tensorsIn(container: unknown, found: tf.Tensor[] = []): tf.Tensor[] {
+  if (container instanceof tf.Tensor) found.push(container);
+  else if (Array.isArray(container)) for (const item of container) tensorsIn(item, found);
+  else if (container !== null && typeof container === 'object') for (const item of Object.values(container)) tensorsIn(item, found);
+  return found;
+}
