@@ -1,0 +1,40 @@
+export {
+  Dataset,
+  balancedSubset,
+  randomSubset,
+  concatenateDatasets,
+  type DatasetInit,
+  type ImageShape,
+  type ImageStorage,
+  type Batch,
+  type BatchOptions,
+  type SplitOptions,
+} from './dataset.js';
+export {
+  randomCropWithPadding,
+  randomHorizontalFlip,
+  standardAugmentation,
+  createStandardAugmentation,
+  type Augmentation,
+  type StandardAugmentationOptions,
+} from './augmentation.js';
+export {
+  normalization,
+  cifarNormalization,
+  svhnNormalization,
+  fashionMnistNormalization,
+  imageNetNormalization,
+  channelStatistics,
+  type NormalizationConstants,
+} from './normalization.js';
+export { parseIdx, datasetFromIdx, fashionMnistClassNames, type IdxArray } from './idx.js';
+export {
+  parseCifar10,
+  parseCifar100,
+  parseCifar100Records,
+  cifar10ClassNames,
+  type Cifar100LabelKind,
+  type Cifar100Parsed,
+} from './cifar.js';
+export { loadEmbeddedFashionMnist, fashionMnistLicense, decodeBase64 } from './embedded.js';
+export { holdOut, type LoadedDataset, type DatasetInfo, type HoldOutOptions } from './loaded.js';
