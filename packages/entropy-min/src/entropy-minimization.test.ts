@@ -1,0 +1,200 @@
+import '@tensorflow/tfjs-backend-cpu';
+import '@tensorflow/tfjs-core/dist/register_all_gradients';
+import * as tf from '@tensorflow/tfjs-core';
+import { ConfigError, Random, classifierFromFunction, composeRegularizers, type ModelMode } from '@regstack/regularizer';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { entropyMinimization } from './index.js';
+
+beforeAll(async () => {
+  await tf.setBackend('cpu');
+  await tf.ready();
+});
+
+const inputSize = 3;
+const numClasses = 4;
+const inputRows = [
+  [0.2, 0.9, 0.4],
+  [0.7, 0.1, 0.5],
+  [0.3, 0.6, 0.8],
+  [0.95, 0.05, 0.35],
+  [0.5, 0.5, 0.1],
+];
+const labels = [0, 3, 1, 2, 1];
+const weightRows = [
+  [0.8, -0.6, 0.3, 0.1],
+  [-0.4, 0.5, 0.9, -0.7],
+  [0.2, 0.4, -0.8, 0.6],
+];
+const biasValues = [0.1, -0.2, 0.05, 0.0];
+
+/** A linear classifier with the fixed weights above, counting its forward passes by mode. */
+function linearModel() {
+  const weight = tf.variable(tf.tensor2d(weightRows), true, 'entropy-test-weight');
+  const bias = tf.variable(tf.tensor1d(biasValues), true, 'entropy-test-bias');
+  const calls: ModelMode[] = [];
+  const model = classifierFromFunction({
+    numClasses,
+    trainableVariables: [weight, bias],
+    apply: (inputs, { mode }) => {
+      calls.push(mode);
+      return tf.tidy(() => tf.add(tf.matMul(inputs as tf.Tensor2D, weight), bias) as tf.Tensor2D);
+    },
+  });
+  return Object.assign(model, { weight, bias, calls, dispose: () => tf.dispose([weight, bias]) });
+}
+
+const makeBatch = () => ({ inputs: tf.tensor2d(inputRows), labels: tf.tensor1d(labels, 'int32') });
+
+/** The total loss in float64: mean CE + sign·λ·mean H of the same linear model, for finite differences. */
+function lossInFloat64(weights: number[][], bias: number[], lambda: number, sign: number): { crossEntropy: number; entropy: number; total: number } {
+  let crossEntropy = 0;
+  let entropy = 0;
+  inputRows.forEach((x, i) => {
+    const logits = bias.map((b, k) => b + x.reduce((sum, xj, j) => sum + xj * weights[j]![k]!, 0));
+    const max = Math.max(...logits);
+    const logNormaliser = max + Math.log(logits.reduce((sum, z) => sum + Math.exp(z - max), 0));
+    const logProbabilities = logits.map((z) => z - logNormaliser);
+    crossEntropy -= logProbabilities[labels[i]!]!;
+    entropy -= logProbabilities.reduce((sum, logP) => sum + Math.exp(logP) * logP, 0);
+  });
+  crossEntropy /= inputRows.length;
+  entropy /= inputRows.length;
+  return { crossEntropy, entropy, total: crossEntropy + sign * lambda * entropy };
+}
+
+describe('entropyMinimization', () => {
+  it('adds λ·mean H of the base pass, computed by hand, and reuses that pass', () => {
+    const model = linearModel();
+    const batch = makeBatch();
+    const step = composeRegularizers([entropyMinimization({ lambda: 0.3 })]).prepare({ model, batch, random: new Random(1) });
+    const total = step.loss();
+    const byHand = lossInFloat64(weightRows, biasValues, 0.3, 1);
+    const terms = step.terms();
+    expect(terms['entropy-min']).toBeCloseTo(0.3 * byHand.entropy, 6);
+    expect(terms.base).toBeCloseTo(byHand.crossEntropy, 6);
+    expect(total.dataSync()[0]).toBeCloseTo(byHand.total, 6);
+    // The entropy of these logits is far from both 0 and log K, so the checks above can fail.
+    expect(byHand.entropy).toBeGreaterThan(0.5);
+    expect(byHand.entropy).toBeLessThan(Math.log(numClasses) - 0.05);
+    expect(model.calls).toEqual(['train']);
+    total.dispose();
+    step.dispose();
+    tf.dispose([batch.inputs, batch.labels]);
+    model.dispose();
+  });
+
+  it('defaults to λ = 0.1 and mode minimize; maximize flips the sign (the confidence penalty)', () => {
+    const model = linearModel();
+    const batch = makeBatch();
+    const termOf = (plugin: ReturnType<typeof entropyMinimization>) => {
+      const step = composeRegularizers([plugin]).prepare({ model, batch, random: new Random(1) });
+      tf.dispose(step.loss());
+      const value = step.terms()['entropy-min']!;
+      step.dispose();
+      return value;
+    };
+    const entropy = lossInFloat64(weightRows, biasValues, 0, 1).entropy;
+    expect(termOf(entropyMinimization())).toBeCloseTo(0.1 * entropy, 6);
+    expect(termOf(entropyMinimization({ lambda: 0.3, mode: 'maximize' }))).toBeCloseTo(-0.3 * entropy, 6);
+    tf.dispose([batch.inputs, batch.labels]);
+    model.dispose();
+  });
+
+  for (const mode of ['minimize', 'maximize'] as const) {
+    it(`gives weight gradients that agree with float64 finite differences (${mode})`, () => {
+      const model = linearModel();
+      const batch = makeBatch();
+      const lambda = 0.7;
+      const sign = mode === 'minimize' ? 1 : -1;
+      const step = composeRegularizers([entropyMinimization({ lambda, mode })]).prepare({ model, batch, random: new Random(1) });
+      const { value, grads } = step.gradients();
+      const weightGradient = grads[model.weight.name]!.arraySync() as number[][];
+      const biasGradient = grads[model.bias.name]!.arraySync() as number[];
+      const h = 1e-6;
+      let largest = 0;
+      for (let j = 0; j < inputSize; j++) {
+        for (let k = 0; k < numClasses; k++) {
+          const shifted = (delta: number) => weightRows.map((row, r) => row.map((w, c) => (r === j && c === k ? w + delta : w)));
+          const difference = (lossInFloat64(shifted(h), biasValues, lambda, sign).total - lossInFloat64(shifted(-h), biasValues, lambda, sign).total) / (2 * h);
+          expect(weightGradient[j]![k]).toBeCloseTo(difference, 5);
+          largest = Math.max(largest, Math.abs(difference));
+        }
+      }
+      for (let k = 0; k < numClasses; k++) {
+        const shifted = (delta: number) => biasValues.map((b, c) => (c === k ? b + delta : b));
+        const difference = (lossInFloat64(weightRows, shifted(h), lambda, sign).total - lossInFloat64(weightRows, shifted(-h), lambda, sign).total) / (2 * h);
+        expect(biasGradient[k]).toBeCloseTo(difference, 5);
+      }
+      // The entropy term moves the gradient well beyond the tolerance: without it the test would fail.
+      const withoutTerm = (delta: number) => lossInFloat64(weightRows.map((row, r) => row.map((w, c) => (r === 0 && c === 0 ? w + delta : w))), biasValues, 0, 1).total;
+      expect(Math.abs((withoutTerm(h) - withoutTerm(-h)) / (2 * h) - weightGradient[0]![0]!)).toBeGreaterThan(1e-3);
+      expect(largest).toBeGreaterThan(1e-2);
+      expect(value.dataSync()[0]).toBeCloseTo(lossInFloat64(weightRows, biasValues, lambda, sign).total, 6);
+      tf.dispose([value, ...Object.values(grads), batch.inputs, batch.labels]);
+      step.dispose();
+      model.dispose();
+    });
+  }
+
+  it('follows a schedule of λ', () => {
+    const model = linearModel();
+    const batch = makeBatch();
+    const stack = composeRegularizers([entropyMinimization({ lambda: { type: 'step', values: [0, 0.5], boundaries: [1], unit: 'epoch' } })]);
+    const termAt = (epoch: number) => {
+      const step = stack.prepare({ model, batch, random: new Random(1), epoch });
+      tf.dispose(step.loss());
+      const value = step.terms()['entropy-min']!;
+      step.dispose();
+      return value;
+    };
+    expect(termAt(0.99)).toBe(0);
+    expect(termAt(1)).toBeCloseTo(0.5 * lossInFloat64(weightRows, biasValues, 0, 1).entropy, 6);
+    tf.dispose([batch.inputs, batch.labels]);
+    model.dispose();
+  });
+
+  it('rejects bad options with a ConfigError naming the field', () => {
+    const fieldOf = (make: () => unknown) => {
+      try {
+        make();
+      } catch (error) {
+        expect(error).toBeInstanceOf(ConfigError);
+        return (error as ConfigError).field;
+      }
+      return 'no error';
+    };
+    expect(fieldOf(() => entropyMinimization({ lambda: -0.1 }))).toBe('entropyMinimization.lambda');
+    expect(fieldOf(() => entropyMinimization({ lambda: Number.POSITIVE_INFINITY }))).toBe('entropyMinimization.lambda');
+    expect(fieldOf(() => entropyMinimization({ mode: 'max' as never }))).toBe('entropyMinimization.mode');
+    expect(fieldOf(() => entropyMinimization({ weight: 1 } as never))).toBe('entropyMinimization.weight');
+    expect(fieldOf(() => entropyMinimization({ lambda: { type: 'cosine', from: -1, to: 0, start: 0, end: 1 } }))).toBe('entropyMinimization.lambda.from');
+    const model = linearModel();
+    const batch = makeBatch();
+    const negative = composeRegularizers([entropyMinimization({ lambda: () => -1 })]).prepare({ model, batch, random: new Random(1) });
+    expect(() => negative.loss()).toThrow(/entropyMinimization\.lambda: must be ≥ 0/);
+    negative.dispose();
+    tf.dispose([batch.inputs, batch.labels]);
+    model.dispose();
+  });
+
+  it('leaks no tensor over steps of optimizer.minimize and lowers the entropy when minimising', () => {
+    const model = linearModel();
+    const batch = makeBatch();
+    const optimizer = tf.train.sgd(0.5);
+    const stack = composeRegularizers([entropyMinimization({ lambda: 1 })]);
+    const counts: number[] = [];
+    const entropies: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const step = stack.prepare({ model, batch, random: new Random(1), step: i });
+      optimizer.minimize(step.loss, false, model.trainableVariables as tf.Variable[]);
+      entropies.push(step.terms()['entropy-min']!);
+      step.dispose();
+      counts.push(tf.memory().numTensors);
+    }
+    expect(new Set(counts.slice(1)).size).toBe(1);
+    expect(entropies.at(-1)!).toBeLessThan(entropies[0]!);
+    tf.dispose([batch.inputs, batch.labels]);
+    optimizer.dispose();
+    model.dispose();
+  });
+});
