@@ -234,7 +234,8 @@ function prepareStep(plugins: readonly RegularizerPlugin[], input: StepInput): P
       throw new ConfigError('stack', `the generated-loss plugins' mixWeights add up to ${mixTotal} > 1`);
     }
     const parts = [mixTotal > 0 ? tf.mul(base, 1 - mixTotal) : base, ...generated, ...added];
-    const total = parts.length === 1 ? base : (tf.addN(parts) as tf.Scalar);
+    // A clone when alone: the caller may dispose the total while `base` stays kept for terms().
+    const total = parts.length === 1 ? tf.clone(base) : (tf.addN(parts) as tf.Scalar);
     lastTerms = Object.fromEntries(Object.entries(terms).map(([name, value]) => [name, tf.keep(value)]));
     lastWeights = weights;
     lastBaseWeight = 1 - mixTotal;

@@ -1,0 +1,14 @@
+export { train, evaluate, RECIPE_MILESTONE_FRACTIONS } from './trainer.js';
+export type { TrainOptions, TrainResult, EpochRecord, BatchInfo, AugmentFunction } from './trainer.js';
+export { tensorData, batchIndices, type DataSource } from './data.js';
+export { MetricsAccumulator, DEFAULT_CALIBRATION_BINS, type ClassificationMetrics, type ReliabilityBin } from './metrics.js';
+export {
+  memoryCheckpointStore,
+  serializeCheckpoint,
+  checkpointTensors,
+  type CheckpointStore,
+  type CheckpointManifest,
+  type SerializedCheckpoint,
+  type TrainingState,
+  type TensorEntry,
+} from './checkpoint.js';
