@@ -1,0 +1,107 @@
+// Micro-benchmark of the conv-gradient kernels against forward convolution and TF.js's shipped kernels.
+// Run after a build: `cd packages/backend && npx tsup && node bench/conv-gradients.mjs [wasm|cpu ...]`.
+// Prints one markdown table per backend (median milliseconds over the repeats).
+import * as tf from '@tensorflow/tfjs-core';
+import {
+  useBackend,
+  conv2dFilterGradient,
+  conv2dInputGradient,
+  registerConvGradientKernels,
+  unregisterConvGradientKernels,
+} from '@regstack/backend';
+
+const backends = process.argv.slice(2).length > 0 ? process.argv.slice(2) : ['wasm', 'cpu'];
+const SHIPPED_LIMIT_SECONDS = 60;
+
+// A small CNN's two typical layers: a stride-1 3x3 block and a stride-2 downsampling 3x3 layer.
+const layers = [
+  { label: '64x32x32x32, 3x3x32x32, stride 1, same', input: [64, 32, 32, 32], filter: [3, 3, 32, 32], strides: 1, pad: 'same' },
+  { label: '64x16x16x64, 3x3x64x64, stride 2, same', input: [64, 16, 16, 64], filter: [3, 3, 64, 64], strides: 2, pad: 'same' },
+];
+
+function timeMedian(run, repeats) {
+  const times = [];
+  for (let index = 0; index < repeats + 1; index++) {
+    const start = performance.now();
+    const result = run();
+    result.dataSync();
+    const elapsed = performance.now() - start;
+    result.dispose();
+    if (index > 0 || repeats === 0) times.push(elapsed);
+  }
+  times.sort((a, b) => a - b);
+  return times[Math.floor(times.length / 2)];
+}
+
+function format(milliseconds) {
+  if (milliseconds === undefined) return 'n/a';
+  return milliseconds >= 10_000 ? `${(milliseconds / 1000).toFixed(1)} s` : `${milliseconds.toFixed(1)} ms`;
+}
+
+for (const backend of backends) {
+  await useBackend(backend);
+  const repeats = backend === 'cpu' ? 1 : 5;
+  console.log(`\n### ${backend} (${tf.getBackend()}, median of ${repeats} after a warm-up)\n`);
+  console.log('| layer | forward conv2d | filter grad: im2col | per-tap | convolution | shipped | input grad: sub-pixel | zero-insertion | shipped |');
+  console.log('|---|---|---|---|---|---|---|---|---|');
+  for (const layer of layers) {
+    const x = tf.randomNormal(layer.input);
+    const filter = tf.randomNormal(layer.filter, 0, 0.1);
+    const forward = tf.conv2d(x, filter, layer.strides, layer.pad);
+    const dy = tf.randomNormal(forward.shape);
+    forward.dispose();
+    const attributes = { strides: layer.strides, pad: layer.pad, dataFormat: 'NHWC' };
+    const tensorsBefore = tf.memory().numTensors;
+
+    const row = {};
+    row.forward = timeMedian(() => tf.conv2d(x, filter, layer.strides, layer.pad), repeats);
+    for (const method of ['im2col', 'per-tap', 'convolution']) {
+      row[`filter ${method}`] = timeMedian(() => conv2dFilterGradient(x, dy, layer.filter, attributes, method), repeats);
+    }
+    for (const method of ['sub-pixel', 'zero-insertion']) {
+      row[`input ${method}`] = timeMedian(() => conv2dInputGradient(layer.input, dy, filter, attributes, method), repeats);
+    }
+
+    unregisterConvGradientKernels([backend]);
+    const shippedFilter = tf.getKernel('Conv2DBackpropFilter', backend);
+    if (shippedFilter !== undefined) {
+      // The cpu kernel is a scalar loop: time a 4-example slice first and extrapolate before committing.
+      const probeBatch = 4;
+      const probeX = tf.slice(x, 0, probeBatch);
+      const probeDy = tf.slice(dy, 0, probeBatch);
+      const probe = timeMedian(
+        () => tf.engine().runKernel('Conv2DBackpropFilter', { x: probeX, dy: probeDy }, { ...attributes, filterShape: layer.filter }),
+        0,
+      );
+      probeX.dispose();
+      probeDy.dispose();
+      const estimate = (probe * layer.input[0]) / probeBatch;
+      row.shippedFilter =
+        estimate > SHIPPED_LIMIT_SECONDS * 1000
+          ? `≈${format(estimate)} (extrapolated from batch ${probeBatch})`
+          : format(
+              timeMedian(
+                () => tf.engine().runKernel('Conv2DBackpropFilter', { x, dy }, { ...attributes, filterShape: layer.filter }),
+                0,
+              ),
+            );
+    } else {
+      row.shippedFilter = 'missing';
+    }
+    row.shippedInput = format(
+      timeMedian(
+        () => tf.engine().runKernel('Conv2DBackpropInput', { dy, filter }, { ...attributes, inputShape: layer.input }),
+        backend === 'cpu' ? 0 : repeats,
+      ),
+    );
+    registerConvGradientKernels([backend]);
+
+    if (tf.memory().numTensors !== tensorsBefore) throw new Error(`leaked ${tf.memory().numTensors - tensorsBefore} tensors`);
+    console.log(
+      `| ${layer.label} | ${format(row.forward)} | ${format(row['filter im2col'])} | ${format(row['filter per-tap'])} | ` +
+        `${format(row['filter convolution'])} | ${row.shippedFilter} | ${format(row['input sub-pixel'])} | ` +
+        `${format(row['input zero-insertion'])} | ${row.shippedInput} |`,
+    );
+    tf.dispose([x, filter, dy]);
+  }
+}

@@ -1,0 +1,283 @@
+/**
+ * Conv2D gradients written as a few large tf ops (strided slices, one matMul, stride-1 convolutions), so
+ * that each backend runs them through its fastest kernels (XNNPACK's GEMM and convolution on wasm).
+ *
+ * TF.js 4.22 ships no `Conv2DBackpropFilter` for wasm at all, and the cpu one is a scalar six-deep loop;
+ * the wasm `Conv2DBackpropInput` is a direct loop several times slower than the forward convolution.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+
+/** Padding as the Conv2D kernels accept it: a mode, a single number, or explicit `[[0,0],[t,b],[l,r],[0,0]]`. */
+export type ConvPadding = 'valid' | 'same' | number | tf.backend_util.ExplicitPadding;
+
+/** Attributes of a convolution gradient, exactly as TF.js passes them to the backprop kernels. */
+export interface ConvGradientAttributes {
+  /** Strides `[height, width]` or one number for both. */
+  strides: [number, number] | number;
+  /** Padding of the forward convolution. */
+  pad: ConvPadding;
+  /** Layout of `x`, `dy` and `dx`; the filter is always `[height, width, inChannels, outChannels]`. */
+  dataFormat?: 'NHWC' | 'NCHW';
+  /** How a fractional output size rounds when `pad` is a number. */
+  dimRoundingMode?: 'floor' | 'round' | 'ceil';
+}
+
+/** How the filter gradient is formed; `im2col` is the fastest measured (see the package README). */
+export type FilterGradientMethod = 'im2col' | 'per-tap' | 'convolution';
+/** How the input gradient is formed; `sub-pixel` is the fastest measured (see the package README). */
+export type InputGradientMethod = 'sub-pixel' | 'zero-insertion';
+
+type Rank4 = [number, number, number, number];
+
+function toNhwc(t: tf.Tensor4D, dataFormat: 'NHWC' | 'NCHW' | undefined): tf.Tensor4D {
+  return dataFormat === 'NCHW' ? tf.transpose(t, [0, 2, 3, 1]) : t;
+}
+
+function nhwcShape(shape: Rank4, dataFormat: 'NHWC' | 'NCHW' | undefined): Rank4 {
+  const [n, a, b, c] = shape;
+  return dataFormat === 'NCHW' ? [n, b, c, a] : shape;
+}
+
+function convolutionInfo(
+  inputShape: Rank4,
+  filterShape: Rank4,
+  attributes: ConvGradientAttributes,
+): tf.backend_util.Conv2DInfo {
+  // Inputs are converted to NHWC before this, so the layout here is always channels-last.
+  return tf.backend_util.computeConv2DInfo(
+    nhwcShape(inputShape, attributes.dataFormat),
+    filterShape,
+    attributes.strides,
+    1,
+    attributes.pad,
+    attributes.dimRoundingMode,
+    false,
+    'channelsLast',
+  );
+}
+
+/**
+ * Pads (positive amounts) or crops (negative amounts) the two spatial axes of an NHWC tensor. Gradient
+ * windows can need less than the forward padding (a 'valid' convolution whose stride skips the last rows)
+ * or more (numeric padding rounded up with `dimRoundingMode: 'ceil'`).
+ */
+function padOrCrop(t: tf.Tensor4D, top: number, bottom: number, left: number, right: number): tf.Tensor4D {
+  const cropped =
+    top < 0 || bottom < 0 || left < 0 || right < 0
+      ? tf.slice(
+          t,
+          [0, Math.max(0, -top), Math.max(0, -left), 0],
+          [
+            t.shape[0],
+            t.shape[1] - Math.max(0, -top) - Math.max(0, -bottom),
+            t.shape[2] - Math.max(0, -left) - Math.max(0, -right),
+            t.shape[3],
+          ],
+        )
+      : t;
+  if (top <= 0 && bottom <= 0 && left <= 0 && right <= 0) return cropped;
+  return tf.pad(cropped, [
+    [0, 0],
+    [Math.max(0, top), Math.max(0, bottom)],
+    [Math.max(0, left), Math.max(0, right)],
+    [0, 0],
+  ]);
+}
+
+/** The window of padded `x` that tap (row, column) of the filter sees: shape [batch, outHeight, outWidth, inChannels]. */
+function tapWindow(xPadded: tf.Tensor4D, info: tf.backend_util.Conv2DInfo, row: number, column: number): tf.Tensor4D {
+  const { batchSize, outHeight, outWidth, inChannels, strideHeight, strideWidth } = info;
+  if (strideHeight === 1 && strideWidth === 1) {
+    return tf.slice(xPadded, [0, row, column, 0], [batchSize, outHeight, outWidth, inChannels]);
+  }
+  return tf.stridedSlice(
+    xPadded,
+    [0, row, column, 0],
+    [batchSize, row + (outHeight - 1) * strideHeight + 1, column + (outWidth - 1) * strideWidth + 1, inChannels],
+    [1, strideHeight, strideWidth, 1],
+  ) as tf.Tensor4D;
+}
+
+/** `x` padded so that every filter window is in range and nothing past the last window remains. */
+function padForWindows(x: tf.Tensor4D, info: tf.backend_util.Conv2DInfo): tf.Tensor4D {
+  const { inHeight, inWidth, outHeight, outWidth, strideHeight, strideWidth, filterHeight, filterWidth, padInfo } = info;
+  const neededHeight = (outHeight - 1) * strideHeight + filterHeight;
+  const neededWidth = (outWidth - 1) * strideWidth + filterWidth;
+  return padOrCrop(
+    x,
+    padInfo.top,
+    neededHeight - inHeight - padInfo.top,
+    padInfo.left,
+    neededWidth - inWidth - padInfo.left,
+  );
+}
+
+/**
+ * Gradient of a Conv2D with respect to its filter: `dW[kh, kw, ci, co] = Σ x[b, oh·s+kh−top, ow·s+kw−left, ci] · dy[b, oh, ow, co]`.
+ *
+ * @param x Forward input, NHWC (or NCHW with `dataFormat: 'NCHW'`).
+ * @param dy Gradient of the loss with respect to the forward output, same layout as `x`.
+ * @param filterShape `[height, width, inChannels, outChannels]` of the filter.
+ * @param attributes Strides, padding and layout of the forward convolution.
+ * @param method Formulation; the default is the fastest measured.
+ * @returns The filter gradient, shape `filterShape`. The caller owns it; all intermediates are disposed.
+ */
+export function conv2dFilterGradient(
+  x: tf.Tensor4D,
+  dy: tf.Tensor4D,
+  filterShape: Rank4,
+  attributes: ConvGradientAttributes,
+  method: FilterGradientMethod = 'im2col',
+): tf.Tensor4D {
+  return tf.tidy(() => {
+    const info = convolutionInfo(x.shape, filterShape, attributes);
+    const { batchSize, outHeight, outWidth, inChannels, outChannels, filterHeight, filterWidth } = info;
+    const xPadded = padForWindows(toNhwc(x, attributes.dataFormat), info);
+    const dyNhwc = toNhwc(dy, attributes.dataFormat);
+    const positions = batchSize * outHeight * outWidth;
+    const dyMatrix = tf.reshape(dyNhwc, [positions, outChannels]);
+
+    if (method === 'convolution') {
+      // Batch becomes the reduced channel axis: a stride-1 convolution of x (channels as batch) with dy as
+      // a filter dilated by the forward stride.
+      const xByChannel = tf.transpose(xPadded, [3, 1, 2, 0]);
+      const dyAsFilter = tf.transpose(dyNhwc, [1, 2, 0, 3]);
+      const byChannel = tf.conv2d(xByChannel, dyAsFilter, 1, 'valid', 'NHWC', [
+        info.strideHeight,
+        info.strideWidth,
+      ]);
+      return tf.transpose(byChannel, [1, 2, 0, 3]);
+    }
+
+    const taps: tf.Tensor4D[] = [];
+    for (let row = 0; row < filterHeight; row++) {
+      for (let column = 0; column < filterWidth; column++) taps.push(tapWindow(xPadded, info, row, column));
+    }
+    // dyᵀ·columns rather than columnsᵀ·dy: wasm's matMul with transposeA is ~15x slower than without, and
+    // transposing dy (outChannels wide) is cheaper than transposing the columns.
+    const dyTransposed = tf.transpose(dyMatrix);
+    if (method === 'per-tap') {
+      const perTap = taps.map((tap) => tf.matMul(dyTransposed, tf.reshape(tap, [positions, inChannels])));
+      const byTap = tf.transpose(tf.stack(perTap), [0, 2, 1]);
+      return tf.reshape(byTap, filterShape);
+    }
+    // Column order (row, column, inChannel) is the row-major order of the filter, so one reshape finishes.
+    const columns = taps.length === 1 ? taps[0]! : tf.concat(taps, 3);
+    const gradient = tf.matMul(dyTransposed, tf.reshape(columns, [positions, filterHeight * filterWidth * inChannels]));
+    return tf.reshape(tf.transpose(gradient), filterShape);
+  });
+}
+
+/**
+ * Zero-insertion: scatter dy onto the stride grid, then one stride-1 convolution with the flipped filter.
+ * Simple, but for stride s it multiplies s² times more zeros than values.
+ */
+function inputGradientZeroInsertion(dy: tf.Tensor4D, filter: tf.Tensor4D, info: tf.backend_util.Conv2DInfo): tf.Tensor4D {
+  const { batchSize, outHeight, outWidth, outChannels, strideHeight, strideWidth, filterHeight, filterWidth, padInfo } = info;
+  let spread = dy;
+  if (strideHeight > 1 || strideWidth > 1) {
+    const withGaps = tf.pad(tf.reshape(dy, [batchSize, outHeight, 1, outWidth, 1, outChannels]), [
+      [0, 0],
+      [0, 0],
+      [0, strideHeight - 1],
+      [0, 0],
+      [0, strideWidth - 1],
+      [0, 0],
+    ]);
+    spread = tf.reshape(withGaps, [batchSize, outHeight * strideHeight, outWidth * strideWidth, outChannels]);
+  }
+  const top = filterHeight - 1 - padInfo.top;
+  const left = filterWidth - 1 - padInfo.left;
+  const padded = padOrCrop(
+    spread,
+    top,
+    info.inHeight + filterHeight - 1 - top - spread.shape[1],
+    left,
+    info.inWidth + filterWidth - 1 - left - spread.shape[2],
+  );
+  const flipped = tf.transpose(tf.reverse(filter, [0, 1]), [0, 1, 3, 2]);
+  return tf.conv2d(padded, flipped, 1, 'valid');
+}
+
+/**
+ * Sub-pixel: each of the s_h·s_w output phases is a stride-1 convolution of dy with the taps of the filter
+ * that land on that phase; the phases are then interleaved with one reshape. No multiplication by zero.
+ */
+function inputGradientSubPixel(dy: tf.Tensor4D, filter: tf.Tensor4D, info: tf.backend_util.Conv2DInfo): tf.Tensor4D {
+  const { batchSize, inHeight, inWidth, inChannels, outHeight, outWidth, strideHeight, strideWidth, padInfo } = info;
+  if (strideHeight === 1 && strideWidth === 1) return inputGradientZeroInsertion(dy, filter, info);
+  // Positions u = i + top on the padded grid split as u = q·s + phase; rows q run over [0, rowsPerPhase).
+  const rowsPerPhase = Math.ceil((padInfo.top + inHeight) / strideHeight);
+  const columnsPerPhase = Math.ceil((padInfo.left + inWidth) / strideWidth);
+  const flipped = tf.transpose(tf.reverse(filter, [0, 1]), [0, 1, 3, 2]);
+  const { filterHeight, filterWidth } = info;
+  const rowPhases: tf.Tensor4D[] = [];
+  for (let rowPhase = 0; rowPhase < strideHeight; rowPhase++) {
+    const columnPhases: tf.Tensor4D[] = [];
+    for (let columnPhase = 0; columnPhase < strideWidth; columnPhase++) {
+      const tapRows = rowPhase < filterHeight ? Math.ceil((filterHeight - rowPhase) / strideHeight) : 0;
+      const tapColumns = columnPhase < filterWidth ? Math.ceil((filterWidth - columnPhase) / strideWidth) : 0;
+      if (tapRows === 0 || tapColumns === 0) {
+        columnPhases.push(tf.zeros([batchSize, rowsPerPhase, columnsPerPhase, inChannels]));
+        continue;
+      }
+      // Taps rowPhase, rowPhase+s, … of the filter, already flipped: in `flipped` they sit at
+      // filterHeight−1−rowPhase−m·s, i.e. a strided slice running backwards from the end.
+      const lastRow = filterHeight - 1 - rowPhase - (tapRows - 1) * strideHeight;
+      const lastColumn = filterWidth - 1 - columnPhase - (tapColumns - 1) * strideWidth;
+      const subFilter = tf.stridedSlice(
+        flipped,
+        [lastRow, lastColumn, 0, 0],
+        [filterHeight - rowPhase, filterWidth - columnPhase, flipped.shape[2], flipped.shape[3]],
+        [strideHeight, strideWidth, 1, 1],
+      ) as tf.Tensor4D;
+      // dx at q reads dy[q − m] for m < taps: pad taps−1 in front, and enough behind to reach q = rowsPerPhase−1.
+      const padded = padOrCrop(
+        dy,
+        tapRows - 1,
+        rowsPerPhase - outHeight,
+        tapColumns - 1,
+        columnsPerPhase - outWidth,
+      );
+      columnPhases.push(tf.conv2d(padded, subFilter, 1, 'valid'));
+    }
+    // [batch, q_r, q_c, phase_c, channels]
+    rowPhases.push(tf.stack(columnPhases, 3) as unknown as tf.Tensor4D);
+  }
+  // [batch, q_r, phase_r, q_c, phase_c, channels] → rows q_r·s + phase_r.
+  const interleaved = tf.reshape<tf.Rank.R4>(tf.stack(rowPhases, 2), [
+    batchSize,
+    rowsPerPhase * strideHeight,
+    columnsPerPhase * strideWidth,
+    inChannels,
+  ]);
+  return tf.slice(interleaved, [0, padInfo.top, padInfo.left, 0], [batchSize, inHeight, inWidth, inChannels]);
+}
+
+/**
+ * Gradient of a Conv2D with respect to its input.
+ *
+ * @param inputShape Shape of the forward input, in `attributes.dataFormat` layout.
+ * @param dy Gradient of the loss with respect to the forward output.
+ * @param filter The forward filter, `[height, width, inChannels, outChannels]`.
+ * @param attributes Strides, padding and layout of the forward convolution.
+ * @param method Formulation; the default is the fastest measured.
+ * @returns The input gradient, shape `inputShape`. The caller owns it; all intermediates are disposed.
+ */
+export function conv2dInputGradient(
+  inputShape: Rank4,
+  dy: tf.Tensor4D,
+  filter: tf.Tensor4D,
+  attributes: ConvGradientAttributes,
+  method: InputGradientMethod = 'sub-pixel',
+): tf.Tensor4D {
+  return tf.tidy(() => {
+    const info = convolutionInfo(inputShape, filter.shape, attributes);
+    const dyNhwc = toNhwc(dy, attributes.dataFormat);
+    const dx =
+      method === 'zero-insertion'
+        ? inputGradientZeroInsertion(dyNhwc, filter, info)
+        : inputGradientSubPixel(dyNhwc, filter, info);
+    return attributes.dataFormat === 'NCHW' ? tf.transpose(dx, [0, 3, 1, 2]) : dx;
+  });
+}

@@ -1,0 +1,25 @@
+export {
+  useBackend,
+  listBackends,
+  BACKEND_NAMES,
+  type BackendName,
+  type BackendInfo,
+  type BackendDescription,
+  type UseBackendOptions,
+} from './use-backend.js';
+export {
+  registerConvGradientKernels,
+  unregisterConvGradientKernels,
+  registeredConvGradientKernels,
+  CONV_GRADIENT_KERNEL_NAMES,
+  KERNEL_BACKENDS,
+  type KernelBackendName,
+} from './register-kernels.js';
+export {
+  conv2dFilterGradient,
+  conv2dInputGradient,
+  type ConvGradientAttributes,
+  type ConvPadding,
+  type FilterGradientMethod,
+  type InputGradientMethod,
+} from './conv-gradients.js';

@@ -1,0 +1,105 @@
+/**
+ * Registration of the conv-gradient kernels as an explicit call, so that no bundler has to keep a
+ * side-effect import alive and a user can restore TF.js's own kernels.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { conv2dFilterGradient, conv2dInputGradient, type ConvGradientAttributes } from './conv-gradients.js';
+
+/** Backends our kernels are registered for: both run generic tf ops well enough that ours win. */
+export const KERNEL_BACKENDS = ['wasm', 'cpu'] as const;
+/** A backend that {@link registerConvGradientKernels} supports. */
+export type KernelBackendName = (typeof KERNEL_BACKENDS)[number];
+
+/** Names of the kernels this package replaces or adds. */
+export const CONV_GRADIENT_KERNEL_NAMES = [tf.Conv2DBackpropFilter, tf.Conv2DBackpropInput] as const;
+
+type Rank4 = [number, number, number, number];
+
+/**
+ * The kernel that was registered before ours, per `backend_kernel` key, so it can be put back. Kept on
+ * the global object, like TF.js's own registry, so that two copies of this package (or a test runner
+ * that re-imports modules) agree on what is registered.
+ */
+const replaced: Map<string, tf.KernelConfig | undefined> = ((globalThis as Record<symbol, unknown>)[
+  Symbol.for('@regstack/backend:replaced-kernels')
+] ??= new Map()) as Map<string, tf.KernelConfig | undefined>;
+
+function asTensor(info: tf.TensorInfo): tf.Tensor4D {
+  // The engine passes the op's own tensors; a bare TensorInfo only reaches us from a direct runKernel call.
+  if (info instanceof tf.Tensor) return info as tf.Tensor4D;
+  return tf.engine().makeTensorFromTensorInfo(info) as tf.Tensor4D;
+}
+
+function attributesOf(attrs: tf.NamedAttrMap | undefined): ConvGradientAttributes {
+  const { strides, pad, dataFormat, dimRoundingMode } = (attrs ?? {}) as unknown as ConvGradientAttributes;
+  return { strides, pad, dataFormat, dimRoundingMode };
+}
+
+const filterGradientKernel: tf.KernelFunc = ({ inputs, attrs }) => {
+  const { x, dy } = inputs as tf.Conv2DBackpropFilterInputs;
+  const filterShape = (attrs as unknown as tf.Conv2DBackpropFilterAttrs).filterShape as Rank4;
+  // Returning a Tensor (not a TensorInfo) hands ownership to the engine without an extra reference.
+  return tf.tidy(() => conv2dFilterGradient(asTensor(x!), asTensor(dy!), filterShape, attributesOf(attrs)));
+};
+
+const inputGradientKernel: tf.KernelFunc = ({ inputs, attrs }) => {
+  const { dy, filter } = inputs as tf.Conv2DBackpropInputInputs;
+  const inputShape = (attrs as unknown as tf.Conv2DBackpropInputAttrs).inputShape as Rank4;
+  return tf.tidy(() => conv2dInputGradient(inputShape, asTensor(dy!), asTensor(filter!), attributesOf(attrs)));
+};
+
+const kernelFunctions: Record<string, tf.KernelFunc> = {
+  [tf.Conv2DBackpropFilter]: filterGradientKernel,
+  [tf.Conv2DBackpropInput]: inputGradientKernel,
+};
+
+/**
+ * Registers our `Conv2DBackpropFilter` and `Conv2DBackpropInput` for the given backends, replacing any
+ * registered ones (kept, so {@link unregisterConvGradientKernels} can restore them). Idempotent.
+ *
+ * @param backends Backends to register for; default both `wasm` and `cpu`.
+ * @returns The kernel names registered.
+ */
+export function registerConvGradientKernels(backends: readonly KernelBackendName[] = KERNEL_BACKENDS): string[] {
+  for (const backendName of backends) {
+    for (const kernelName of CONV_GRADIENT_KERNEL_NAMES) {
+      const key = `${backendName}_${kernelName}`;
+      if (replaced.has(key)) continue;
+      const shipped = tf.getKernel(kernelName, backendName);
+      // unregister first: registerKernel over an existing one works but logs a warning per kernel.
+      if (shipped !== undefined) tf.unregisterKernel(kernelName, backendName);
+      replaced.set(key, shipped);
+      tf.registerKernel({ kernelName, backendName, kernelFunc: kernelFunctions[kernelName]! });
+    }
+  }
+  return [...CONV_GRADIENT_KERNEL_NAMES];
+}
+
+/**
+ * Puts back the kernels TF.js had registered before {@link registerConvGradientKernels} (none, for the
+ * wasm filter gradient). Useful for benchmarks and for comparing against the shipped kernels.
+ *
+ * @param backends Backends to restore; default both `wasm` and `cpu`.
+ */
+export function unregisterConvGradientKernels(backends: readonly KernelBackendName[] = KERNEL_BACKENDS): void {
+  for (const backendName of backends) {
+    for (const kernelName of CONV_GRADIENT_KERNEL_NAMES) {
+      const key = `${backendName}_${kernelName}`;
+      if (!replaced.has(key)) continue;
+      const shipped = replaced.get(key);
+      replaced.delete(key);
+      tf.unregisterKernel(kernelName, backendName);
+      if (shipped === undefined) continue;
+      tf.registerKernel(shipped);
+      // Backends run a kernel's setup (wasm binds its C++ function) only for kernels present when they
+      // initialise; ours stood in the shipped one's place then, so run its setup now.
+      const initialised = tf.engine().registry[backendName];
+      if (initialised !== undefined && shipped.setupFunc !== undefined) shipped.setupFunc(initialised);
+    }
+  }
+}
+
+/** Names of our kernels currently registered for `backendName`. */
+export function registeredConvGradientKernels(backendName: string): string[] {
+  return CONV_GRADIENT_KERNEL_NAMES.filter((kernelName) => replaced.has(`${backendName}_${kernelName}`));
+}

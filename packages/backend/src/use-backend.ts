@@ -1,0 +1,274 @@
+/**
+ * One explicit call that picks a TF.js backend and makes it ready for training. Browser-safe: nothing
+ * Node-only is imported at the top, and optional backends are loaded only when asked for.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { ConfigError, assertChoice, assertKnownOptions, assertNumber } from '@regstack/regularizer';
+import { registerConvGradientKernels, registeredConvGradientKernels } from './register-kernels.js';
+
+/** Backends {@link useBackend} can select. */
+export const BACKEND_NAMES = ['wasm', 'cpu', 'webgpu', 'tensorflow'] as const;
+/** A backend {@link useBackend} can select. */
+export type BackendName = (typeof BACKEND_NAMES)[number];
+
+/** Options of {@link useBackend}. */
+export interface UseBackendOptions {
+  /**
+   * Where the wasm binaries are served from, passed to `setWasmPaths` of `@tensorflow/tfjs-backend-wasm`:
+   * a URL prefix ending in `/` or a map from file name (`tfjs-backend-wasm.wasm`, `-simd.wasm`,
+   * `-threaded-simd.wasm`) to URL. Needed in browsers whenever a bundler does not copy the `.wasm` files
+   * next to the script; Node finds them in `node_modules` by itself.
+   */
+  wasmPaths?: string | Record<string, string>;
+  /**
+   * Threads for XNNPACK on wasm (browsers only, with cross-origin isolation). TF.js always runs wasm
+   * single-threaded in Node.
+   */
+  threads?: number;
+  /** Register this package's conv-gradient kernels on wasm and cpu. Default true. */
+  registerKernels?: boolean;
+}
+
+/** What {@link useBackend} prepared. */
+export interface BackendInfo {
+  /** The backend now active, as named to {@link useBackend} (TF.js also calls it this). */
+  name: BackendName;
+  /** Kernels of this package registered for this backend (empty for webgpu and tensorflow). */
+  kernels: string[];
+  /** XNNPACK threads, for wasm only (always 1 in Node). */
+  threads?: number;
+}
+
+/** One row of {@link listBackends}. */
+export interface BackendDescription {
+  /** Name to pass to {@link useBackend}. */
+  name: BackendName;
+  /** True for the backend chosen when none is named. */
+  isDefault: boolean;
+  /** Package providing it. */
+  packageName: string;
+  /** Whether it is a dependency of this package (always present) or an optional peer to install. */
+  bundled: boolean;
+  /** Where it runs. */
+  runs: 'node and browsers' | 'node' | 'browsers, or node with the webgpu package';
+  /** Whether this package registers its conv-gradient kernels there. */
+  fastConvGradients: boolean;
+  /** One line on when to pick it. */
+  summary: string;
+  /** Command that installs it, when it is an optional peer. */
+  install?: string;
+}
+
+const TFJS_VERSION = '4.22.0';
+
+const DESCRIPTIONS: readonly BackendDescription[] = [
+  {
+    name: 'wasm',
+    isDefault: true,
+    packageName: '@tensorflow/tfjs-backend-wasm',
+    bundled: true,
+    runs: 'node and browsers',
+    fastConvGradients: true,
+    summary: 'XNNPACK on WebAssembly with SIMD: the fastest CPU backend without a native build.',
+  },
+  {
+    name: 'cpu',
+    isDefault: false,
+    packageName: '@tensorflow/tfjs-backend-cpu',
+    bundled: true,
+    runs: 'node and browsers',
+    fastConvGradients: true,
+    summary: 'Plain JavaScript: slow, but the reference every other backend is tested against.',
+  },
+  {
+    name: 'webgpu',
+    isDefault: false,
+    packageName: '@tensorflow/tfjs-backend-webgpu',
+    bundled: false,
+    runs: 'browsers, or node with the webgpu package',
+    fastConvGradients: false,
+    summary: 'GPU through WebGPU; in Node it also needs the `webgpu` package (Dawn).',
+    install: `npm install @tensorflow/tfjs-backend-webgpu@${TFJS_VERSION} webgpu`,
+  },
+  {
+    name: 'tensorflow',
+    isDefault: false,
+    packageName: '@tensorflow/tfjs-node-gpu or @tensorflow/tfjs-node',
+    bundled: false,
+    runs: 'node',
+    fastConvGradients: false,
+    summary: 'Native TensorFlow (CUDA with tfjs-node-gpu): fastest in Node, needs a native install.',
+    install: `npm install @tensorflow/tfjs-node@${TFJS_VERSION}   # or @tensorflow/tfjs-node-gpu for CUDA`,
+  },
+];
+
+/** The backends {@link useBackend} can select, with what each needs and when to pick it. */
+export function listBackends(): BackendDescription[] {
+  return DESCRIPTIONS.map((description) => ({ ...description }));
+}
+
+function isNode(): boolean {
+  return typeof process !== 'undefined' && typeof process.versions?.node === 'string';
+}
+
+/**
+ * Imports an optional package through a specifier bundlers cannot see, so that a bundle does not fail
+ * to build when the package is absent. Returns undefined when the package itself is not installed;
+ * any other failure (an installed native addon that does not load) propagates.
+ */
+async function importOptional(specifier: string): Promise<Record<string, unknown> | undefined> {
+  try {
+    return (await import(/* @vite-ignore */ /* webpackIgnore: true */ specifier)) as Record<string, unknown>;
+  } catch (error) {
+    if (isMissingModule(error, specifier)) return undefined;
+    throw error;
+  }
+}
+
+function isMissingModule(error: unknown, specifier: string): boolean {
+  if (!(error instanceof Error)) return false;
+  const code = (error as { code?: unknown }).code;
+  const missing =
+    code === 'ERR_MODULE_NOT_FOUND' ||
+    code === 'MODULE_NOT_FOUND' ||
+    /Cannot find (module|package)|Failed to (load|resolve)/i.test(error.message);
+  // A missing dependency *of* an installed package is a broken install, not an absent one.
+  return missing && error.message.includes(specifier);
+}
+
+let gradientsLoaded = false;
+
+/**
+ * tfjs-core registers no gradients by itself. Bundlers and Vite resolve TF.js's own registration module;
+ * plain Node cannot (its internal imports lack file extensions), so the build ships a self-contained
+ * copy for that case.
+ */
+async function ensureGradients(): Promise<void> {
+  if (gradientsLoaded || tf.getGradient(tf.Conv2D) !== undefined) {
+    gradientsLoaded = true;
+    return;
+  }
+  try {
+    await import('@tensorflow/tfjs-core/dist/register_all_gradients');
+  } catch (error) {
+    if (!isNode()) throw error;
+    const bundled = './register-gradients-node.js';
+    await import(/* @vite-ignore */ /* webpackIgnore: true */ bundled);
+  }
+  gradientsLoaded = true;
+}
+
+async function prepareWasm(options: UseBackendOptions): Promise<number> {
+  const wasm = await import('@tensorflow/tfjs-backend-wasm');
+  if (options.wasmPaths !== undefined) {
+    // setWasmPaths only takes effect before the backend first initialises.
+    wasm.setWasmPaths(options.wasmPaths as Parameters<typeof wasm.setWasmPaths>[0]);
+  }
+  if (options.threads !== undefined) wasm.setThreadsCount(options.threads);
+  await activate('wasm');
+  return wasm.getThreadsCount();
+}
+
+async function prepareTensorflow(): Promise<void> {
+  const loaded =
+    (await importOptional('@tensorflow/tfjs-node-gpu')) ?? (await importOptional('@tensorflow/tfjs-node'));
+  if (loaded === undefined) {
+    throw new ConfigError(
+      'backend',
+      "'tensorflow' needs @tensorflow/tfjs-node (CPU) or @tensorflow/tfjs-node-gpu (CUDA), and neither is installed. " +
+        `Install one with \`npm install @tensorflow/tfjs-node@${TFJS_VERSION}\` (or @tensorflow/tfjs-node-gpu@${TFJS_VERSION}), ` +
+        "or leave the backend unset to use 'wasm', the default, which needs no native build.",
+    );
+  }
+  await activate('tensorflow');
+}
+
+/** Node has no WebGPU; the `webgpu` package (Dawn bindings) supplies `navigator.gpu`. */
+async function ensureNavigatorGpu(): Promise<void> {
+  const navigatorNow = (globalThis as { navigator?: { gpu?: unknown } }).navigator;
+  if (navigatorNow?.gpu !== undefined || !isNode()) return;
+  const dawn = await importOptional('webgpu');
+  if (dawn === undefined) {
+    throw new ConfigError(
+      'backend',
+      "'webgpu' in Node needs the `webgpu` package for navigator.gpu, and it is not installed. " +
+        "Install it with `npm install webgpu`, or use 'tensorflow' (tfjs-node-gpu) for a GPU in Node, or 'wasm', the default.",
+    );
+  }
+  const { create, globals } = dawn as { create: (flags: string[]) => unknown; globals: object };
+  Object.assign(globalThis, globals);
+  // Node ≥ 21 defines a read-only-looking `navigator` getter; defineProperty replaces it either way.
+  Object.defineProperty(globalThis, 'navigator', {
+    value: { gpu: create([]), userAgent: 'node' },
+    configurable: true,
+    writable: true,
+  });
+}
+
+async function prepareWebgpu(): Promise<void> {
+  if (tf.findBackendFactory('webgpu') === undefined || tf.findBackendFactory('webgpu') === null) {
+    await ensureNavigatorGpu();
+    const loaded = await importOptional('@tensorflow/tfjs-backend-webgpu');
+    if (loaded === undefined) {
+      throw new ConfigError(
+        'backend',
+        "'webgpu' needs @tensorflow/tfjs-backend-webgpu, which is not installed. " +
+          `Install it with \`npm install @tensorflow/tfjs-backend-webgpu@${TFJS_VERSION}\` ` +
+          "(in a browser bundle, import it yourself before calling useBackend), or use 'wasm', the default.",
+      );
+    }
+  }
+  const gpu = (globalThis as { navigator?: { gpu?: { requestAdapter(): Promise<unknown> } } }).navigator?.gpu;
+  if (gpu === undefined || (await gpu.requestAdapter()) === null) {
+    throw new ConfigError(
+      'backend',
+      "'webgpu' found no GPU adapter (navigator.gpu is missing or offers none). " +
+        "Check the browser's WebGPU support or the GPU driver, or use 'wasm', the default.",
+    );
+  }
+  await activate('webgpu');
+}
+
+async function activate(name: string): Promise<void> {
+  // setBackend swallows initialisation errors and answers false.
+  const ok = await tf.setBackend(name);
+  if (!ok) throw new ConfigError('backend', `TF.js could not initialise the '${name}' backend (see the warning above)`);
+  await tf.ready();
+}
+
+/**
+ * Selects and prepares a TF.js backend for training, in one explicit call: registers TF.js's gradients
+ * (tfjs-core alone has none) and this package's conv-gradient kernels, then activates the backend.
+ *
+ * @param name Backend to use; default `'wasm'`. See {@link listBackends}.
+ * @param options See {@link UseBackendOptions}.
+ * @returns What was prepared.
+ * @throws ConfigError (field `backend`) for an unknown name, an optional backend that is not installed,
+ *   or a backend that fails to initialise.
+ */
+export async function useBackend(name: BackendName = 'wasm', options: UseBackendOptions = {}): Promise<BackendInfo> {
+  const backend = assertChoice('backend', name, BACKEND_NAMES);
+  assertKnownOptions('backend', options, ['wasmPaths', 'threads', 'registerKernels']);
+  if (options.threads !== undefined) assertNumber('backend.threads', options.threads, { min: 1, integer: true });
+  if (options.wasmPaths !== undefined && typeof options.wasmPaths !== 'string' && typeof options.wasmPaths !== 'object') {
+    throw new ConfigError('backend.wasmPaths', 'expected a URL prefix string or a map from wasm file name to URL');
+  }
+
+  await ensureGradients();
+  let threads: number | undefined;
+  if (backend === 'wasm' || backend === 'cpu') {
+    // The backend module must load before our kernels register: its own registration would override ours.
+    await import('@tensorflow/tfjs-backend-cpu');
+    if (backend === 'wasm') await import('@tensorflow/tfjs-backend-wasm');
+    if (options.registerKernels !== false) registerConvGradientKernels([backend]);
+    if (backend === 'wasm') threads = await prepareWasm(options);
+    else await activate('cpu');
+  } else if (backend === 'tensorflow') {
+    await prepareTensorflow();
+  } else {
+    await prepareWebgpu();
+  }
+  const info: BackendInfo = { name: backend, kernels: registeredConvGradientKernels(backend) };
+  if (threads !== undefined) info.threads = threads;
+  return info;
+}
