@@ -7,12 +7,9 @@ import {
   trainImagesBase64,
   trainLabelsBase64,
 } from './embedded/fashion-mnist-subset.js';
-import { fashionMnistClassNames } from './idx.js';
+import { fashionMnistClassNames, fashionMnistLicense } from './idx.js';
 import { holdOut, type HoldOutOptions, type LoadedDataset } from './loaded.js';
 import { fashionMnistNormalization } from './normalization.js';
-
-/** The licence line of Fashion-MNIST; the full text ships as `src/embedded/FASHION-MNIST-LICENSE`. */
-export const fashionMnistLicense = 'MIT, Copyright (c) 2017 Zalando SE';
 
 /** Decodes base64 with `atob`, which Node ≥ 16 and every browser provide, so no Node module is needed. */
 export function decodeBase64(text: string): Uint8Array {

@@ -2,9 +2,8 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError, DataError, assertKnownOptions } from '@regstack/regularizer';
 import { downloadFile, type Checksum, type DownloadProgress } from './download.js';
-import { fashionMnistLicense } from './embedded.js';
 import { exists, findFile, readMaybeGzipped } from './files.js';
-import { datasetFromIdx, fashionMnistClassNames } from './idx.js';
+import { datasetFromIdx, fashionMnistClassNames, fashionMnistLicense } from './idx.js';
 import { holdOut, type HoldOutOptions, type LoadedDataset } from './loaded.js';
 import { fashionMnistNormalization } from './normalization.js';
 

@@ -27,7 +27,7 @@ export {
   channelStatistics,
   type NormalizationConstants,
 } from './normalization.js';
-export { parseIdx, datasetFromIdx, fashionMnistClassNames, type IdxArray } from './idx.js';
+export { parseIdx, datasetFromIdx, fashionMnistClassNames, fashionMnistLicense, type IdxArray } from './idx.js';
 export {
   parseCifar10,
   parseCifar100,
@@ -36,5 +36,5 @@ export {
   type Cifar100LabelKind,
   type Cifar100Parsed,
 } from './cifar.js';
-export { loadEmbeddedFashionMnist, fashionMnistLicense, decodeBase64 } from './embedded.js';
+export { loadEmbeddedFashionMnist, decodeBase64 } from './embedded.js';
 export { holdOut, type LoadedDataset, type DatasetInfo, type HoldOutOptions } from './loaded.js';
