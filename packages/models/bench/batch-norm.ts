@@ -1,0 +1,101 @@
+/**
+ * Batch-norm forward + backward on the wasm backend: the hand-written `batchNormalization` of this
+ * package against a centred hand-written form, tfjs-core's `tf.moments` + `tf.batchNorm`, and
+ * `tf.layers.batchNormalization`. Activation [64, 32, 32, 32] (NHWC), gradients w.r.t. the input,
+ * γ and β. Run from packages/models with `npm run bench:batch-norm`.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import '@tensorflow/tfjs-core/dist/register_all_gradients';
+import * as tfl from '@tensorflow/tfjs-layers';
+import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { batchNormalization, type BatchNormParameters } from '../src/batch-norm.js';
+
+const shape: [number, number, number, number] = [64, 32, 32, 32];
+const channels = shape[3];
+const epsilon = 1e-5;
+const warmup = 3;
+const repeats = Number(process.env.REPEATS ?? 20);
+
+type Forward = (x: tf.Tensor4D, gamma: tf.Variable, beta: tf.Variable) => tf.Tensor;
+
+async function main(): Promise<void> {
+  const wasmFile = createRequire(join(process.cwd(), 'package.json')).resolve('@tensorflow/tfjs-backend-wasm/wasm-out/tfjs-backend-wasm.wasm');
+  setWasmPaths(`${dirname(wasmFile)}/`);
+  await tf.setBackend('wasm');
+  const input = tf.variable(tf.randomNormal(shape, 0.5, 2, 'float32', 1), true);
+  const upstream = tf.randomNormal(shape, 0, 1, 'float32', 2);
+  const gamma = tf.variable(tf.randomUniform([channels], 0.5, 1.5, 'float32', 3));
+  const beta = tf.variable(tf.randomNormal([channels], 0, 1, 'float32', 4));
+  const running = { runningMean: tf.variable(tf.zeros([channels]), false), runningVariance: tf.variable(tf.ones([channels]), false) };
+
+  const ours: Forward = (x, g, b) => {
+    const parameters: BatchNormParameters = { gamma: g, beta: b, ...running, momentum: 0.1, epsilon };
+    return batchNormalization(x, parameters, 'train');
+  };
+  const centred: Forward = (x, g, b) => {
+    const mean = tf.mean(x, [0, 1, 2]);
+    const centered = tf.sub(x, mean);
+    const variance = tf.mean(tf.square(centered), [0, 1, 2]);
+    return tf.add(tf.mul(centered, tf.mul(g, tf.rsqrt(tf.add(variance, epsilon)))), b);
+  };
+  const coreBatchNorm: Forward = (x, g, b) => {
+    const { mean, variance } = tf.moments(x, [0, 1, 2]);
+    return tf.batchNorm(x, mean, variance, b, g, epsilon);
+  };
+  const layer = tfl.layers.batchNormalization({ axis: -1, momentum: 0.9, epsilon });
+  layer.build(shape);
+  // Same γ and β as the other variants, so that outputs can be compared.
+  layer.setWeights([gamma, beta, running.runningMean, running.runningVariance]);
+  const layersForward: Forward = (x) => layer.apply(x, { training: true }) as tf.Tensor;
+  const layerWeights = layer.trainableWeights.map((weight) => weight.read() as tf.Variable);
+
+  const variants: Array<[string, Forward, tf.Variable[]]> = [
+    ['@regstack/models batchNormalization (E[x²] − E[x]²)', ours, [input, gamma, beta]],
+    ['hand-written, centred (E[(x − μ)²])', centred, [input, gamma, beta]],
+    ['tf.moments + tf.batchNorm', coreBatchNorm, [input, gamma, beta]],
+    ['tf.layers.batchNormalization', layersForward, [input, ...layerWeights]],
+  ];
+
+  const reference = tf.tidy(() => centred(input, gamma, beta).dataSync());
+  console.log(`backend ${tf.getBackend()}, activation [${shape.join(', ')}], ${repeats} repeats (median ms)`);
+  for (const [name, forward, variables] of variants) {
+    const forwardOnly = () => {
+      tf.tidy(() => {
+        forward(input, gamma, beta).dataSync();
+      });
+    };
+    const forwardBackward = () => {
+      tf.tidy(() => {
+        const { value, grads } = tf.variableGrads(() => tf.sum(tf.mul(forward(input, gamma, beta), upstream)) as tf.Scalar, variables);
+        value.dataSync();
+        for (const gradient of Object.values(grads)) gradient.dataSync();
+      });
+    };
+    const forwardMs = median(forwardOnly);
+    const stepMs = median(forwardBackward);
+    const difference = tf.tidy(() => {
+      const output = forward(input, gamma, beta);
+      return tf.max(tf.abs(tf.sub(output, tf.tensor(reference, shape)))).dataSync()[0]!;
+    });
+    console.log(`${name.padEnd(52)} forward ${forwardMs.toFixed(1).padStart(7)}  forward+backward ${stepMs.toFixed(1).padStart(7)}  max |Δ| vs centred ${difference.toExponential(1)}`);
+  }
+}
+
+function median(run: () => void): number {
+  for (let index = 0; index < warmup; index++) run();
+  const times: number[] = [];
+  for (let index = 0; index < repeats; index++) {
+    const start = performance.now();
+    run();
+    times.push(performance.now() - start);
+  }
+  times.sort((a, b) => a - b);
+  return times[Math.floor(times.length / 2)]!;
+}
+
+main().catch((error: unknown) => {
+  console.error(error);
+  process.exitCode = 1;
+});
