@@ -22,9 +22,9 @@ export interface ConvGradientAttributes {
   dimRoundingMode?: 'floor' | 'round' | 'ceil';
 }
 
-/** How the filter gradient is formed; `im2col` is the fastest measured (see the package README). */
+/** How the filter gradient is formed; `convolution` is the fastest measured on wasm and cpu (see the package README). */
 export type FilterGradientMethod = 'im2col' | 'per-tap' | 'convolution';
-/** How the input gradient is formed; `sub-pixel` is the fastest measured (see the package README). */
+/** How the input gradient is formed; `sub-pixel` is the fastest measured (see the package README); both are the same at stride 1. */
 export type InputGradientMethod = 'sub-pixel' | 'zero-insertion';
 
 type Rank4 = [number, number, number, number];
@@ -127,7 +127,7 @@ export function conv2dFilterGradient(
   dy: tf.Tensor4D,
   filterShape: Rank4,
   attributes: ConvGradientAttributes,
-  method: FilterGradientMethod = 'im2col',
+  method: FilterGradientMethod = 'convolution',
 ): tf.Tensor4D {
   return tf.tidy(() => {
     const info = convolutionInfo(x.shape, filterShape, attributes);

@@ -12,6 +12,8 @@ export {
   unregisterConvGradientKernels,
   registeredConvGradientKernels,
   CONV_GRADIENT_KERNEL_NAMES,
+  DEFAULT_CONV_GRADIENT_KERNELS,
+  type ConvGradientKernelName,
   KERNEL_BACKENDS,
   type KernelBackendName,
 } from './register-kernels.js';

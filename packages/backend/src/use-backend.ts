@@ -25,7 +25,10 @@ export interface UseBackendOptions {
    * single-threaded in Node.
    */
   threads?: number;
-  /** Register this package's conv-gradient kernels on wasm and cpu. Default true. */
+  /**
+   * Register this package's conv-gradient kernels (wasm: filter and input gradients; cpu: filter
+   * gradient, see `DEFAULT_CONV_GRADIENT_KERNELS`). Default true.
+   */
   registerKernels?: boolean;
 }
 
@@ -131,7 +134,7 @@ function isMissingModule(error: unknown, specifier: string): boolean {
   const missing =
     code === 'ERR_MODULE_NOT_FOUND' ||
     code === 'MODULE_NOT_FOUND' ||
-    /Cannot find (module|package)|Failed to (load|resolve)/i.test(error.message);
+    /Cannot find (module|package)|Could not resolve|Failed to (load|resolve)/i.test(error.message);
   // A missing dependency *of* an installed package is a broken install, not an absent one.
   return missing && error.message.includes(specifier);
 }

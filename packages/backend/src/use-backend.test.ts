@@ -1,0 +1,125 @@
+import '@tensorflow/tfjs-backend-cpu';
+import '@tensorflow/tfjs-core/dist/register_all_gradients';
+import * as tf from '@tensorflow/tfjs-core';
+import { ConfigError } from '@regstack/regularizer';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { registerConvGradientKernels, unregisterConvGradientKernels } from './register-kernels.js';
+import { BACKEND_NAMES, listBackends, useBackend, type BackendName } from './use-backend.js';
+
+function relativeError(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
+  let difference = 0;
+  let norm = 0;
+  for (let index = 0; index < expected.length; index++) {
+    difference += (actual[index]! - expected[index]!) ** 2;
+    norm += expected[index]! ** 2;
+  }
+  return Math.sqrt(difference / norm);
+}
+
+function values(shape: number[], seed: number): tf.Tensor {
+  const size = shape.reduce((a, b) => a * b, 1);
+  const data = new Float32Array(size);
+  let state = seed;
+  for (let index = 0; index < size; index++) {
+    state = (state * 1664525 + 1013904223) >>> 0;
+    data[index] = state / 2 ** 32 - 0.5;
+  }
+  return tf.tensor(data, shape);
+}
+
+/** A three-layer conv net (stride 1 same, stride 2 valid, 1x1 stride 2) and the gradient of its loss. */
+function convNetGradients(): Float32Array[] {
+  return tf.tidy(() => {
+    const x = values([3, 10, 9, 3], 1);
+    const first = values([3, 3, 3, 8], 2);
+    const second = values([3, 3, 8, 6], 3);
+    const third = values([1, 1, 6, 2], 4);
+    const loss = (input: tf.Tensor, a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) => {
+      const h1 = tf.relu(tf.conv2d(input as tf.Tensor4D, a as tf.Tensor4D, 1, 'same'));
+      const h2 = tf.relu(tf.conv2d(h1, b as tf.Tensor4D, 2, 'valid'));
+      const out = tf.conv2d(h2, c as tf.Tensor4D, 2, 'same');
+      return tf.mean(tf.square(tf.sub(out, 0.25)));
+    };
+    const gradients = tf.grads(loss)([x, first, second, third]);
+    return gradients.map((gradient) => gradient.dataSync() as Float32Array);
+  });
+}
+
+let cpuReference: Float32Array[];
+
+beforeAll(async () => {
+  await tf.setBackend('cpu');
+  // The reference uses TF.js's shipped cpu kernels.
+  unregisterConvGradientKernels(['cpu']);
+  cpuReference = convNetGradients();
+});
+
+describe('useBackend', () => {
+  it("defaults to wasm, registers our kernels there, and tf.grad of a conv net matches the cpu backend", async () => {
+    const info = await useBackend();
+    expect(info).toEqual({ name: 'wasm', kernels: ['Conv2DBackpropFilter', 'Conv2DBackpropInput'], threads: 1 });
+    expect(tf.getBackend()).toBe('wasm');
+
+    const before = tf.memory().numTensors;
+    const onWasm = convNetGradients();
+    expect(tf.memory().numTensors).toBe(before);
+    expect(onWasm).toHaveLength(4);
+    for (const [index, gradient] of onWasm.entries()) {
+      expect(relativeError(gradient, cpuReference[index]!), `gradient ${index}`).toBeLessThan(1e-5);
+    }
+  });
+
+  it('is needed: TF.js as shipped cannot differentiate a conv net on wasm', async () => {
+    await useBackend('wasm');
+    unregisterConvGradientKernels(['wasm']);
+    try {
+      expect(() => convNetGradients()).toThrow(/Conv2DBackpropFilter/);
+    } finally {
+      registerConvGradientKernels(['wasm']);
+    }
+  });
+
+  it('prepares cpu with our kernels', async () => {
+    const info = await useBackend('cpu');
+    expect(info).toEqual({ name: 'cpu', kernels: ['Conv2DBackpropFilter'] });
+    expect(tf.getBackend()).toBe('cpu');
+    const onCpu = convNetGradients();
+    for (const [index, gradient] of onCpu.entries()) {
+      expect(relativeError(gradient, cpuReference[index]!)).toBeLessThan(1e-5);
+    }
+  });
+
+  it("'tensorflow' without tfjs-node names the field and says how to install, and that wasm is the default", async () => {
+    const attempt = useBackend('tensorflow');
+    await expect(attempt).rejects.toBeInstanceOf(ConfigError);
+    await expect(attempt).rejects.toMatchObject({ field: 'backend' });
+    await expect(attempt).rejects.toThrow(/npm install @tensorflow\/tfjs-node@4\.22\.0/);
+    await expect(attempt).rejects.toThrow(/'wasm', the default/);
+  });
+
+  it("'webgpu' without the webgpu packages names the field and says how to install", async () => {
+    const attempt = useBackend('webgpu');
+    await expect(attempt).rejects.toBeInstanceOf(ConfigError);
+    await expect(attempt).rejects.toMatchObject({ field: 'backend' });
+    await expect(attempt).rejects.toThrow(/npm install (webgpu|@tensorflow\/tfjs-backend-webgpu)/);
+  });
+
+  it('rejects unknown backends and options with the field at fault', async () => {
+    await expect(useBackend('gpu' as BackendName)).rejects.toMatchObject({ field: 'backend' });
+    await expect(useBackend('gpu' as BackendName)).rejects.toThrow(/wasm, cpu, webgpu, tensorflow/);
+    await expect(useBackend('wasm', { thread: 2 } as never)).rejects.toMatchObject({ field: 'backend.thread' });
+    await expect(useBackend('wasm', { threads: 0 })).rejects.toMatchObject({ field: 'backend.threads' });
+  });
+});
+
+describe('listBackends', () => {
+  it('describes every choice, wasm as the only default, with install commands for the optional ones', () => {
+    const backends = listBackends();
+    expect(backends.map((backend) => backend.name)).toEqual([...BACKEND_NAMES]);
+    expect(backends.filter((backend) => backend.isDefault).map((backend) => backend.name)).toEqual(['wasm']);
+    for (const backend of backends) {
+      expect(backend.install === undefined).toBe(backend.bundled);
+      expect(backend.fastConvGradients).toBe(backend.name === 'wasm' || backend.name === 'cpu');
+    }
+  });
+});
