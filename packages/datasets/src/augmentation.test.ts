@@ -2,7 +2,7 @@ import '@tensorflow/tfjs-backend-cpu';
 import * as tf from '@tensorflow/tfjs-core';
 import { DataError, Random } from '@regstack/regularizer';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { createStandardAugmentation, randomCropWithPadding, randomHorizontalFlip, standardAugmentation } from './augmentation.js';
+import { applyCropAndFlip, createStandardAugmentation, randomCropWithPadding, randomHorizontalFlip, standardAugmentation } from './augmentation.js';
 
 beforeAll(async () => {
   await tf.setBackend('cpu');
@@ -156,5 +156,29 @@ describe('standardAugmentation', () => {
     expect(() => standardAugmentation(inputs, new Random(0))).toThrow(DataError);
     expect(() => createStandardAugmentation({ pading: 2 } as never)).toThrow(expect.objectContaining({ field: 'standardAugmentation.pading' }));
     inputs.dispose();
+  });
+});
+
+describe('applyCropAndFlip', () => {
+  it('gives the same result with tf.gather and with the typed-array copy, for float and int tensors', () => {
+    const random = new Random(13);
+    const draws = {
+      rowOffsets: Int32Array.from({ length: COUNT }, () => random.int(7)),
+      columnOffsets: Int32Array.from({ length: COUNT }, () => random.int(7)),
+      flips: Uint8Array.from({ length: COUNT }, () => random.int(2)),
+    };
+    const floats = distinctBatch();
+    const ints = tf.cast(floats, 'int32');
+    for (const inputs of [floats, ints]) {
+      const before = tf.memory().numTensors;
+      const gathered = applyCropAndFlip(inputs, 3, draws, 'gather');
+      const copied = applyCropAndFlip(inputs, 3, draws, 'typed-array');
+      expect(tf.memory().numTensors).toBe(before + 2);
+      expect(copied.dtype).toBe(inputs.dtype);
+      expect(gathered.dtype).toBe(inputs.dtype);
+      expect(Array.from(copied.dataSync())).toEqual(Array.from(gathered.dataSync()));
+      tf.dispose([gathered, copied]);
+    }
+    tf.dispose([floats, ints]);
   });
 });
