@@ -9,6 +9,8 @@ export default defineConfig({
   esbuildOptions(options) {
     options.sourcesContent = false;
   },
+  // CommonJS too, so that both entries share one Dataset class (instanceof works across them).
+  splitting: true,
   clean: true,
   target: 'node20',
 });
