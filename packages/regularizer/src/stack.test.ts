@@ -232,3 +232,18 @@ describe('a prepared step', () => {
     model.dispose();
   });
 });
+
+describe('lossInputGradient', () => {
+  it('leaves nothing behind when a caller keeps only the gradient', async () => {
+    const { lossInputGradient } = await import('./stack.js');
+    const model = countingLinearModel(5, 3);
+    const batch = makeBatch();
+    const targets = tf.cast(tf.oneHot(batch.labels, 3), 'float32') as tf.Tensor2D;
+    const before = tf.memory().numTensors;
+    const gradient = tf.tidy(() => lossInputGradient(model, batch.inputs, targets, { reduction: 'sum', mode: 'eval' }).gradient);
+    expect(tf.memory().numTensors).toBe(before + 1);
+    expect(gradient.shape).toEqual([6, 5]);
+    tf.dispose([gradient, targets, batch.inputs, batch.labels]);
+    model.dispose();
+  });
+});

@@ -105,7 +105,12 @@ export function lossInputGradient(
       return softCrossEntropy(output.logits, targets, options.reduction);
     };
     const { value, grad } = tf.valueAndGrad(lossOf)(inputs);
-    return { gradient: grad, loss: value, logits: logits! };
+    // The logits had to be kept to leave valueAndGrad's scope; hand back an ordinary tensor so that a
+    // caller's tidy disposes it like the others.
+    const kept = logits!;
+    const released = tf.clone(kept);
+    kept.dispose();
+    return { gradient: grad, loss: value, logits: released };
   });
 }
 
