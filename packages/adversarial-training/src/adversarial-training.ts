@@ -105,9 +105,9 @@ export function adversarialTraining(options: AdversarialTrainingOptions = {}): R
   const attack = assertChoice(`${OWNER}.attack`, options.attack ?? 'fgsm', ['fgsm', 'pgd'] as const);
   const norm = assertChoice(`${OWNER}.norm`, options.norm ?? 'linf', ['linf', 'l2'] as const);
   const attackMode: ModelMode = assertChoice(`${OWNER}.attackMode`, options.attackMode ?? 'frozen-stats', ['frozen-stats', 'eval'] as const);
-  const epsilon = checkedSchedulable('epsilon', options.epsilon ?? (norm === 'linf' ? 8 / 255 : 0.5), { min: 0 });
-  const stepSize = options.stepSize === undefined ? undefined : checkedSchedulable('stepSize', options.stepSize, { min: 0, minExclusive: true });
-  const weight = checkedSchedulable('weight', options.weight ?? 0.5, { min: 0, max: 1 });
+  const epsilon = validateSchedulable(`${OWNER}.epsilon`, options.epsilon ?? (norm === 'linf' ? 8 / 255 : 0.5), { min: 0 });
+  const stepSize = options.stepSize === undefined ? undefined : validateSchedulable(`${OWNER}.stepSize`, options.stepSize, { min: 0, minExclusive: true });
+  const weight = validateSchedulable(`${OWNER}.weight`, options.weight ?? 0.5, { min: 0, max: 1 });
   let steps = 1;
   if (attack === 'pgd') steps = assertNumber(`${OWNER}.steps`, options.steps ?? 10, { min: 1, integer: true });
   else if (options.steps !== undefined && options.steps !== 1) {
@@ -206,15 +206,3 @@ function checkedClip(value: unknown): readonly [number, number] | null {
   return [low, high];
 }
 
-function checkedSchedulable(name: string, value: unknown, range: Parameters<typeof assertNumber>[2]): Schedulable {
-  const field = `${OWNER}.${name}`;
-  const schedulable = validateSchedulable(field, value);
-  if (typeof schedulable === 'number') assertNumber(field, schedulable, range);
-  else if (typeof schedulable === 'object') {
-    // Declared schedules are checked at every value they can take; ramps stay between their ends.
-    const values =
-      schedulable.type === 'constant' ? [schedulable.value] : schedulable.type === 'step' ? schedulable.values : [schedulable.from, schedulable.to];
-    values.forEach((entry) => assertNumber(field, entry, range));
-  }
-  return schedulable;
-}

@@ -43,8 +43,7 @@ const LAMBDA_RANGE = { min: 0 } as const;
  */
 export function entropyMinimization(options: EntropyMinimizationOptions = {}): RegularizerPlugin {
   assertKnownOptions(OWNER, options, ['lambda', 'mode']);
-  const lambda = validateSchedulable(`${OWNER}.lambda`, options.lambda ?? 0.1);
-  assertScheduleRange(`${OWNER}.lambda`, lambda, LAMBDA_RANGE);
+  const lambda = validateSchedulable(`${OWNER}.lambda`, options.lambda ?? 0.1, LAMBDA_RANGE);
   const mode = assertChoice(`${OWNER}.mode`, options.mode ?? 'minimize', ['minimize', 'maximize'] as const);
   const sign = mode === 'minimize' ? 1 : -1;
   return {
@@ -57,27 +56,3 @@ export function entropyMinimization(options: EntropyMinimizationOptions = {}): R
   };
 }
 
-/**
- * Checks every value a declared schedule can take against a range at construction, so that a bad
- * schedule fails when the stack is built rather than epochs into a run. Functions are checked
- * each step instead.
- */
-function assertScheduleRange(field: string, value: Schedulable, range: Parameters<typeof assertNumber>[2]): void {
-  if (typeof value === 'function') return;
-  if (typeof value === 'number') {
-    assertNumber(field, value, range);
-    return;
-  }
-  switch (value.type) {
-    case 'constant':
-      assertNumber(`${field}.value`, value.value, range);
-      break;
-    case 'step':
-      value.values.forEach((entry, index) => assertNumber(`${field}.values[${index}]`, entry, range));
-      break;
-    default:
-      // Linear and cosine ramps stay between their end points.
-      assertNumber(`${field}.from`, value.from, range);
-      assertNumber(`${field}.to`, value.to, range);
-  }
-}

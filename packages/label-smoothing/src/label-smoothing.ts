@@ -35,8 +35,7 @@ const EPSILON_RANGE = { min: 0, max: 1 } as const;
  */
 export function labelSmoothing(options: LabelSmoothingOptions = {}): RegularizerPlugin {
   assertKnownOptions(OWNER, options, ['epsilon']);
-  const epsilon = validateSchedulable(`${OWNER}.epsilon`, options.epsilon ?? 0.1);
-  assertScheduleRange(`${OWNER}.epsilon`, epsilon, EPSILON_RANGE);
+  const epsilon = validateSchedulable(`${OWNER}.epsilon`, options.epsilon ?? 0.1, EPSILON_RANGE);
   return {
     name: 'label-smoothing',
     stage: 'target-transform',
@@ -49,27 +48,3 @@ export function labelSmoothing(options: LabelSmoothingOptions = {}): Regularizer
   };
 }
 
-/**
- * Checks every value a declared schedule can take against a range at construction, so that a bad
- * schedule fails when the stack is built rather than epochs into a run. Functions are checked
- * each step instead.
- */
-function assertScheduleRange(field: string, value: Schedulable, range: Parameters<typeof assertNumber>[2]): void {
-  if (typeof value === 'function') return;
-  if (typeof value === 'number') {
-    assertNumber(field, value, range);
-    return;
-  }
-  switch (value.type) {
-    case 'constant':
-      assertNumber(`${field}.value`, value.value, range);
-      break;
-    case 'step':
-      value.values.forEach((entry, index) => assertNumber(`${field}.values[${index}]`, entry, range));
-      break;
-    default:
-      // Linear and cosine ramps stay between their end points.
-      assertNumber(`${field}.from`, value.from, range);
-      assertNumber(`${field}.to`, value.to, range);
-  }
-}

@@ -94,10 +94,10 @@ const OPTIONS = ['steps', 'stepSize', 'beta', 'gamma', 'weight', 'every', 'clip'
 export function meAda(options: MeAdaOptions = {}): RegularizerPlugin<MeAdaState> {
   assertKnownOptions(OWNER, options, OPTIONS);
   const steps = assertNumber(`${OWNER}.steps`, options.steps ?? 5, { min: 1, integer: true });
-  const stepSize = checkedSchedulable('stepSize', options.stepSize ?? 5, { min: 0, minExclusive: true });
-  const beta = checkedSchedulable('beta', options.beta ?? 10, { min: 0 });
-  const gamma = checkedSchedulable('gamma', options.gamma ?? 1, { min: 0 });
-  const weight = checkedSchedulable('weight', options.weight ?? 0.5, { min: 0, max: 1 });
+  const stepSize = validateSchedulable(`${OWNER}.stepSize`, options.stepSize ?? 5, { min: 0, minExclusive: true });
+  const beta = validateSchedulable(`${OWNER}.beta`, options.beta ?? 10, { min: 0 });
+  const gamma = validateSchedulable(`${OWNER}.gamma`, options.gamma ?? 1, { min: 0 });
+  const weight = validateSchedulable(`${OWNER}.weight`, options.weight ?? 0.5, { min: 0, max: 1 });
   const every = assertNumber(`${OWNER}.every`, options.every ?? 1, { min: 1, integer: true });
   const clip = checkedClip(options.clip === undefined ? [0, 1] : options.clip);
   const ascentMode: ModelMode = assertChoice(`${OWNER}.ascentMode`, options.ascentMode ?? 'eval', ['eval', 'frozen-stats'] as const);
@@ -171,15 +171,3 @@ function checkedClip(value: unknown): readonly [number, number] | null {
   return [low, high];
 }
 
-function checkedSchedulable(name: string, value: unknown, range: Parameters<typeof assertNumber>[2]): Schedulable {
-  const field = `${OWNER}.${name}`;
-  const schedulable = validateSchedulable(field, value);
-  if (typeof schedulable === 'number') assertNumber(field, schedulable, range);
-  else if (typeof schedulable === 'object') {
-    // Declared schedules are checked at every value they can take; ramps stay between their ends.
-    const values =
-      schedulable.type === 'constant' ? [schedulable.value] : schedulable.type === 'step' ? schedulable.values : [schedulable.from, schedulable.to];
-    values.forEach((entry) => assertNumber(field, entry, range));
-  }
-  return schedulable;
-}

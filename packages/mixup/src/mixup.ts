@@ -80,10 +80,10 @@ const PROBABILITY_RANGE = { min: 0, max: 1 } as const;
  */
 export function mixup(options: MixupOptions = {}): RegularizerPlugin {
   assertKnownOptions(OWNER, options, OPTIONS);
-  const mixupAlpha = checkedSchedulable('mixupAlpha', options.mixupAlpha ?? 1.0, ALPHA_RANGE);
-  const cutmixAlpha = checkedSchedulable('cutmixAlpha', options.cutmixAlpha ?? 0.0, ALPHA_RANGE);
-  const probability = checkedSchedulable('probability', options.probability ?? 1.0, PROBABILITY_RANGE);
-  const switchProbability = checkedSchedulable('switchProbability', options.switchProbability ?? 0.5, PROBABILITY_RANGE);
+  const mixupAlpha = validateSchedulable(`${OWNER}.mixupAlpha`, options.mixupAlpha ?? 1.0, ALPHA_RANGE);
+  const cutmixAlpha = validateSchedulable(`${OWNER}.cutmixAlpha`, options.cutmixAlpha ?? 0.0, ALPHA_RANGE);
+  const probability = validateSchedulable(`${OWNER}.probability`, options.probability ?? 1.0, PROBABILITY_RANGE);
+  const switchProbability = validateSchedulable(`${OWNER}.switchProbability`, options.switchProbability ?? 0.5, PROBABILITY_RANGE);
 
   return {
     name: 'mixup',
@@ -105,18 +105,6 @@ export function mixup(options: MixupOptions = {}): RegularizerPlugin {
   };
 }
 
-function checkedSchedulable(name: string, value: unknown, range: Parameters<typeof assertNumber>[2]): Schedulable {
-  const field = `${OWNER}.${name}`;
-  const schedulable = validateSchedulable(field, value);
-  if (typeof schedulable === 'number') assertNumber(field, schedulable, range);
-  else if (typeof schedulable === 'object') {
-    // Declared schedules are checked at every value they can take; ramps stay between their ends.
-    const values =
-      schedulable.type === 'constant' ? [schedulable.value] : schedulable.type === 'step' ? schedulable.values : [schedulable.from, schedulable.to];
-    values.forEach((entry) => assertNumber(field, entry, range));
-  }
-  return schedulable;
-}
 
 function decide(
   context: StepContext,

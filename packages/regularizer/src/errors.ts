@@ -34,12 +34,17 @@ export function assertKnownOptions(owner: string, options: object | undefined, a
   }
 }
 
-/** Throws a ConfigError unless `value` is a finite number within [min, max] (bounds optional, inclusive unless stated). */
-export function assertNumber(
-  field: string,
-  value: unknown,
-  range: { min?: number; max?: number; minExclusive?: boolean; maxExclusive?: boolean; integer?: boolean } = {},
-): number {
+/** Bounds of a numeric option: inclusive unless stated, both optional. */
+export interface NumberRange {
+  min?: number;
+  max?: number;
+  minExclusive?: boolean;
+  maxExclusive?: boolean;
+  integer?: boolean;
+}
+
+/** Throws a ConfigError unless `value` is a finite number within the range. */
+export function assertNumber(field: string, value: unknown, range: NumberRange = {}): number {
   if (typeof value !== 'number' || !Number.isFinite(value)) {
     throw new ConfigError(field, `expected a finite number, got ${String(value)}`);
   }

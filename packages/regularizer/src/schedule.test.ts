@@ -36,3 +36,14 @@ describe('schedules', () => {
     expect(() => validateSchedulable('x', { type: 'linear', from: 0, to: 1, start: 5, end: 1 })).toThrow(/x\.end/);
   });
 });
+
+describe('validateSchedulable with a range', () => {
+  it('checks every value a declared schedule can take', () => {
+    const range = { min: 0, max: 1 };
+    expect(validateSchedulable('ls.epsilon', 0.2, range)).toBe(0.2);
+    expect(() => validateSchedulable('ls.epsilon', 1.5, range)).toThrow(/ls\.epsilon: must be ≤ 1/);
+    expect(() => validateSchedulable('ls.epsilon', { type: 'step', values: [0.1, 2], boundaries: [5] }, range)).toThrow(/ls\.epsilon/);
+    expect(() => validateSchedulable('ls.epsilon', schedules.linear(0, -1, 0, 5), range)).toThrow(/≥ 0/);
+    expect(validateSchedulable('ls.epsilon', schedules.cosine(0, 1, 0, 5), range)).toMatchObject({ type: 'cosine' });
+  });
+});

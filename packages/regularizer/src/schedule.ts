@@ -1,4 +1,4 @@
-import { ConfigError } from './errors.js';
+import { ConfigError, assertNumber, type NumberRange } from './errors.js';
 
 /** Where training stands, for schedules. */
 export interface Progress {
@@ -46,8 +46,26 @@ export const schedules = {
   }),
 };
 
-/** Checks a schedulable hyper-parameter once, at construction, and returns it. */
-export function validateSchedulable(field: string, value: unknown): Schedulable {
+/**
+ * Checks a schedulable hyper-parameter once, at construction, and returns it. With a `range`,
+ * every value a declared schedule can take is checked too (ramps stay between their ends), so a
+ * bad schedule fails when the stack is built rather than epochs into a run; a function can only be
+ * checked when it is read.
+ */
+export function validateSchedulable(field: string, value: unknown, range?: NumberRange): Schedulable {
+  const schedulable = validateScheduleShape(field, value);
+  if (range && typeof schedulable !== 'function') {
+    const named: Array<[string, number]> =
+      typeof schedulable === 'number' ? [[field, schedulable]]
+      : schedulable.type === 'constant' ? [[`${field}.value`, schedulable.value]]
+      : schedulable.type === 'step' ? schedulable.values.map((entry, index) => [`${field}.values[${index}]`, entry])
+      : [[`${field}.from`, schedulable.from], [`${field}.to`, schedulable.to]];
+    for (const [name, entry] of named) assertNumber(name, entry, range);
+  }
+  return schedulable;
+}
+
+function validateScheduleShape(field: string, value: unknown): Schedulable {
   if (typeof value === 'number') {
     if (!Number.isFinite(value)) throw new ConfigError(field, `expected a finite number, got ${value}`);
     return value;

@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { beforeAll, describe, expect, it } from 'vitest';
-import type { RegularizerPlugin, SoftBatch, Tensor2D } from './index.js';
+import type { Tensor2D } from '@tensorflow/tfjs-core';
+import type { RegularizerPlugin, SoftBatch } from './index.js';
 import { ConfigError, DataError, Random, composeRegularizers, crossEntropy, meanEntropy, softCrossEntropy } from './index.js';
 import { countingLinearModel, useCpu } from './test-setup.js';
 
@@ -150,7 +151,7 @@ describe('a prepared step', () => {
         mixWeight: 0.3,
       }),
     };
-    const step = composeRegularizers([shifted]).prepare({ model, batch, random: new Random(1) });
+    const step = composeRegularizers([shifted as RegularizerPlugin]).prepare({ model, batch, random: new Random(1) });
     const total = step.loss();
     const expected = tf.tidy(() => {
       const clean = crossEntropy(model.apply(batch.inputs, { mode: 'train' }).logits, batch.labels);
@@ -160,7 +161,8 @@ describe('a prepared step', () => {
     expect(total.dataSync()[0]).toBeCloseTo(expected, 5);
     expect(step.terms().total).toBeCloseTo(expected, 5);
 
-    const tooMuch = composeRegularizers([shifted, { ...shifted, name: 'again', loss: (c, s) => ({ ...shifted.loss!(c, s), mixWeight: 0.8 }) }]);
+    const again: RegularizerPlugin<{ shiftedInputs: tf.Tensor }> = { ...shifted, name: 'again', loss: (c, s) => ({ ...shifted.loss!(c, s), mixWeight: 0.8 }) };
+    const tooMuch = composeRegularizers([shifted, again] as RegularizerPlugin[]);
     const bad = tooMuch.prepare({ model, batch, random: new Random(1) });
     expect(() => bad.loss()).toThrow(/add up to 1\.1/);
     tf.dispose([total, batch.inputs, batch.labels]);
