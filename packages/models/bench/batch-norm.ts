@@ -16,13 +16,15 @@ const shape: [number, number, number, number] = [64, 32, 32, 32];
 const channels = shape[3];
 const epsilon = 1e-5;
 const warmup = 3;
-const repeats = Number(process.env.REPEATS ?? 20);
+const repeats = Number(process.env.REPEATS ?? 15);
 
 type Forward = (x: tf.Tensor4D, gamma: tf.Variable, beta: tf.Variable) => tf.Tensor;
 
 async function main(): Promise<void> {
-  const wasmFile = createRequire(join(process.cwd(), 'package.json')).resolve('@tensorflow/tfjs-backend-wasm/wasm-out/tfjs-backend-wasm.wasm');
-  setWasmPaths(`${dirname(wasmFile)}/`);
+  // WASM_PATHS lets the bundled script run where node_modules is absent (a copy of wasm-out/).
+  const wasmDirectory =
+    process.env.WASM_PATHS ?? dirname(createRequire(join(process.cwd(), 'package.json')).resolve('@tensorflow/tfjs-backend-wasm/wasm-out/tfjs-backend-wasm.wasm'));
+  setWasmPaths(`${wasmDirectory.replace(/\/$/, '')}/`);
   await tf.setBackend('wasm');
   const input = tf.variable(tf.randomNormal(shape, 0.5, 2, 'float32', 1), true);
   const upstream = tf.randomNormal(shape, 0, 1, 'float32', 2);
@@ -59,40 +61,54 @@ async function main(): Promise<void> {
   ];
 
   const reference = tf.tidy(() => centred(input, gamma, beta).dataSync());
-  console.log(`backend ${tf.getBackend()}, activation [${shape.join(', ')}], ${repeats} repeats (median ms)`);
-  for (const [name, forward, variables] of variants) {
-    const forwardOnly = () => {
+  console.log(`node ${process.version}, backend ${tf.getBackend()}, activation [${shape.join(', ')}], ${repeats} interleaved repeats (median ms)`);
+  const runs = variants.map(([name, forward, variables]) => ({
+    name,
+    forwardOnly: () => {
       tf.tidy(() => {
         forward(input, gamma, beta).dataSync();
       });
-    };
-    const forwardBackward = () => {
+    },
+    forwardBackward: () => {
       tf.tidy(() => {
         const { value, grads } = tf.variableGrads(() => tf.sum(tf.mul(forward(input, gamma, beta), upstream)) as tf.Scalar, variables);
         value.dataSync();
         for (const gradient of Object.values(grads)) gradient.dataSync();
       });
-    };
-    const forwardMs = median(forwardOnly);
-    const stepMs = median(forwardBackward);
-    const difference = tf.tidy(() => {
-      const output = forward(input, gamma, beta);
-      return tf.max(tf.abs(tf.sub(output, tf.tensor(reference, shape)))).dataSync()[0]!;
-    });
-    console.log(`${name.padEnd(52)} forward ${forwardMs.toFixed(1).padStart(7)}  forward+backward ${stepMs.toFixed(1).padStart(7)}  max |Δ| vs centred ${difference.toExponential(1)}`);
+    },
+    difference: tf.tidy(() => tf.max(tf.abs(tf.sub(forward(input, gamma, beta), tf.tensor(reference, shape)))).dataSync()[0]!),
+    forwardTimes: [] as number[],
+    stepTimes: [] as number[],
+  }));
+  for (const run of runs) {
+    for (let index = 0; index < warmup; index++) {
+      run.forwardOnly();
+      run.forwardBackward();
+    }
+  }
+  // Interleaved, so that load from other processes falls on every variant alike.
+  for (let repeat = 0; repeat < repeats; repeat++) {
+    for (const run of runs) {
+      run.forwardTimes.push(time(run.forwardOnly));
+      run.stepTimes.push(time(run.forwardBackward));
+    }
+  }
+  for (const run of runs) {
+    console.log(
+      `${run.name.padEnd(52)} forward ${median(run.forwardTimes).toFixed(1).padStart(7)}  forward+backward ${median(run.stepTimes).toFixed(1).padStart(7)}  max |Δ| vs centred ${run.difference.toExponential(1)}`,
+    );
   }
 }
 
-function median(run: () => void): number {
-  for (let index = 0; index < warmup; index++) run();
-  const times: number[] = [];
-  for (let index = 0; index < repeats; index++) {
-    const start = performance.now();
-    run();
-    times.push(performance.now() - start);
-  }
-  times.sort((a, b) => a - b);
-  return times[Math.floor(times.length / 2)]!;
+function time(run: () => void): number {
+  const start = performance.now();
+  run();
+  return performance.now() - start;
+}
+
+function median(times: number[]): number {
+  const sorted = [...times].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)]!;
 }
 
 main().catch((error: unknown) => {

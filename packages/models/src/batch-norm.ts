@@ -27,9 +27,9 @@ export interface BatchNormParameters {
  * - `eval`: normalises with the running statistics.
  *
  * The batch variance is E[x²] − E[x]², not E[(x − E[x])²]: on the wasm backend this form's forward and
- * TF.js-derived backward pass take one activation-sized op fewer, and measured 20% faster than the
- * centred form and 3× faster than `tf.moments` + `tf.batchNorm` (whose gradient tiles
- * activation-sized tensors); see bench/batch-norm.ts. The cancellation it risks when |mean| ≫ std
+ * TF.js-derived backward pass take one activation-sized op fewer, and measured 10–20% faster than the
+ * centred form and 3× faster than `tf.moments` + `tf.batchNorm` or `tf.layers.batchNormalization`
+ * (whose gradient tiles activation-sized tensors), forward+backward; see bench/batch-norm.ts. The cancellation it risks when |mean| ≫ std
  * does not arise after convolutions of normalised inputs; the variance is clamped at 0.
  */
 export function batchNormalization<T extends tf.Tensor>(x: T, parameters: BatchNormParameters, mode: ModelMode): T {

@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { ConfigError, assertNumber } from '@regstack/regularizer';
 import { ParameterStore, dense, dropout, type LinearParameters, type PassContext } from './layers.js';
-import { NetworkModel } from './model.js';
+import { NetworkModel, type ClassifierModel } from './model.js';
 import { commonOptionKeys, resolveCommonOptions, type CommonModelOptions } from './options.js';
 
 /** Options of {@link mlp}. */
@@ -59,7 +59,7 @@ class Mlp extends NetworkModel {
  *
  * @example const model = mlp({ inputShape: [28, 28, 1], hiddenUnits: [512, 256], dropout: 0.2 });
  */
-export function mlp(options: MlpOptions = {}): NetworkModel {
+export function mlp(options: MlpOptions = {}): ClassifierModel {
   const hiddenUnits = options.hiddenUnits ?? [256, 256];
   if (!Array.isArray(hiddenUnits)) throw new ConfigError('mlp.hiddenUnits', `expected an array of positive integers, got ${String(hiddenUnits)}`);
   hiddenUnits.forEach((units, index) => assertNumber(`mlp.hiddenUnits[${index}]`, units, { min: 1, integer: true }));
@@ -73,6 +73,6 @@ export function mlp(options: MlpOptions = {}): NetworkModel {
  *
  * @example const model = linearClassifier({ inputShape: [28, 28, 1] });
  */
-export function linearClassifier(options: LinearClassifierOptions = {}): NetworkModel {
+export function linearClassifier(options: LinearClassifierOptions = {}): ClassifierModel {
   return new Mlp('linear', 'linearClassifier', options, [], 0);
 }

@@ -294,6 +294,27 @@ describe('training', () => {
     model.dispose();
   }, 30_000);
 
+  it('learns: SGD on the small CNN lowers the training loss of a toy batch', () => {
+    const model = smallCnn({ width: 2, inputShape: [8, 8, 1], numClasses: 2, seed: 1 });
+    // Class 1 images are bright in the left half, class 0 in the right half.
+    const x = tf.tidy(() => {
+      const noise = tf.randomUniform([8, 8, 8, 1], 0, 0.3, 'float32', 3);
+      const left = tf.concat([tf.ones([4, 8, 4, 1]), tf.zeros([4, 8, 4, 1])], 2);
+      const right = tf.reverse(left, 2);
+      return tf.add(noise, tf.mul(tf.concat([left, right]), 0.7)) as tf.Tensor4D;
+    });
+    const labels = tf.oneHot(tf.tensor1d([1, 1, 1, 1, 0, 0, 0, 0], 'int32'), 2);
+    const optimizer = tf.train.sgd(0.1);
+    const loss = () => tf.losses.softmaxCrossEntropy(labels, model.apply(x, { mode: 'train' }).logits) as tf.Scalar;
+    const first = tf.tidy(() => loss().dataSync()[0]!);
+    for (let step = 0; step < 15; step++) tf.dispose(optimizer.minimize(loss, true, model.trainableVariables as tf.Variable[]) ?? undefined);
+    const last = tf.tidy(() => loss().dataSync()[0]!);
+    expect(last).toBeLessThan(0.5 * first);
+    tf.dispose([x, labels]);
+    optimizer.dispose();
+    model.dispose();
+  }, 30_000);
+
   it('frees every variable on dispose', () => {
     const before = tf.memory().numTensors;
     const model = createModel('small-cnn', { width: 2, inputShape: [8, 8, 1] });

@@ -10,7 +10,7 @@ import {
   type LinearParameters,
   type PassContext,
 } from './layers.js';
-import { NetworkModel } from './model.js';
+import { NetworkModel, type ClassifierModel } from './model.js';
 import { batchNormOptionKeys, resolveBatchNormSettings, resolveCommonOptions, type BatchNormModelOptions } from './options.js';
 
 /** Options of {@link resnet18}. */
@@ -99,6 +99,6 @@ class ResNet18 extends NetworkModel {
  *
  * @example const model = resnet18({ numClasses: 100, mean: [0.491, 0.482, 0.447], std: [0.247, 0.243, 0.262] });
  */
-export function resnet18(options: ResNet18Options = {}): NetworkModel {
+export function resnet18(options: ResNet18Options = {}): ClassifierModel {
   return new ResNet18(options);
 }

@@ -2,7 +2,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { ConfigError, assertNumber } from '@regstack/regularizer';
 import type { BatchNormParameters } from './batch-norm.js';
 import { ParameterStore, convolve, dropout, normalize, type ConvolutionParameters, type LinearParameters, type PassContext } from './layers.js';
-import { NetworkModel } from './model.js';
+import { NetworkModel, type ClassifierModel } from './model.js';
 import { batchNormOptionKeys, resolveBatchNormSettings, resolveCommonOptions, type BatchNormModelOptions } from './options.js';
 
 /** Options of {@link smallCnn}. */
@@ -79,6 +79,6 @@ class SmallCnn extends NetworkModel {
  *
  * @example const model = smallCnn({ inputShape: [28, 28, 1], width: 16 });
  */
-export function smallCnn(options: SmallCnnOptions = {}): NetworkModel {
+export function smallCnn(options: SmallCnnOptions = {}): ClassifierModel {
   return new SmallCnn(options);
 }

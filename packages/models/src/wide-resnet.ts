@@ -11,7 +11,7 @@ import {
   type LinearParameters,
   type PassContext,
 } from './layers.js';
-import { NetworkModel } from './model.js';
+import { NetworkModel, type ClassifierModel } from './model.js';
 import { batchNormOptionKeys, resolveBatchNormSettings, resolveCommonOptions, type BatchNormModelOptions } from './options.js';
 
 /** Options of {@link wideResNet}. */
@@ -108,6 +108,6 @@ class WideResNet extends NetworkModel {
  *
  * @example const model = wideResNet({ depth: 28, widen: 10, dropout: 0.3, numClasses: 100 });
  */
-export function wideResNet(options: WideResNetOptions = {}): NetworkModel {
+export function wideResNet(options: WideResNetOptions = {}): ClassifierModel {
   return new WideResNet(options);
 }
