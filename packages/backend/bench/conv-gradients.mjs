@@ -19,18 +19,24 @@ const layers = [
   { label: '64x16x16x64, 3x3x64x64, stride 2, same', input: [64, 16, 16, 64], filter: [3, 3, 64, 64], strides: 2, pad: 'same' },
 ];
 
-function timeMedian(run, repeats) {
-  const times = [];
-  for (let index = 0; index < repeats + 1; index++) {
-    const start = performance.now();
-    const result = run();
-    result.dataSync();
-    const elapsed = performance.now() - start;
-    result.dispose();
-    if (index > 0 || repeats === 0) times.push(elapsed);
+function timeOnce(run) {
+  const start = performance.now();
+  const result = run();
+  result.dataSync();
+  const elapsed = performance.now() - start;
+  result.dispose();
+  return elapsed;
+}
+
+// The machine this was written on is shared: candidates run round-robin, so a burst of load from other
+// jobs hits all of them alike, and the fastest run of each is kept (load only ever adds time).
+function timeFastest(candidates, repeats) {
+  const best = Object.fromEntries(Object.keys(candidates).map((name) => [name, Infinity]));
+  for (const run of Object.values(candidates)) run().dispose(); // warm-up: XNNPACK set-up, wasm heap growth
+  for (let index = 0; index < repeats; index++) {
+    for (const [name, run] of Object.entries(candidates)) best[name] = Math.min(best[name], timeOnce(run));
   }
-  times.sort((a, b) => a - b);
-  return times[Math.floor(times.length / 2)];
+  return best;
 }
 
 function format(milliseconds) {
@@ -40,8 +46,8 @@ function format(milliseconds) {
 
 for (const backend of backends) {
   await useBackend(backend);
-  const repeats = backend === 'cpu' ? 1 : 5;
-  console.log(`\n### ${backend} (${tf.getBackend()}, median of ${repeats} after a warm-up)\n`);
+  const repeats = backend === 'cpu' ? 2 : 7;
+  console.log(`\n### ${backend} (fastest of ${repeats} round-robin runs after a warm-up)\n`);
   console.log('| layer | forward conv2d | filter grad: im2col | per-tap | convolution | shipped | input grad: sub-pixel | zero-insertion | shipped |');
   console.log('|---|---|---|---|---|---|---|---|---|');
   for (const layer of layers) {
@@ -53,25 +59,34 @@ for (const backend of backends) {
     const attributes = { strides: layer.strides, pad: layer.pad, dataFormat: 'NHWC' };
     const tensorsBefore = tf.memory().numTensors;
 
-    const row = {};
-    row.forward = timeMedian(() => tf.conv2d(x, filter, layer.strides, layer.pad), repeats);
-    for (const method of ['im2col', 'per-tap', 'convolution']) {
-      row[`filter ${method}`] = timeMedian(() => conv2dFilterGradient(x, dy, layer.filter, attributes, method), repeats);
-    }
-    for (const method of ['sub-pixel', 'zero-insertion']) {
-      row[`input ${method}`] = timeMedian(() => conv2dInputGradient(layer.input, dy, filter, attributes, method), repeats);
+    // Ours are called directly below; through the kernel registry the shipped ones must answer.
+    unregisterConvGradientKernels([backend]);
+    const row = timeFastest(
+      {
+        forward: () => tf.conv2d(x, filter, layer.strides, layer.pad),
+        'filter convolution': () => conv2dFilterGradient(x, dy, layer.filter, attributes, 'convolution'),
+        'input sub-pixel': () => conv2dInputGradient(layer.input, dy, filter, attributes, 'sub-pixel'),
+        'input zero-insertion': () => conv2dInputGradient(layer.input, dy, filter, attributes, 'zero-insertion'),
+        'shipped input': () =>
+          tf.engine().runKernel('Conv2DBackpropInput', { dy, filter }, { ...attributes, inputShape: layer.input }),
+      },
+      repeats,
+    );
+    // The column-matrix formulations lose by 5-30x: one timed run each (after a warm-up on wasm) is enough.
+    for (const method of ['im2col', 'per-tap']) {
+      const run = () => conv2dFilterGradient(x, dy, layer.filter, attributes, method);
+      if (backend !== 'cpu') run().dispose();
+      row[`filter ${method}`] = timeOnce(run);
     }
 
-    unregisterConvGradientKernels([backend]);
     const shippedFilter = tf.getKernel('Conv2DBackpropFilter', backend);
     if (shippedFilter !== undefined) {
       // The cpu kernel is a scalar loop: time a 4-example slice first and extrapolate before committing.
       const probeBatch = 4;
       const probeX = tf.slice(x, 0, probeBatch);
       const probeDy = tf.slice(dy, 0, probeBatch);
-      const probe = timeMedian(
-        () => tf.engine().runKernel('Conv2DBackpropFilter', { x: probeX, dy: probeDy }, { ...attributes, filterShape: layer.filter }),
-        0,
+      const probe = timeOnce(() =>
+        tf.engine().runKernel('Conv2DBackpropFilter', { x: probeX, dy: probeDy }, { ...attributes, filterShape: layer.filter }),
       );
       probeX.dispose();
       probeDy.dispose();
@@ -80,27 +95,20 @@ for (const backend of backends) {
         estimate > SHIPPED_LIMIT_SECONDS * 1000
           ? `≈${format(estimate)} (extrapolated from batch ${probeBatch})`
           : format(
-              timeMedian(
-                () => tf.engine().runKernel('Conv2DBackpropFilter', { x, dy }, { ...attributes, filterShape: layer.filter }),
-                0,
+              timeOnce(() =>
+                tf.engine().runKernel('Conv2DBackpropFilter', { x, dy }, { ...attributes, filterShape: layer.filter }),
               ),
             );
     } else {
       row.shippedFilter = 'missing';
     }
-    row.shippedInput = format(
-      timeMedian(
-        () => tf.engine().runKernel('Conv2DBackpropInput', { dy, filter }, { ...attributes, inputShape: layer.input }),
-        backend === 'cpu' ? 0 : repeats,
-      ),
-    );
     registerConvGradientKernels([backend]);
 
     if (tf.memory().numTensors !== tensorsBefore) throw new Error(`leaked ${tf.memory().numTensors - tensorsBefore} tensors`);
     console.log(
       `| ${layer.label} | ${format(row.forward)} | ${format(row['filter im2col'])} | ${format(row['filter per-tap'])} | ` +
         `${format(row['filter convolution'])} | ${row.shippedFilter} | ${format(row['input sub-pixel'])} | ` +
-        `${format(row['input zero-insertion'])} | ${row.shippedInput} |`,
+        `${format(row['input zero-insertion'])} | ${format(row['shipped input'])} |`,
     );
     tf.dispose([x, filter, dy]);
   }

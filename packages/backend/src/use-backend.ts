@@ -194,8 +194,9 @@ async function ensureNavigatorGpu(): Promise<void> {
   if (dawn === undefined) {
     throw new ConfigError(
       'backend',
-      "'webgpu' in Node needs the `webgpu` package for navigator.gpu, and it is not installed. " +
-        "Install it with `npm install webgpu`, or use 'tensorflow' (tfjs-node-gpu) for a GPU in Node, or 'wasm', the default.",
+      "'webgpu' in Node needs the `webgpu` package (Dawn) for navigator.gpu, and it is not installed. " +
+        `Install both with \`npm install @tensorflow/tfjs-backend-webgpu@${TFJS_VERSION} webgpu\`, ` +
+        "or use 'tensorflow' (tfjs-node-gpu) for a GPU in Node, or 'wasm', the default.",
     );
   }
   const { create, globals } = dawn as { create: (flags: string[]) => unknown; globals: object };
@@ -209,7 +210,7 @@ async function ensureNavigatorGpu(): Promise<void> {
 }
 
 async function prepareWebgpu(): Promise<void> {
-  if (tf.findBackendFactory('webgpu') === undefined || tf.findBackendFactory('webgpu') === null) {
+  if (tf.findBackendFactory('webgpu') == null) {
     await ensureNavigatorGpu();
     const loaded = await importOptional('@tensorflow/tfjs-backend-webgpu');
     if (loaded === undefined) {
