@@ -13,7 +13,7 @@ export default defineConfig([
     // Plain Node cannot import TF.js's gradient registration module (extension-less ESM imports), so this
     // fallback bundles it; bundlers and browsers never load it (see use-backend.ts).
     entry: ['src/register-gradients-node.ts'],
-    format: ['esm', 'cjs'],
+    format: ['cjs'],
     sourcemap: false,
     clean: false,
     target: 'node20',

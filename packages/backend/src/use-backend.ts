@@ -155,7 +155,8 @@ async function ensureGradients(): Promise<void> {
     await import('@tensorflow/tfjs-core/dist/register_all_gradients');
   } catch (error) {
     if (!isNode()) throw error;
-    const bundled = './register-gradients-node.js';
+    // CommonJS, so that both our ESM and CJS builds load it on every Node ≥ 20 (require(esm) came in 20.19).
+    const bundled = './register-gradients-node.cjs';
     await import(/* @vite-ignore */ /* webpackIgnore: true */ bundled);
   }
   gradientsLoaded = true;
