@@ -87,11 +87,14 @@ function webglAvailable(): boolean {
 }
 
 for (const [name, preset] of Object.entries(PRESETS)) presetSelect.add(new Option(preset.title, name));
-const webglOption = [...field('backend').querySelectorAll('option')].find((option) => option.value === 'webgl')!;
-if (!webglAvailable()) {
+// Probing WebGL can start the browser's GPU process and take a while: not before the form is usable.
+setTimeout(() => {
+  if (webglAvailable()) return;
+  const webglOption = [...field('backend').querySelectorAll('option')].find((option) => option.value === 'webgl')!;
   webglOption.disabled = true;
   webglOption.textContent += ' — not available in this browser';
-}
+  if (field('backend').value === 'webgl') field('backend').value = 'wasm';
+}, 0);
 writeForm(DEFAULT_SETTINGS);
 refreshStack();
 presetSelect.addEventListener('change', () => {
