@@ -28,7 +28,9 @@ describe('train', () => {
   it('learns a learnable problem: validation accuracy rises well above chance', async () => {
     const data = problem();
     const model = linearModel(FEATURES, CLASSES);
+    const tensorsBefore = tf.memory().numTensors;
     const result = await train({ model, train: tensorData(data.inputs, data.labels), epochs: 6, batchSize: 32, learningRate: 0.5, seed: 1 });
+    expect(tf.memory().numTensors).toBe(tensorsBefore); // nothing left behind, the optimizer's state included
     expect(result.history).toHaveLength(6);
     expect(result.validation.count).toBe(40); // the 10% hold-out
     expect(result.validation.accuracy).toBeGreaterThan(0.85); // chance is 0.25

@@ -281,8 +281,18 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     return result;
   } finally {
     tf.dispose(best ?? []);
-    optimizer.dispose();
+    disposeMomentumOptimizer(optimizer);
   }
+}
+
+/**
+ * TF.js 4.22's `MomentumOptimizer.dispose` frees its momentum buffers but not the learning-rate
+ * scalar and iteration counter its parents hold (it does not call `super.dispose()`): free those too.
+ */
+function disposeMomentumOptimizer(optimizer: tf.MomentumOptimizer): void {
+  optimizer.dispose();
+  tf.SGDOptimizer.prototype.dispose.call(optimizer);
+  tf.Optimizer.prototype.dispose.call(optimizer);
 }
 
 function checkSource(field: string, source: DataSource | undefined): void {
