@@ -1,0 +1,79 @@
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { createProgram, main } from './cli.js';
+import { createRegularizers } from './registry.js';
+import type { JobResult } from './job.js';
+
+let directory: string;
+beforeAll(async () => {
+  directory = await mkdtemp(join(tmpdir(), 'regstack-cli-'));
+});
+afterAll(async () => {
+  await rm(directory, { recursive: true, force: true });
+});
+
+/** Runs the program with `args`, capturing what it writes. */
+async function run(args: string[]): Promise<{ stdout: string; stderr: string; exitCode: number | undefined }> {
+  let stdout = '';
+  let stderr = '';
+  const out = vi.spyOn(process.stdout, 'write').mockImplementation((chunk) => ((stdout += String(chunk)), true));
+  const err = vi.spyOn(process.stderr, 'write').mockImplementation((chunk) => ((stderr += String(chunk)), true));
+  const previous = process.exitCode;
+  process.exitCode = undefined;
+  try {
+    await main(['node', 'regstack', ...args]);
+    return { stdout, stderr, exitCode: process.exitCode };
+  } finally {
+    process.exitCode = previous;
+    out.mockRestore();
+    err.mockRestore();
+  }
+}
+
+describe('regstack command line', () => {
+  it('has help for every command', () => {
+    const program = createProgram();
+    for (const name of ['train', 'compare', 'list']) {
+      const help = program.commands.find((command) => command.name() === name)!.helpInformation();
+      expect(help).toContain(`regstack ${name}`);
+    }
+    expect(program.commands.find((c) => c.name() === 'compare')!.helpInformation()).toContain('--stack');
+  });
+
+  it('names what exists when a regularizer or an option is unknown', async () => {
+    expect(() => createRegularizers([{ name: 'dropblock', options: {} }])).toThrow(/unknown regularizer 'dropblock'; known: rcad, label-smoothing, mixup, adversarial, entropy-min, me-ada/);
+    const result = await run(['train', '--reg', 'rcad:alpah=1', '--epochs', '1', '--out', join(directory, 'bad')]);
+    expect(result.exitCode).toBe(2);
+    expect(result.stderr).toMatch(/rcad\.alpah: unknown option; known options: alpha, lambda, mode/);
+  });
+
+  it('compares two stacks end to end: table, plots, report and per-run results', async () => {
+    const out = join(directory, 'compare');
+    const { stdout } = await run([
+      'compare', '--stack', 'erm', '--stack', 'rcad:alpha=0.5+label-smoothing:epsilon=0.1',
+      '--train-size', '96', '--test-size', '100', '--model-options', 'width=2', '--epochs', '1', '--batch-size', '32',
+      '--lr', '0.05', '--workers', '1', '--out', out,
+    ]);
+    expect(stdout).toMatch(/erm\s.*│ 1 /);
+    expect(stdout).toContain('rcad:alpha=0.5+label-smoothing:epsilon=0.1');
+    for (const file of ['report.html', 'learning-curves.svg', 'learning-curves.png', 'reliability.svg', 'reliability.png', 'results.json']) {
+      expect(existsSync(join(out, file)), file).toBe(true);
+    }
+    const png = await readFile(join(out, 'reliability.png'));
+    expect([...png.subarray(1, 4)].map((c) => String.fromCharCode(c)).join('')).toBe('PNG');
+    const results = JSON.parse(await readFile(join(out, 'results.json'), 'utf8')) as JobResult[];
+    expect(results.map((r) => r.stack)).toEqual(['erm', 'rcad:alpha=0.5+label-smoothing:epsilon=0.1']);
+    expect(results[0]!.test.count).toBe(100);
+    expect(Object.keys(results[1]!.history[0]!.terms).sort()).toEqual(['base', 'rcad', 'total']);
+    const report = await readFile(join(out, 'report.html'), 'utf8');
+    expect(report).toContain('<img src="reliability.png"');
+    expect(report).toContain('regstack train --data fashion-mnist-embedded');
+
+    // Resuming reads finished runs back instead of training again.
+    const again = await run(['compare', '--stack', 'erm', '--train-size', '96', '--test-size', '100', '--model-options', 'width=2', '--epochs', '1', '--batch-size', '32', '--workers', '1', '--resume', '--out', out]);
+    expect(again.stdout).toContain(`${(100 * results[0]!.test.accuracy).toFixed(2)} ± 0.00`);
+  });
+});

@@ -1,0 +1,228 @@
+#!/usr/bin/env node
+import { readFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import Table from 'cli-table3';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { BACKEND_NAMES, listBackends, type BackendName } from '@regstack/backend';
+import { modelNames, type ModelName } from '@regstack/models';
+import { RegstackError } from '@regstack/regularizer';
+import { compare } from './compare.js';
+import { DATASET_NAMES, type DatasetName } from './data.js';
+import { runJob, type JobSpec, type Recipe } from './job.js';
+import { regularizerRegistry } from './registry.js';
+import { parseOptions, parseRegularizerSpec, parseStackSpec, type RegularizerSpec, type StackSpec } from './spec.js';
+import { SUMMARY_HEADERS, formatRow } from './summary.js';
+
+/** The quick demonstration the README runs: fits in about ten minutes on two cores. */
+export const QUICK_PRESET = {
+  data: 'fashion-mnist-embedded' as DatasetName,
+  model: 'small-cnn' as ModelName,
+  modelOptions: { width: 8 },
+  epochs: 6,
+  batchSize: 64,
+  learningRate: 0.05,
+  seeds: [0],
+  stacks: [
+    'erm',
+    'label-smoothing:epsilon=0.1',
+    'mixup',
+    'adversarial:attack=fgsm,epsilon=0.03',
+    'entropy-min',
+    'rcad:alpha=0.5',
+    'rcad:alpha=0.5+label-smoothing:epsilon=0.1',
+  ],
+};
+
+const number = (name: string, integer = false) => (text: string) => {
+  const value = Number(text);
+  if (!Number.isFinite(value) || (integer && !Number.isInteger(value))) throw new InvalidArgumentError(`${name} must be ${integer ? 'an integer' : 'a number'}`);
+  return value;
+};
+const numberList = (name: string) => (text: string) => text.split(',').map((part) => number(name)(part.trim()));
+const collect = <T>(parse: (text: string) => T) => (text: string, previous: T[] = []) => [...previous, parse(text)];
+const asArgumentError = <T>(parse: (text: string) => T) => (text: string) => {
+  try {
+    return parse(text);
+  } catch (error) {
+    throw new InvalidArgumentError((error as Error).message);
+  }
+};
+
+/** Options shared by `train` and `compare`. */
+function addCommonOptions(command: Command): Command {
+  return command
+    .addOption(new Option('--data <name>', 'data set').choices(DATASET_NAMES).default('fashion-mnist-embedded'))
+    .option('--data-dir <dir>', 'folder of the official files (all but the embedded subset)')
+    .option('--train-size <n>', 'keep this many training images (seeded subset)', number('--train-size', true))
+    .option('--test-size <n>', 'evaluate on the first n test images only (quick runs)', number('--test-size', true))
+    .addOption(new Option('--model <name>', 'architecture').choices(modelNames as string[]).default('small-cnn'))
+    .option('--model-options <k=v,...>', 'model options, e.g. width=16 or dropout=0.3', asArgumentError((t) => parseOptions(t, '--model-options')), {})
+    .option('--epochs <n>', 'epochs', number('--epochs', true), 200)
+    .option('--batch-size <n>', 'batch size', number('--batch-size', true), 128)
+    .option('--lr <x>', 'initial learning rate', number('--lr'), 0.1)
+    .option('--milestones <e1,e2,...>', 'epochs where the learning rate is multiplied by 0.1 (default 50%, 75%, 90% of --epochs)', numberList('--milestones'))
+    .option('--momentum <x>', 'Nesterov momentum', number('--momentum'), 0.9)
+    .option('--weight-decay <x>', 'weight decay, added after clipping', number('--weight-decay'), 5e-4)
+    .option('--clip-norm <x>', 'global gradient-norm clip (0 disables)', number('--clip-norm'), 1)
+    .addOption(new Option('--augment <mode>', 'none = ERM, crop-flip = data augmentation, two-view = the reference base loss').choices(['none', 'crop-flip', 'two-view']).default('none'))
+    .addOption(new Option('--backend <name>', 'TF.js backend').choices([...BACKEND_NAMES]).default('wasm'))
+    .option('--resume', 'continue from checkpoints in --out (finished runs are kept)', false);
+}
+
+interface CommonValues {
+  data: DatasetName;
+  dataDir?: string;
+  trainSize?: number;
+  testSize?: number;
+  model: ModelName;
+  modelOptions: Record<string, unknown>;
+  epochs: number;
+  batchSize: number;
+  lr: number;
+  milestones?: number[];
+  momentum: number;
+  weightDecay: number;
+  clipNorm: number;
+  augment: Recipe['augment'];
+  backend: BackendName;
+  resume: boolean;
+}
+
+function template(values: CommonValues): Omit<JobSpec, 'stack' | 'seed' | 'id' | 'directory'> {
+  return {
+    data: {
+      name: values.data,
+      ...(values.dataDir ? { directory: resolve(values.dataDir) } : {}),
+      ...(values.trainSize !== undefined ? { trainSize: values.trainSize } : {}),
+      ...(values.testSize !== undefined ? { testSize: values.testSize } : {}),
+    },
+    model: { name: values.model, options: values.modelOptions },
+    recipe: {
+      epochs: values.epochs,
+      batchSize: values.batchSize,
+      learningRate: values.lr,
+      ...(values.milestones ? { milestones: values.milestones } : {}),
+      momentum: values.momentum,
+      weightDecay: values.weightDecay,
+      clipNorm: values.clipNorm > 0 ? values.clipNorm : null,
+      augment: values.augment,
+    },
+    backend: values.backend,
+    resume: values.resume,
+  };
+}
+
+/** Builds the `regstack` program (exported for tests). */
+export function createProgram(): Command {
+  const program = new Command('regstack')
+    .description('Train and compare stacks of TF.js regularizers: RCAD, label smoothing, mixup, adversarial training, entropy minimisation, ME-ADA.')
+    .showHelpAfterError();
+
+  addCommonOptions(
+    program
+      .command('train')
+      .description('train one model with a stack of regularizers; writes checkpoints, a JSON-lines log and result.json to --out')
+      .option('--reg <name:k=v,...>', `a regularizer, repeatable: ${Object.keys(regularizerRegistry).join(', ')}`, collect(asArgumentError((t) => parseRegularizerSpec(t))), [])
+      .option('--seed <n>', 'seed of initialisation, shuffling and every random draw', number('--seed', true), 0)
+      .option('--out <dir>', 'output folder', 'runs/train'),
+  ).action(async (values: CommonValues & { reg: RegularizerSpec[]; seed: number; out: string }) => {
+    const stack: StackSpec = { label: values.reg.length ? values.reg.map((r) => r.name).join('+') : 'erm', regularizers: values.reg };
+    const job: JobSpec = { ...template(values), stack, seed: values.seed, id: 'train', directory: resolve(values.out) };
+    const result = await runJob(job);
+    const { accuracy, nll, ece } = result.test;
+    process.stderr.write(
+      `best epoch ${result.bestEpoch}: test accuracy ${(100 * accuracy).toFixed(2)}%, NLL ${nll.toFixed(4)}, ECE ${ece.toFixed(4)}; ${result.secondsPerEpoch.toFixed(1)} s/epoch\n` +
+        `result: ${join(job.directory, 'result.json')}\n`,
+    );
+  });
+
+  addCommonOptions(
+    program
+      .command('compare')
+      .description('train several stacks × seeds and write a table, learning curves, reliability diagrams and report.html')
+      .option('--stack <reg+reg>', "a stack, repeatable: 'erm' or regularizers joined by + (e.g. 'rcad:alpha=1+label-smoothing:epsilon=0.6')", collect(asArgumentError((t) => parseStackSpec(t))), [])
+      .option('--seeds <s1,s2,...>', 'seeds', numberList('--seeds'), [0])
+      .option('--workers <n>', 'parallel worker processes (one per core)', number('--workers', true), 2)
+      .option('--quick', 'the quick demonstration: embedded Fashion-MNIST subset, small CNN, 7 stacks, a few epochs (overrides data, model, recipe and stacks)', false)
+      .option('--out <dir>', 'output folder', 'runs/compare'),
+  ).action(async (values: CommonValues & { stack: StackSpec[]; seeds: number[]; workers: number; quick: boolean; out: string }, command: Command) => {
+    if (values.quick) {
+      Object.assign(values, {
+        data: QUICK_PRESET.data,
+        model: QUICK_PRESET.model,
+        modelOptions: QUICK_PRESET.modelOptions,
+        epochs: QUICK_PRESET.epochs,
+        batchSize: QUICK_PRESET.batchSize,
+        lr: QUICK_PRESET.learningRate,
+        seeds: QUICK_PRESET.seeds,
+      });
+      if (values.stack.length === 0) values.stack = QUICK_PRESET.stacks.map((text) => parseStackSpec(text));
+    }
+    if (values.stack.length === 0) command.error('give at least one --stack (or --quick)');
+    const directory = resolve(values.out);
+    const note = values.quick
+      ? `A quick demonstration: ${QUICK_PRESET.epochs} epochs of a small CNN on the 1,800 + 200 embedded Fashion-MNIST images, one seed. ` +
+        'Differences of a point or two are noise at this size. For the full comparison run, e.g., ' +
+        "`regstack compare --data cifar100-2k --data-dir DIR --model resnet18 --epochs 200 --batch-size 32 --augment crop-flip --seeds 0,1,2 --stack erm --stack label-smoothing:epsilon=0.6 --stack 'rcad+label-smoothing:epsilon=0.6' ...`."
+      : `${values.seeds.length} seed(s) per stack.`;
+    const started = Date.now();
+    const outcome = await compare({
+      stacks: values.stack,
+      seeds: values.seeds,
+      workers: values.workers,
+      template: template(values),
+      directory,
+      title: values.quick ? 'regstack: quick comparison (demonstration)' : 'regstack comparison',
+      note,
+      command: ['regstack', ...process.argv.slice(2)].join(' '),
+      onJobEnd: (result, done, total) =>
+        process.stderr.write(`[${done}/${total}] ${result.stack} seed ${result.seed}: test accuracy ${(100 * result.test.accuracy).toFixed(2)}% (${result.history.length} epochs, ${result.secondsPerEpoch.toFixed(1)} s/epoch)\n`),
+    });
+    const table = new Table({ head: SUMMARY_HEADERS, style: { head: [], border: [] } });
+    for (const row of outcome.rows) table.push(formatRow(row));
+    process.stdout.write(`${table.toString()}\n`);
+    process.stdout.write(`${note}\n`);
+    process.stdout.write(`report: ${outcome.report}\nplots: ${outcome.images.learningCurves}.png, ${outcome.images.reliability}.png\n`);
+    process.stdout.write(`total time: ${((Date.now() - started) / 1000).toFixed(0)} s\n`);
+  });
+
+  program
+    .command('list')
+    .description('list the regularizers, models, data sets and backends')
+    .action(() => {
+      const lines = [
+        'regularizers (--reg / --stack):',
+        ...Object.entries(regularizerRegistry).map(([name, entry]) => `  ${name.padEnd(16)} ${entry.summary}`),
+        `models (--model): ${modelNames.join(', ')}`,
+        `data sets (--data): ${DATASET_NAMES.join(', ')}`,
+        'backends (--backend):',
+        ...listBackends().map((b) => `  ${b.name.padEnd(11)} ${b.summary}`),
+      ];
+      process.stdout.write(`${lines.join('\n')}\n`);
+    });
+
+  program
+    .command('run-job', { hidden: true })
+    .argument('<job.json>')
+    .action(async (file: string) => {
+      await runJob(JSON.parse(await readFile(file, 'utf8')) as JobSpec);
+    });
+  return program;
+}
+
+/** Runs the program; typed errors print as one clear line. */
+export async function main(argv = process.argv): Promise<void> {
+  try {
+    await createProgram().parseAsync(argv);
+  } catch (error) {
+    if (error instanceof RegstackError) {
+      process.stderr.write(`regstack: ${error.message}\n`);
+      process.exitCode = 2;
+      return;
+    }
+    throw error;
+  }
+}
+
+const invokedDirectly = process.argv[1] && /(?:^|[\\/])(?:cli\.[cm]?js|regstack)$/.test(process.argv[1]);
+if (invokedDirectly) await main();
