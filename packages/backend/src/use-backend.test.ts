@@ -109,6 +109,7 @@ describe('useBackend', () => {
     await expect(useBackend('gpu' as BackendName)).rejects.toThrow(/wasm, cpu, webgpu, tensorflow/);
     await expect(useBackend('wasm', { thread: 2 } as never)).rejects.toMatchObject({ field: 'backend.thread' });
     await expect(useBackend('wasm', { threads: 0 })).rejects.toMatchObject({ field: 'backend.threads' });
+    await expect(useBackend('wasm', { wasmPaths: null as never })).rejects.toMatchObject({ field: 'backend.wasmPaths' });
   });
 });
 

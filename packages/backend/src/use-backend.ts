@@ -255,7 +255,8 @@ export async function useBackend(name: BackendName = 'wasm', options: UseBackend
   const backend = assertChoice('backend', name, BACKEND_NAMES);
   assertKnownOptions('backend', options, ['wasmPaths', 'threads', 'registerKernels']);
   if (options.threads !== undefined) assertNumber('backend.threads', options.threads, { min: 1, integer: true });
-  if (options.wasmPaths !== undefined && typeof options.wasmPaths !== 'string' && typeof options.wasmPaths !== 'object') {
+  const { wasmPaths } = options;
+  if (wasmPaths !== undefined && typeof wasmPaths !== 'string' && (typeof wasmPaths !== 'object' || wasmPaths === null)) {
     throw new ConfigError('backend.wasmPaths', 'expected a URL prefix string or a map from wasm file name to URL');
   }
 
@@ -263,8 +264,8 @@ export async function useBackend(name: BackendName = 'wasm', options: UseBackend
   let threads: number | undefined;
   if (backend === 'wasm' || backend === 'cpu') {
     // The backend module must load before our kernels register: its own registration would override ours.
-    await import('@tensorflow/tfjs-backend-cpu');
     if (backend === 'wasm') await import('@tensorflow/tfjs-backend-wasm');
+    else await import('@tensorflow/tfjs-backend-cpu');
     if (options.registerKernels !== false) registerConvGradientKernels([backend]);
     if (backend === 'wasm') threads = await prepareWasm(options);
     else await activate('cpu');
