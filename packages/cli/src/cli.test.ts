@@ -59,7 +59,7 @@ describe('regstack command line', () => {
     ]);
     expect(stdout).toMatch(/erm\s.*│ 1 /);
     expect(stdout).toContain('rcad:alpha=0.5+label-smoothing:epsilon=0.1');
-    for (const file of ['report.html', 'learning-curves.svg', 'learning-curves.png', 'reliability.svg', 'reliability.png', 'results.json']) {
+    for (const file of ['results.jsonl', 'report.html', 'learning-curves.svg', 'learning-curves.png', 'reliability.svg', 'reliability.png', 'results.json']) {
       expect(existsSync(join(out, file)), file).toBe(true);
     }
     const png = await readFile(join(out, 'reliability.png'));

@@ -1,6 +1,6 @@
 import { fork } from 'node:child_process';
 import { createWriteStream, existsSync } from 'node:fs';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ConfigError } from '@regstack/regularizer';
@@ -101,6 +101,10 @@ export async function compare(options: CompareOptions): Promise<CompareResult> {
       const job = jobs[index]!;
       results[index] = script ? await runInWorker(script, job) : await runJob(job, { quiet: true });
       done++;
+      // One line per finished run, appended as it finishes: a partial comparison is never lost.
+      const { history: _, validation, test, ...summary } = results[index]!;
+      const brief = (m: typeof test) => ({ accuracy: m.accuracy, nll: m.nll, ece: m.ece, count: m.count });
+      await appendFile(join(options.directory, 'results.jsonl'), JSON.stringify({ ...summary, validation: brief(validation), test: brief(test) }) + '\n');
       options.onJobEnd?.(results[index]!, done, jobs.length);
     }
   };
