@@ -1,0 +1,437 @@
+// The training-step benchmark behind `npm run bench`: TF.js steps of every regularizer plugin and a few
+// stacks, timed in interleaved rounds, beside PyTorch-CPU steps of the same models in the same run.
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import * as tf from '@tensorflow/tfjs-core';
+import { useBackend } from '@regstack/backend';
+import { Random, addWeightDecay, clipByGlobalNorm, composeRegularizers } from '@regstack/regularizer';
+import { resnet18, smallCnn } from '@regstack/models';
+import { rcad } from '@regstack/rcad';
+import { labelSmoothing } from '@regstack/label-smoothing';
+import { mixup } from '@regstack/mixup';
+import { adversarialTraining } from '@regstack/adversarial-training';
+import { entropyMinimization } from '@regstack/entropy-min';
+import { meAda } from '@regstack/me-ada';
+import { profileKernels } from './kernel-profile.mjs';
+import { fusedRcadGradients } from './fused-rcad.mjs';
+
+/** CIFAR-10 channel statistics: the models normalise inside, as a real run would (torch_step.py matches). */
+const CIFAR_MEAN = [0.4914, 0.4822, 0.4465];
+const CIFAR_STD = [0.247, 0.2435, 0.2616];
+
+/** The trainer's defaults (packages/trainer): SGD with Nesterov momentum, clip at 1, coupled decay. */
+const LEARNING_RATE = 0.01;
+const MOMENTUM = 0.9;
+const CLIP_NORM = 1;
+const WEIGHT_DECAY = 5e-4;
+
+/**
+ * The regularizer stacks the bench times, by name; each plugin with its defaults (the reference
+ * settings). `rcad-fused` is not a stack: it is the prototype of fused-rcad.mjs, RCAD at its floor.
+ * @type {Record<string, () => import('@regstack/regularizer').RegularizerPlugin[]>}
+ */
+export const VARIANTS = {
+  erm: () => [],
+  rcad: () => [rcad()],
+  'label-smoothing': () => [labelSmoothing()],
+  mixup: () => [mixup()],
+  'adversarial-fgsm': () => [adversarialTraining({ attack: 'fgsm' })],
+  'entropy-min': () => [entropyMinimization()],
+  'me-ada': () => [meAda()],
+  'rcad+label-smoothing': () => [rcad(), labelSmoothing()],
+  'rcad+mixup': () => [rcad(), mixup()],
+  'rcad-fused': () => [],
+};
+
+/**
+ * @typedef {object} ModelSpec
+ * @property {string} id Name in tables and JSON, e.g. `resnet18-w16`.
+ * @property {'small-cnn' | 'resnet18'} architecture
+ * @property {number} width First stage's channels.
+ * @property {[number, number, number]} inputShape [height, width, channels].
+ * @property {number} numClasses
+ * @property {number} rounds Timed rounds (each times every variant once).
+ */
+
+/** The models of a full run: the small CNN at its default width and ResNet-18 at width 16, CIFAR-sized. */
+export const MODELS = /** @type {Record<string, ModelSpec>} */ ({
+  'small-cnn': { id: 'small-cnn', architecture: 'small-cnn', width: 32, inputShape: [32, 32, 3], numClasses: 10, rounds: 9 },
+  'resnet18-w16': { id: 'resnet18-w16', architecture: 'resnet18', width: 16, inputShape: [32, 32, 3], numClasses: 10, rounds: 5 },
+});
+
+/**
+ * @typedef {object} BenchmarkOptions
+ * @property {ModelSpec[]} models
+ * @property {string[]} [variants] Names from {@link VARIANTS}; default all. `erm` is always timed (the ratios need it).
+ * @property {number} [batchSize] Default 64.
+ * @property {number} [warmup] Untimed steps per variant before timing. Default 2.
+ * @property {number} [roundsScale] Multiplies each model's rounds (e.g. 1/3 for --quick). Default 1.
+ * @property {string} [backend] Default 'wasm' (useBackend's default).
+ * @property {boolean | { python?: string, stepsPerRound?: number, threads?: number[] }} [torch]
+ *   PyTorch comparison, timed in the same rounds; default true (python /usr/bin/python3, threads 1
+ *   and 2, two steps of each per round).
+ * @property {number} [seed] Default 0.
+ * @property {(line: string) => void} [log] Progress lines.
+ */
+
+function median(values) {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
+}
+
+function createModel(spec, seed) {
+  const options = { width: spec.width, inputShape: spec.inputShape, numClasses: spec.numClasses, mean: CIFAR_MEAN, std: CIFAR_STD, seed };
+  return spec.architecture === 'resnet18' ? resnet18(options) : smallCnn(options);
+}
+
+/**
+ * One trainer step as packages/trainer does it per batch: stack.prepare (outside the tape), the
+ * total's gradients, clip by global norm, weight decay, the optimizer's update, the logged terms.
+ * Returns the time of each part.
+ */
+function createStepRunner(variant, model, optimizer, seed) {
+  const variables = model.trainableVariables;
+  const stack = composeRegularizers(VARIANTS[variant]());
+  const random = new Random(seed);
+  let step = 0;
+  const update = (grads) => {
+    const clipped = clipByGlobalNorm(grads, CLIP_NORM).grads;
+    const decayed = addWeightDecay(clipped, variables, WEIGHT_DECAY);
+    optimizer.applyGradients(decayed);
+    tf.dispose([...Object.values(grads), ...Object.values(clipped), ...Object.values(decayed)]);
+  };
+  /** @param {{ inputs: tf.Tensor, labels: tf.Tensor1D }} batch */
+  return (batch, label = () => {}) => {
+    const start = performance.now();
+    if (variant === 'rcad-fused') {
+      label('gradients');
+      const { value, grads } = fusedRcadGradients(model, batch);
+      value.dataSync();
+      value.dispose();
+      const gradientsEnd = performance.now();
+      label('update');
+      update(grads);
+      step += 1;
+      const end = performance.now();
+      return { totalMs: end - start, prepareMs: 0, gradientsMs: gradientsEnd - start, updateMs: end - gradientsEnd };
+    }
+    label('prepare');
+    const prepared = stack.prepare({ model, batch, random, step, epoch: 0 });
+    const prepareEnd = performance.now();
+    let gradientsEnd = prepareEnd;
+    try {
+      label('gradients');
+      const { value, grads } = prepared.gradients();
+      value.dataSync();
+      value.dispose();
+      gradientsEnd = performance.now();
+      label('update');
+      update(grads);
+      prepared.terms();
+    } finally {
+      prepared.dispose();
+      step += 1;
+    }
+    const end = performance.now();
+    return { totalMs: end - start, prepareMs: prepareEnd - start, gradientsMs: gradientsEnd - prepareEnd, updateMs: end - gradientsEnd };
+  };
+}
+
+/** TF.js 4.22's MomentumOptimizer.dispose leaves its scalars behind (see packages/trainer). */
+function disposeOptimizer(optimizer) {
+  optimizer.dispose();
+  tf.SGDOptimizer.prototype.dispose.call(optimizer);
+  tf.Optimizer.prototype.dispose.call(optimizer);
+}
+
+/**
+ * Times every variant on one model: warm-up, then rounds in which each variant takes one step, the
+ * order rotated each round so that a burst of load from other jobs on the machine does not always hit
+ * the same variant, followed by PyTorch's ERM and RCAD steps at each thread count. Then one profiled
+ * step per variant (kernels, memory), untimed.
+ */
+async function benchmarkModel(spec, variants, options) {
+  const batchSize = options.batchSize;
+  const model = createModel(spec, options.seed);
+  const optimizer = tf.train.momentum(LEARNING_RATE, MOMENTUM, true);
+  const dataRandom = new Random(options.seed + 1);
+  const [height, width, channels] = spec.inputShape;
+  const batch = {
+    inputs: tf.tensor4d(Float32Array.from({ length: batchSize * height * width * channels }, () => dataRandom.uniform()), [batchSize, height, width, channels]),
+    labels: tf.tensor1d(Int32Array.from({ length: batchSize }, () => dataRandom.int(spec.numClasses)), 'int32'),
+  };
+  const runners = Object.fromEntries(variants.map((variant, index) => [variant, createStepRunner(variant, model, optimizer, options.seed + 100 + index)]));
+  const rounds = Math.max(1, Math.round(spec.rounds * options.roundsScale));
+  options.log(`${spec.id}: warm-up (${options.warmup} step(s) per variant), then ${rounds} interleaved round(s) of ${variants.length} variants`);
+  for (let index = 0; index < options.warmup; index++) for (const variant of variants) runners[variant](batch);
+
+  const torchSettings = options.torch === false ? undefined : options.torch === true ? {} : options.torch;
+  const torchThreads = torchSettings?.threads ?? [1, 2];
+  const torchVariants = variants.includes('rcad') ? ['erm', 'rcad'] : ['erm'];
+  /** @type {Record<string, Record<string, number[]>>} */
+  const torchSamples = Object.fromEntries(torchThreads.map((threads) => [threads, Object.fromEntries(torchVariants.map((variant) => [variant, []]))]));
+  let torch = { available: false, reason: 'disabled (--no-torch)' };
+  let worker;
+  if (torchSettings) {
+    const started = await TorchWorker.start(spec, torchSettings, batchSize, options.seed);
+    worker = started.worker;
+    if (worker) {
+      torch = { available: true, version: worker.version };
+      for (let index = 0; index < options.warmup + 1; index++) {
+        for (const threads of torchThreads) for (const variant of torchVariants) await worker.step(variant, threads);
+      }
+    } else {
+      torch = { available: false, reason: started.reason };
+    }
+  }
+
+  /** @type {Record<string, Array<{ totalMs: number, prepareMs: number, gradientsMs: number, updateMs: number }>>} */
+  const samples = Object.fromEntries(variants.map((variant) => [variant, []]));
+  const leaks = Object.fromEntries(variants.map((variant) => [variant, 0]));
+  for (let round = 0; round < rounds; round++) {
+    const order = [...variants.slice(round % variants.length), ...variants.slice(0, round % variants.length)];
+    for (const variant of order) {
+      const before = tf.memory().numTensors;
+      samples[variant].push(runners[variant](batch));
+      leaks[variant] = Math.max(leaks[variant], tf.memory().numTensors - before);
+    }
+    // PyTorch's steps of the same round: a few per setting, as they are short.
+    if (worker) {
+      for (let repeat = 0; repeat < (torchSettings.stepsPerRound ?? 2); repeat++) {
+        for (const threads of torchThreads) for (const variant of torchVariants) torchSamples[threads][variant].push(await worker.step(variant, threads));
+      }
+    }
+    options.log(`${spec.id}: round ${round + 1}/${rounds}: ` + variants.map((variant) => `${variant} ${samples[variant].at(-1).totalMs.toFixed(0)}`).join(', ') + ' ms');
+  }
+  worker?.close();
+
+  const results = {};
+  for (const variant of variants) {
+    const { profile } = profileKernels((label) => runners[variant](batch, label));
+    const memory = tf.memory();
+    const totals = samples[variant].map((sample) => sample.totalMs);
+    results[variant] = {
+      medianMs: median(totals),
+      minMs: Math.min(...totals),
+      samplesMs: totals,
+      phasesMs: {
+        prepare: median(samples[variant].map((sample) => sample.prepareMs)),
+        gradients: median(samples[variant].map((sample) => sample.gradientsMs)),
+        update: median(samples[variant].map((sample) => sample.updateMs)),
+      },
+      memory: {
+        tensorsAfterStep: memory.numTensors,
+        bytesAfterStep: memory.numBytes,
+        leakedTensorsPerStep: leaks[variant],
+        peakBytes: profile.peakBytes,
+        kernelCalls: profile.kernelCalls,
+      },
+      profile: {
+        totalMs: profile.totalMs,
+        outsideKernelsMs: profile.outsideKernelsMs,
+        byPhaseMs: profile.byPhaseMs,
+        byStageMs: profile.byStageMs,
+        topKernels: profile.byKernel.slice(0, 15),
+      },
+    };
+  }
+  // Ratios to ERM per round (the two were timed seconds apart), then the median: robust to load that
+  // slows a whole round. The ratio of medians is reported beside it.
+  const ermSamples = samples.erm.map((sample) => sample.totalMs);
+  for (const variant of variants) {
+    const ratios = samples[variant].map((sample, round) => sample.totalMs / ermSamples[round]);
+    results[variant].ratioToErm = median(ratios);
+    results[variant].ratioOfMediansToErm = results[variant].medianMs / results.erm.medianMs;
+  }
+  const parameters = model.parameterCount();
+  tf.dispose([batch.inputs, batch.labels]);
+  disposeOptimizer(optimizer);
+  model.dispose();
+  const result = { id: spec.id, architecture: spec.architecture, width: spec.width, inputShape: spec.inputShape, numClasses: spec.numClasses, parameters, rounds, variants: results, torch };
+  if (torch.available) {
+    torch.threads = {};
+    result.oursOverTorch = {};
+    for (const threads of torchThreads) {
+      torch.threads[threads] = Object.fromEntries(
+        torchVariants.map((variant) => {
+          const values = torchSamples[threads][variant];
+          return [variant, { medianMs: median(values), minMs: Math.min(...values), samplesMs: values }];
+        }),
+      );
+      result.oursOverTorch[threads] = Object.fromEntries(torchVariants.map((variant) => [variant, results[variant].medianMs / torch.threads[threads][variant].medianMs]));
+    }
+  }
+  return result;
+}
+
+const TORCH_SCRIPT = fileURLToPath(new URL('./torch_step.py', import.meta.url));
+
+/**
+ * A PyTorch process serving one training step per request (torch_step.py), so that its steps are timed
+ * in the same rounds as ours. `start` never throws: a missing Python or torch comes back as a reason.
+ */
+class TorchWorker {
+  static async start(spec, settings, batchSize, seed) {
+    const python = settings.python ?? '/usr/bin/python3';
+    if (!existsSync(python)) return { reason: `${python} not found (Debian's python3-torch runs with /usr/bin/python3)` };
+    const worker = new TorchWorker(python);
+    try {
+      const reply = await worker.request({
+        command: 'init',
+        model: { name: spec.architecture, width: spec.width, inputShape: spec.inputShape, numClasses: spec.numClasses },
+        batchSize,
+        seed,
+      });
+      if (!reply.available) {
+        worker.close();
+        return { reason: reply.reason };
+      }
+      worker.version = reply.version;
+      return { worker };
+    } catch (error) {
+      worker.close();
+      return { reason: error instanceof Error ? error.message : String(error) };
+    }
+  }
+
+  constructor(python) {
+    this.pending = [];
+    this.stderr = '';
+    this.failure = undefined;
+    // torch.set_num_threads picks the threads of each step; the environment must not cap them lower.
+    const env = { ...process.env, OMP_NUM_THREADS: '2', MKL_NUM_THREADS: '2' };
+    this.process = spawn(python, [TORCH_SCRIPT], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+    this.process.stderr.on('data', (chunk) => {
+      this.stderr = (this.stderr + chunk).slice(-2000);
+    });
+    const fail = (message) => {
+      this.failure ??= new Error(message);
+      for (const { reject } of this.pending.splice(0)) reject(this.failure);
+    };
+    this.process.on('error', (error) => fail(`${python} failed to start: ${error.message}`));
+    this.process.on('exit', (code) => fail(`torch_step.py exited with ${code}: ${this.stderr.trim().split('\n').slice(-3).join(' | ')}`));
+    createInterface({ input: this.process.stdout }).on('line', (line) => {
+      const next = this.pending.shift();
+      if (!next) return;
+      try {
+        next.resolve(JSON.parse(line));
+      } catch {
+        next.reject(new Error(`torch_step.py answered with no JSON: ${line.slice(0, 200)}`));
+      }
+    });
+  }
+
+  request(message) {
+    if (this.failure) return Promise.reject(this.failure);
+    return new Promise((resolve, reject) => {
+      this.pending.push({ resolve, reject });
+      this.process.stdin.write(`${JSON.stringify(message)}\n`);
+    });
+  }
+
+  async step(variant, threads) {
+    const reply = await this.request({ command: 'step', variant, threads });
+    if (typeof reply.ms !== 'number') throw new Error(`torch_step.py: ${reply.error ?? JSON.stringify(reply)}`);
+    return reply.ms;
+  }
+
+  close() {
+    if (this.process.exitCode === null && !this.process.killed) {
+      this.process.stdin.end(`${JSON.stringify({ command: 'exit' })}\n`);
+    }
+  }
+}
+
+/**
+ * Runs the whole benchmark and returns the report that run.mjs prints and writes as JSON.
+ * @param {BenchmarkOptions} input
+ */
+export async function runBenchmark(input) {
+  const options = {
+    variants: Object.keys(VARIANTS),
+    batchSize: 64,
+    warmup: 2,
+    roundsScale: 1,
+    backend: 'wasm',
+    torch: true,
+    seed: 0,
+    log: () => {},
+    ...input,
+  };
+  for (const variant of options.variants) {
+    if (!(variant in VARIANTS)) throw new Error(`unknown variant '${variant}'; known: ${Object.keys(VARIANTS).join(', ')}`);
+  }
+  const variants = ['erm', ...options.variants.filter((variant) => variant !== 'erm')];
+  const backend = await useBackend(/** @type {any} */ (options.backend));
+  const models = [];
+  for (const spec of options.models) models.push(await benchmarkModel(spec, variants, options));
+  return {
+    createdAt: new Date().toISOString(),
+    node: process.version,
+    tfjs: tf.version_core,
+    backend: backend.name,
+    backendThreads: backend.threads ?? 1,
+    kernels: backend.kernels,
+    batchSize: options.batchSize,
+    warmup: options.warmup,
+    note: 'Shared 2-core machine: variants interleaved per round, medians reported; ratios are medians of per-round ratios.',
+    models,
+  };
+}
+
+const formatMs = (value) => (value >= 100 ? value.toFixed(0) : value.toFixed(1));
+const formatRatio = (value) => `${value.toFixed(2)}×`;
+
+/** The report as markdown tables: one per model, then the top kernels of ERM and RCAD. */
+export function formatReport(report) {
+  const lines = [`TF.js ${report.tfjs} on ${report.backend} (${report.backendThreads} thread), batch ${report.batchSize}, Node ${report.node}. ${report.note}`, ''];
+  for (const model of report.models) {
+    lines.push(`### ${model.id} (${model.architecture}, width ${model.width}, input ${model.inputShape.join('×')}, ${model.parameters} parameters, ${model.rounds} rounds)`, '');
+    lines.push('| variant | median ms | min ms | × ERM (per-round median) | × ERM (medians) | prepare / gradients / update ms | kernel calls | peak MB | leaked tensors |');
+    lines.push('|---|---|---|---|---|---|---|---|---|');
+    for (const [name, variant] of Object.entries(model.variants)) {
+      const phases = variant.phasesMs;
+      lines.push(
+        `| ${name} | ${formatMs(variant.medianMs)} | ${formatMs(variant.minMs)} | ${formatRatio(variant.ratioToErm)} | ${formatRatio(variant.ratioOfMediansToErm)} | ` +
+          `${formatMs(phases.prepare)} / ${formatMs(phases.gradients)} / ${formatMs(phases.update)} | ${variant.memory.kernelCalls} | ` +
+          `${(variant.memory.peakBytes / 2 ** 20).toFixed(0)} | ${variant.memory.leakedTensorsPerStep} |`,
+      );
+    }
+    lines.push('');
+    if (model.torch.available) {
+      lines.push(`PyTorch ${model.torch.version} (CPU, NCHW), same model and batch:`, '');
+      lines.push('| threads | ERM median ms | RCAD median ms | RCAD × ERM | ours ERM / PyTorch ERM | ours RCAD / PyTorch RCAD |');
+      lines.push('|---|---|---|---|---|---|');
+      for (const [threads, timings] of Object.entries(model.torch.threads)) {
+        const ours = model.oursOverTorch[threads];
+        lines.push(
+          `| ${threads} | ${formatMs(timings.erm.medianMs)} | ${formatMs(timings.rcad.medianMs)} | ${formatRatio(timings.rcad.medianMs / timings.erm.medianMs)} | ` +
+            `${formatRatio(ours.erm)} | ${ours.rcad === undefined ? '—' : formatRatio(ours.rcad)} |`,
+        );
+      }
+    } else {
+      lines.push(`PyTorch: not measured (${model.torch.reason}).`);
+    }
+    lines.push('');
+    for (const name of ['erm', 'rcad']) {
+      const variant = model.variants[name];
+      if (!variant) continue;
+      const { profile } = variant;
+      const phase = profile.byPhaseMs;
+      lines.push(
+        `Top kernels, ${model.id} ${name} (one profiled step, ${formatMs(profile.totalMs)} ms: forward ${formatMs(phase.forward)}, backward ${formatMs(phase.backward)}, ` +
+          `other ${formatMs(phase.other)}, outside kernels ${formatMs(profile.outsideKernelsMs)} ms):`,
+        '',
+      );
+      lines.push('| kernel | self ms | share | calls |', '|---|---|---|---|');
+      for (const kernel of profile.topKernels.slice(0, 10)) {
+        lines.push(`| ${kernel.kernel} | ${formatMs(kernel.selfMs)} | ${((100 * kernel.selfMs) / profile.totalMs).toFixed(0)}% | ${kernel.calls} |`);
+      }
+      lines.push('');
+    }
+  }
+  return lines.join('\n');
+}

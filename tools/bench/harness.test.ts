@@ -1,0 +1,128 @@
+import { existsSync } from 'node:fs';
+import * as tf from '@tensorflow/tfjs-core';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { useBackend } from '@regstack/backend';
+import { Random, composeRegularizers } from '@regstack/regularizer';
+import { smallCnn } from '@regstack/models';
+import { rcad } from '@regstack/rcad';
+import { VARIANTS, formatReport, runBenchmark } from './harness.mjs';
+import { profileKernels } from './kernel-profile.mjs';
+import { fusedRcadGradients } from './fused-rcad.mjs';
+
+const torchInstalled = existsSync('/usr/bin/python3');
+
+describe('bench harness', () => {
+  beforeAll(async () => {
+    await useBackend('wasm');
+  });
+
+  it('runs every variant on tiny models and reports positive timings, ratios, memory and kernels', async () => {
+    const before = tf.memory().numTensors;
+    const report = await runBenchmark({
+      models: [
+        { id: 'tiny-cnn', architecture: 'small-cnn', width: 2, inputShape: [8, 8, 3], numClasses: 3, rounds: 2 },
+        { id: 'tiny-resnet', architecture: 'resnet18', width: 2, inputShape: [8, 8, 3], numClasses: 3, rounds: 1 },
+      ],
+      batchSize: 4,
+      warmup: 1,
+      // One PyTorch thread: two threads on a machine loaded by other jobs can take seconds per tiny step.
+      torch: torchInstalled ? { stepsPerRound: 1, threads: [1] } : false,
+    });
+    // Every step and every model freed what it made.
+    expect(tf.memory().numTensors).toBe(before);
+    expect(report.backend).toBe('wasm');
+    expect(report.models.map((model: { id: string }) => model.id)).toEqual(['tiny-cnn', 'tiny-resnet']);
+    for (const model of report.models) {
+      expect(Object.keys(model.variants)).toEqual(Object.keys(VARIANTS));
+      expect(model.parameters).toBeGreaterThan(0);
+      for (const variant of Object.values(model.variants) as Array<Record<string, any>>) {
+        expect(variant.samplesMs).toHaveLength(model.rounds);
+        expect(variant.medianMs).toBeGreaterThan(0);
+        expect(variant.minMs).toBeLessThanOrEqual(variant.medianMs);
+        expect(variant.ratioToErm).toBeGreaterThan(0);
+        expect(variant.phasesMs.gradients).toBeGreaterThan(0);
+        expect(variant.memory.leakedTensorsPerStep).toBe(0);
+        expect(variant.memory.peakBytes).toBeGreaterThan(0);
+        expect(variant.memory.kernelCalls).toBeGreaterThan(10);
+        expect(variant.profile.topKernels[0].selfMs).toBeGreaterThan(0);
+      }
+      expect(model.variants.erm.ratioToErm).toBe(1);
+      // RCAD runs strictly more kernels than ERM: its input-gradient pass and the pass on x̃.
+      expect(model.variants.rcad.memory.kernelCalls).toBeGreaterThan(model.variants.erm.memory.kernelCalls);
+      expect(model.variants['rcad-fused'].memory.kernelCalls).toBeLessThan(model.variants.rcad.memory.kernelCalls);
+      if (torchInstalled && model.torch.available) {
+        expect(Object.keys(model.torch.threads)).toEqual(['1']);
+        expect(model.torch.threads['1'].erm.medianMs).toBeGreaterThan(0);
+        expect(model.torch.threads['1'].rcad.medianMs).toBeGreaterThan(0);
+        expect(model.oursOverTorch['1'].erm).toBeCloseTo(model.variants.erm.medianMs / model.torch.threads['1'].erm.medianMs, 10);
+      } else {
+        expect(typeof model.torch.reason).toBe('string');
+      }
+    }
+    const table = formatReport(report);
+    expect(table).toContain('| rcad+label-smoothing |');
+    expect(table).toContain('Top kernels, tiny-cnn rcad');
+    // The JSON round-trips (no tensors or functions in it).
+    expect(JSON.parse(JSON.stringify(report)).models[0].variants.rcad.medianMs).toBe(report.models[0].variants.rcad.medianMs);
+  });
+
+  it('rejects an unknown variant by name', async () => {
+    await expect(runBenchmark({ models: [], variants: ['rcad', 'dropout'] })).rejects.toThrow(/unknown variant 'dropout'/);
+  });
+
+  it('profiles kernels by pass, and self times add up to the time inside kernels', () => {
+    const a = tf.tensor2d([[1, 2], [3, 4]]);
+    const { result, profile } = profileKernels((label: (stage: string) => void) => {
+      label('gradient');
+      const gradient = tf.grad((x: tf.Tensor) => tf.sum(tf.mul(x, x)))(a);
+      label('plain');
+      const sum = tf.add(gradient, a);
+      gradient.dispose();
+      return sum;
+    });
+    // d/dx Σx² = 2x, plus x.
+    expect(Array.from(result.dataSync())).toEqual([3, 6, 9, 12]);
+    result.dispose();
+    a.dispose();
+    const calls = Object.fromEntries(profile.byKernel.map((entry: { kernel: string; calls: number }) => [entry.kernel, entry.calls]));
+    expect(calls.Add).toBeGreaterThanOrEqual(1);
+    expect(calls.Multiply).toBeGreaterThanOrEqual(3); // x·x forward, then dy·x twice backward
+    expect(profile.byPhaseMs.forward).toBeGreaterThan(0);
+    expect(profile.byPhaseMs.backward).toBeGreaterThan(0);
+    const selfTotal = profile.byKernel.reduce((total: number, entry: { selfMs: number }) => total + entry.selfMs, 0);
+    expect(selfTotal).toBeCloseTo(profile.kernelMs, 6);
+    expect(profile.byStageMs.gradient + profile.byStageMs.plain).toBeCloseTo(profile.kernelMs, 6);
+    expect(profile.kernelMs).toBeLessThanOrEqual(profile.totalMs);
+  });
+
+  it('fused RCAD gives the stack’s RCAD loss and weight gradients with fewer kernels', () => {
+    const createModel = () => smallCnn({ width: 3, inputShape: [8, 8, 3], numClasses: 4, seed: 3 });
+    const data = new Random(7);
+    const batch = {
+      inputs: tf.tensor4d(Float32Array.from({ length: 6 * 8 * 8 * 3 }, () => data.uniform()), [6, 8, 8, 3]),
+      labels: tf.tensor1d([0, 1, 2, 3, 1, 2], 'int32'),
+    };
+    const stackModel = createModel();
+    const fusedModel = createModel();
+    const prepared = composeRegularizers([rcad({ alpha: 0.5, lambda: 0.3 })]).prepare({ model: stackModel, batch, random: new Random(1) });
+    const expected = prepared.gradients();
+    const actual = fusedRcadGradients(fusedModel, batch, { alpha: 0.5, lambda: 0.3 });
+    expect(actual.value.dataSync()[0]).toBeCloseTo(expected.value.dataSync()[0]!, 5);
+    const names = stackModel.trainableVariables.map((variable) => variable.name);
+    fusedModel.trainableVariables.forEach((variable, index) => {
+      const want = expected.grads[names[index]!]!.dataSync();
+      const got = actual.grads[variable.name].dataSync();
+      const scale = Math.max(...Array.from(want, Math.abs), 1e-6);
+      for (let i = 0; i < want.length; i++) expect(Math.abs(got[i] - want[i]!) / scale).toBeLessThan(1e-3);
+    });
+    // Both updated the running statistics once, with the base pass's batch statistics.
+    const stackStatistics = stackModel.nonTrainableVariables.map((variable) => Array.from(variable.dataSync()));
+    const fusedStatistics = fusedModel.nonTrainableVariables.map((variable) => Array.from(variable.dataSync()));
+    stackStatistics.forEach((values, index) => values.forEach((value, i) => expect(fusedStatistics[index]![i]).toBeCloseTo(value, 5)));
+    tf.dispose([expected.value, ...Object.values(expected.grads), actual.value, ...Object.values(actual.grads) as tf.Tensor[]]);
+    prepared.dispose();
+    stackModel.dispose();
+    fusedModel.dispose();
+    tf.dispose([batch.inputs, batch.labels]);
+  });
+});

@@ -1,0 +1,83 @@
+#!/usr/bin/env node
+// `npm run bench [-- options]`: training-step time of ERM, every regularizer plugin and a few stacks on
+// the default backend (wasm), beside PyTorch-CPU on the same machine. Prints markdown tables and writes
+// tools/bench/results/bench-<time>.json (and latest.json).
+//
+//   --quick                 a third of the rounds, one warm-up step (about 3 minutes on 2 cores)
+//   --models a,b            from: small-cnn, resnet18-w16 (default both)
+//   --variants a,b          from harness.mjs VARIANTS (default all; erm is always included)
+//   --rounds-scale x        multiply every model's rounds
+//   --batch n               batch size (default 64)
+//   --no-torch              skip PyTorch
+//   --python path           Python with torch (default /usr/bin/python3)
+//   --output file           JSON path (default tools/bench/results/bench-<time>.json)
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import * as tf from '@tensorflow/tfjs-core';
+import { MODELS, VARIANTS, formatReport, runBenchmark } from './harness.mjs';
+
+const { values } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    models: { type: 'string' },
+    variants: { type: 'string' },
+    'rounds-scale': { type: 'string' },
+    batch: { type: 'string' },
+    'no-torch': { type: 'boolean', default: false },
+    python: { type: 'string' },
+    output: { type: 'string' },
+    help: { type: 'boolean', default: false },
+  },
+});
+
+if (values.help) {
+  console.log(`npm run bench -- [--quick] [--models ${Object.keys(MODELS).join(',')}] [--variants ${Object.keys(VARIANTS).join(',')}]\n` +
+    '                    [--rounds-scale x] [--batch n] [--no-torch] [--python path] [--output file]');
+  process.exit(0);
+}
+
+function list(value, known, what) {
+  if (value === undefined) return Object.keys(known);
+  const names = value.split(',').map((name) => name.trim()).filter(Boolean);
+  for (const name of names) {
+    if (!(name in known)) {
+      console.error(`unknown ${what} '${name}'; known: ${Object.keys(known).join(', ')}`);
+      process.exit(2);
+    }
+  }
+  return names;
+}
+
+function positive(value, fallback, what) {
+  if (value === undefined) return fallback;
+  const number = Number(value);
+  if (!(number > 0)) {
+    console.error(`--${what} expects a positive number, got '${value}'`);
+    process.exit(2);
+  }
+  return number;
+}
+
+// TF.js's one-time "install tfjs-node" notice is noise here.
+tf.env().set('PROD', true);
+
+const report = await runBenchmark({
+  models: list(values.models, MODELS, 'model').map((name) => MODELS[name]),
+  variants: list(values.variants, VARIANTS, 'variant'),
+  batchSize: Math.round(positive(values.batch, 64, 'batch')),
+  warmup: values.quick ? 1 : 2,
+  roundsScale: positive(values['rounds-scale'], values.quick ? 1 / 3 : 1, 'rounds-scale'),
+  torch: values['no-torch'] ? false : { ...(values.python ? { python: values.python } : {}), stepsPerRound: values.quick ? 3 : 2 },
+  log: (line) => console.error(`[bench] ${line}`),
+});
+
+console.log(formatReport(report));
+const resultsDirectory = fileURLToPath(new URL('./results/', import.meta.url));
+const output = values.output ?? `${resultsDirectory}bench-${report.createdAt.replace(/[:.]/g, '-')}.json`;
+mkdirSync(dirname(output), { recursive: true });
+const json = `${JSON.stringify(report, null, 2)}\n`;
+writeFileSync(output, json);
+if (values.output === undefined) writeFileSync(`${resultsDirectory}latest.json`, json);
+console.error(`[bench] wrote ${output}`);
