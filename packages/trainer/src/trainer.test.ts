@@ -133,7 +133,7 @@ describe('train', () => {
       apply: (inputs, options) => {
         calls++;
         const logits = inner.apply(inputs, options).logits;
-        return calls > 7 ? tf.mul(logits, Number.NaN) : logits;
+        return calls > 7 ? (tf.mul(logits, Number.NaN) as tf.Tensor2D) : logits;
       },
     });
     const store = memoryCheckpointStore();
