@@ -81,8 +81,10 @@ export async function compare(options: CompareOptions): Promise<CompareResult> {
   if (new Set(labels).size !== labels.length) throw new ConfigError('--stack', 'the same stack is given twice');
   for (const stack of options.stacks) createRegularizers(stack.regularizers); // option errors before any work
   await mkdir(join(options.directory, 'runs'), { recursive: true });
-  const jobs: JobSpec[] = options.stacks.flatMap((stack) =>
-    options.seeds.map((seed) => {
+  // Seed-major order: every stack's first seed finishes before any second seed starts, so a
+  // comparison cut short still compares all stacks.
+  const jobs: JobSpec[] = options.seeds.flatMap((seed) =>
+    options.stacks.map((stack) => {
       const id = `${slug(stack.label)}__seed${seed}`;
       return { ...options.template, stack, seed, id, directory: join(options.directory, 'runs', id) };
     }),
