@@ -4,6 +4,7 @@ import {
   DataError,
   assertChoice,
   assertKnownOptions,
+  assertInterval,
   assertNumber,
   crossEntropy,
   lossInputGradient,
@@ -115,7 +116,7 @@ export function adversarialTraining(options: AdversarialTrainingOptions = {}): R
   }
   const randomStart = options.randomStart ?? attack === 'pgd';
   if (typeof randomStart !== 'boolean') throw new ConfigError(`${OWNER}.randomStart`, `expected a boolean, got ${String(randomStart)}`);
-  const clip = checkedClip(options.clip === undefined ? [0, 1] : options.clip);
+  const clip = assertInterval(`${OWNER}.clip`, options.clip === undefined ? [0, 1] : options.clip);
 
   return {
     name: 'adversarial',
@@ -196,13 +197,4 @@ function assertWithin(inputs: tf.Tensor, [low, high]: readonly [number, number])
   }
 }
 
-function checkedClip(value: unknown): readonly [number, number] | null {
-  if (value === null) return null;
-  const field = `${OWNER}.clip`;
-  if (!Array.isArray(value) || value.length !== 2) throw new ConfigError(field, `expected [low, high] or null, got ${String(value)}`);
-  const low = assertNumber(`${field}[0]`, value[0]);
-  const high = assertNumber(`${field}[1]`, value[1]);
-  if (!(low < high)) throw new ConfigError(field, `low must be < high, got [${low}, ${high}]`);
-  return [low, high];
-}
 

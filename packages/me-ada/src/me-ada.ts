@@ -3,6 +3,7 @@ import {
   ConfigError,
   assertChoice,
   assertKnownOptions,
+  assertInterval,
   assertNumber,
   crossEntropy,
   meanEntropy,
@@ -99,7 +100,7 @@ export function meAda(options: MeAdaOptions = {}): RegularizerPlugin<MeAdaState>
   const gamma = validateSchedulable(`${OWNER}.gamma`, options.gamma ?? 1, { min: 0 });
   const weight = validateSchedulable(`${OWNER}.weight`, options.weight ?? 0.5, { min: 0, max: 1 });
   const every = assertNumber(`${OWNER}.every`, options.every ?? 1, { min: 1, integer: true });
-  const clip = checkedClip(options.clip === undefined ? [0, 1] : options.clip);
+  const clip = assertInterval(`${OWNER}.clip`, options.clip === undefined ? [0, 1] : options.clip);
   const ascentMode: ModelMode = assertChoice(`${OWNER}.ascentMode`, options.ascentMode ?? 'eval', ['eval', 'frozen-stats'] as const);
   const active = (step: number) => step % every === 0;
 
@@ -161,13 +162,4 @@ function featuresOf(features: tf.Tensor2D | undefined, model: Classifier): tf.Te
   );
 }
 
-function checkedClip(value: unknown): readonly [number, number] | null {
-  if (value === null) return null;
-  const field = `${OWNER}.clip`;
-  if (!Array.isArray(value) || value.length !== 2) throw new ConfigError(field, `expected [low, high] or null, got ${String(value)}`);
-  const low = assertNumber(`${field}[0]`, value[0]);
-  const high = assertNumber(`${field}[1]`, value[1]);
-  if (!(low < high)) throw new ConfigError(field, `low must be < high, got [${low}, ${high}]`);
-  return [low, high];
-}
 

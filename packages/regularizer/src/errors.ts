@@ -66,3 +66,16 @@ export function assertChoice<T extends string>(field: string, value: unknown, ch
   }
   return value as T;
 }
+
+/**
+ * Reads an optional closed interval `[low, high]` with low < high (a valid input range, say);
+ * `null` means none. Throws a ConfigError naming the field otherwise.
+ */
+export function assertInterval(field: string, value: unknown): readonly [number, number] | null {
+  if (value === null) return null;
+  if (!Array.isArray(value) || value.length !== 2) throw new ConfigError(field, `expected [low, high] or null, got ${String(value)}`);
+  const low = assertNumber(`${field}[0]`, value[0]);
+  const high = assertNumber(`${field}[1]`, value[1]);
+  if (!(low < high)) throw new ConfigError(field, `low must be < high, got [${low}, ${high}]`);
+  return [low, high];
+}

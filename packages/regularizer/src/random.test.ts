@@ -41,6 +41,18 @@ describe('Random', () => {
     expect([...permutation]).not.toEqual(Array.from({ length: 100 }, (_, i) => i));
   });
 
+  it('starts nearby seeds at unrelated points of the stream', () => {
+    const seeds = Array.from({ length: 200 }, (_, seed) => seed);
+    const first = seeds.map((seed) => new Random(seed).uniform());
+    const mean = first.reduce((s, v) => s + v, 0) / first.length;
+    const std = Math.sqrt(first.reduce((s, v) => s + (v - mean) ** 2, 0) / first.length);
+    expect(Math.abs(mean - 0.5)).toBeLessThan(0.06);
+    expect(Math.abs(std - Math.sqrt(1 / 12))).toBeLessThan(0.04);
+    const firstBeta = seeds.map((seed) => new Random(seed).beta(1, 1));
+    expect(firstBeta.filter((v) => v < 0.25).length).toBeGreaterThan(30); // Beta(1,1) is uniform
+    expect(firstBeta.filter((v) => v > 0.75).length).toBeGreaterThan(30);
+  });
+
   it('rejects a non-integer seed', () => {
     expect(() => new Random(1.5)).toThrow(/seed/);
   });

@@ -21,7 +21,18 @@ export class Random {
 
   constructor(seed: number) {
     if (!Number.isInteger(seed)) throw new ConfigError('seed', `expected an integer, got ${seed}`);
-    this.generator = xoroshiro128plus(seed | 0);
+    // pure-rand seeds xoroshiro128+ with the seed almost as it is, so nearby small seeds start with
+    // nearly equal outputs (the first uniform() of seeds 0–5 was 1.0000). SplitMix32 scrambles the
+    // seed into the 128-bit state first, as the xoroshiro authors recommend.
+    let mix = seed | 0;
+    const next = () => {
+      mix = (mix + 0x9e3779b9) | 0;
+      let z = mix;
+      z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
+      z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
+      return (z ^ (z >>> 16)) | 0;
+    };
+    this.generator = xoroshiro128plus.fromState([next(), next(), next(), next()]);
   }
 
   /** Restores a generator from {@link getState}. */
