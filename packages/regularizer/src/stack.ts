@@ -59,8 +59,6 @@ export function composeRegularizers(plugins: readonly RegularizerPlugin[] = []):
     if (!STAGE_ORDER.includes(plugin.stage)) {
       throw new ConfigError(`${field}.stage`, `unknown stage ${String(plugin.stage)}; known: ${STAGE_ORDER.join(', ')}`);
     }
-    if (names.has(plugin.name)) throw new ConfigError('stack', `two plugins are named '${plugin.name}'; names must be unique`);
-    names.add(plugin.name);
     const hook = REQUIRED_HOOK[plugin.stage as Stage];
     if (typeof (plugin as unknown as Record<string, unknown>)[hook] !== 'function') throw new ConfigError(`${field}.${hook}`, `a '${plugin.stage}' plugin must implement ${hook}()`);
     if (plugin.exclusiveGroup !== undefined) {
@@ -74,6 +72,9 @@ export function composeRegularizers(plugins: readonly RegularizerPlugin[] = []):
       }
       groups.set(plugin.exclusiveGroup, plugin.name);
     }
+    // After the group check, so two label smoothers are told why they cannot be stacked.
+    if (names.has(plugin.name)) throw new ConfigError('stack', `two plugins are named '${plugin.name}'; names must be unique`);
+    names.add(plugin.name);
   });
   const ordered = STAGE_ORDER.flatMap((stage) => plugins.filter((plugin) => plugin.stage === stage));
   return {
