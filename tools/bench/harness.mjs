@@ -235,6 +235,7 @@ async function benchmarkModel(spec, variants, options) {
         byPhaseMs: profile.byPhaseMs,
         byStageMs: profile.byStageMs,
         topKernels: profile.byKernel.slice(0, 15),
+        topKernelsByPhase: profile.byKernelAndPhase.slice(0, 15),
       },
     };
   }

@@ -31,6 +31,7 @@ function currentPhase(engine) {
  * @property {number} kernelCalls Kernel invocations, nested ones included.
  * @property {number} peakBytes Most bytes held by live tensors after any kernel.
  * @property {Array<{ kernel: string, selfMs: number, calls: number }>} byKernel Self time per kernel name, largest first.
+ * @property {Array<{ kernel: string, selfMs: number, calls: number }>} byKernelAndPhase The same per kernel and pass, e.g. `Conv2D (backward)`.
  * @property {Record<string, number>} byPhaseMs Self time per pass: forward, backward, other.
  * @property {Record<string, number>} byStageMs Self time per labelled stage of the step (see `label`).
  */
@@ -47,6 +48,8 @@ export function profileKernels(run) {
   const original = engine.runKernelFunc;
   /** @type {Map<string, { selfMs: number, calls: number }>} */
   const kernels = new Map();
+  /** @type {Map<string, { selfMs: number, calls: number }>} */
+  const kernelsByPhase = new Map();
   const byPhaseMs = { forward: 0, backward: 0, other: 0 };
   /** @type {Record<string, number>} */
   const byStageMs = {};
@@ -74,6 +77,11 @@ export function profileKernels(run) {
       entry.selfMs += self;
       entry.calls += 1;
       kernels.set(name, entry);
+      const phaseKey = `${name} (${phase})`;
+      const phaseEntry = kernelsByPhase.get(phaseKey) ?? { selfMs: 0, calls: 0 };
+      phaseEntry.selfMs += self;
+      phaseEntry.calls += 1;
+      kernelsByPhase.set(phaseKey, phaseEntry);
       byPhaseMs[phase] += self;
       byStageMs[stage] = (byStageMs[stage] ?? 0) + self;
       kernelCalls += 1;
@@ -90,11 +98,12 @@ export function profileKernels(run) {
     engine.runKernelFunc = original;
   }
   const totalMs = performance.now() - start;
-  const byKernel = [...kernels.entries()]
-    .map(([kernel, { selfMs, calls }]) => ({ kernel, selfMs, calls }))
-    .sort((a, b) => b.selfMs - a.selfMs);
+  const sorted = (map) =>
+    [...map.entries()].map(([kernel, { selfMs, calls }]) => ({ kernel, selfMs, calls })).sort((a, b) => b.selfMs - a.selfMs);
+  const byKernel = sorted(kernels);
+  const byKernelAndPhase = sorted(kernelsByPhase);
   return {
     result,
-    profile: { totalMs, kernelMs, outsideKernelsMs: totalMs - kernelMs, kernelCalls, peakBytes, byKernel, byPhaseMs, byStageMs },
+    profile: { totalMs, kernelMs, outsideKernelsMs: totalMs - kernelMs, kernelCalls, peakBytes, byKernel, byKernelAndPhase, byPhaseMs, byStageMs },
   };
 }
