@@ -5,7 +5,7 @@
 # Nesterov momentum, ×0.1 at 50/75/90% of the run, clipping 1.0 then weight decay 5e-4, crop + flip.
 # Each run is a separate job under OUT/*/runs/<id>/ with its own checkpoint; rerunning this script
 # continues where it stopped (--resume) and each finished run is appended to results.jsonl.
-# Order: seed 0 of every stack first, then the other seeds, so a study cut short still compares.
+# Order: seed 0 of every stack of a group first, then the other seeds, so a study cut short still compares.
 #
 #   bash tools/experiments/fashion-mnist-2k.sh [OUT]      (needs Debian's dataset-fashion-mnist)
 set -euo pipefail
@@ -19,9 +19,7 @@ THREE=(--stack erm --stack label-smoothing:epsilon=0.1 --stack rcad:alpha=0.5 --
 ONE=(--stack rcad:alpha=1 --stack mixup:mixupAlpha=0.4 --stack adversarial:attack=fgsm,epsilon=0.03
      --stack entropy-min --stack 'rcad:alpha=0.5+mixup:mixupAlpha=0.4')
 
-# Required with three seeds: ERM, label smoothing, RCAD, RCAD + label smoothing (seed 0 first).
-node "$CLI" compare "${COMMON[@]}" --seeds 0 --out "$OUT/three-seeds" "${THREE[@]}"
+# Required with three seeds: ERM, label smoothing, RCAD, RCAD + label smoothing; seed 0 of all four first.
+node "$CLI" compare "${COMMON[@]}" --seeds 0,1,2 --out "$OUT/three-seeds" "${THREE[@]}"
 # With one seed: RCAD at α = 1.0, mixup, FGSM adversarial training, entropy minimisation, RCAD + mixup.
 node "$CLI" compare "${COMMON[@]}" --seeds 0 --out "$OUT/one-seed" "${ONE[@]}"
-# Seeds 1 and 2 of the first group (seed 0 is read back).
-node "$CLI" compare "${COMMON[@]}" --seeds 0,1,2 --out "$OUT/three-seeds" "${THREE[@]}"
