@@ -395,8 +395,9 @@ export function formatReport(report) {
     lines.push('|---|---|---|---|---|---|---|---|---|');
     for (const [name, variant] of Object.entries(model.variants)) {
       const phases = variant.phasesMs;
+      const label = name === 'rcad-fused' ? 'rcad-fused (prototype, fused-rcad.mjs)' : name;
       lines.push(
-        `| ${name} | ${formatMs(variant.medianMs)} | ${formatMs(variant.minMs)} | ${formatRatio(variant.ratioToErm)} | ${formatRatio(variant.ratioOfMediansToErm)} | ` +
+        `| ${label} | ${formatMs(variant.medianMs)} | ${formatMs(variant.minMs)} | ${formatRatio(variant.ratioToErm)} | ${formatRatio(variant.ratioOfMediansToErm)} | ` +
           `${formatMs(phases.prepare)} / ${formatMs(phases.gradients)} / ${formatMs(phases.update)} | ${variant.memory.kernelCalls} | ` +
           `${(variant.memory.peakBytes / 2 ** 20).toFixed(0)} | ${variant.memory.leakedTensorsPerStep} |`,
       );

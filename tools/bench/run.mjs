@@ -3,7 +3,7 @@
 // the default backend (wasm), beside PyTorch-CPU on the same machine. Prints markdown tables and writes
 // tools/bench/results/bench-<time>.json (and latest.json).
 //
-//   --quick                 a third of the rounds, one warm-up step (about 3 minutes on 2 cores)
+//   --quick                 a third of the rounds, one warm-up step
 //   --models a,b            from: small-cnn, resnet18-w16 (default both)
 //   --variants a,b          from harness.mjs VARIANTS (default all; erm is always included)
 //   --rounds-scale x        multiply every model's rounds
@@ -11,6 +11,9 @@
 //   --no-torch              skip PyTorch
 //   --python path           Python with torch (default /usr/bin/python3)
 //   --output file           JSON path (default tools/bench/results/bench-<time>.json)
+//
+// The full run took 13 minutes on the shared 2-core VM at a load of 4–7 from other jobs, when steps ran
+// ≈4× slower than on the idle machine.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
