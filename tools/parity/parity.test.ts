@@ -241,6 +241,30 @@ for (const { file, build } of fixtures) {
           expect(error, `${name} (tolerance ${tolerance.toExponential(1)})`).toBeLessThanOrEqual(tolerance);
         }
       });
+
+      it(`${testCase.name}: stack.gradients (the trainer's path, fused where it applies) matches PyTorch`, () => {
+        loadWeights();
+        const stack = composeRegularizers(pluginsFor(testCase));
+        const { value, grads, terms, fused } = stack.gradients({ model, batch: { inputs, labels }, random: new Random(testCase.seed ?? 0) });
+        try {
+          // Fused exactly when every plugin with a loss has a prepare and nothing transforms the batch.
+          expect(fused).toBe(['rcad', 'fgsm', 'me-ada'].some((name) => testCase.name.startsWith(name)));
+          for (const [name, expected] of Object.entries(testCase.terms)) {
+            expect(Math.abs(terms[name]! - expected) / Math.abs(expected), `term ${name}`).toBeLessThanOrEqual(toleranceFor(undefined));
+          }
+          expect(Math.abs(value.dataSync()[0]! - testCase.terms.total!) / Math.abs(testCase.terms.total!)).toBeLessThanOrEqual(toleranceFor(undefined));
+          const variables = model.namedVariables();
+          for (const name of fixture.trainable) {
+            const tolerance = toleranceFor(testCase.float32Error.gradients[name]);
+            expect(relativeError(grads[variables.get(name)!.name]!, testCase.gradients[name]!, `gradient ${name}`), `gradient ${name}`).toBeLessThanOrEqual(tolerance);
+          }
+          for (const [name, reference] of Object.entries(testCase.runningStatistics)) {
+            expect(relativeError(variables.get(name)!, reference, name), `running ${name}`).toBeLessThanOrEqual(toleranceFor(testCase.float32Error.runningStatistics[name]));
+          }
+        } finally {
+          tf.dispose([value, ...Object.values(grads)]);
+        }
+      });
     }
   });
 }

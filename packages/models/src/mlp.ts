@@ -27,6 +27,10 @@ class Mlp extends NetworkModel {
   private readonly hidden: LinearParameters[] = [];
   private readonly classifier: LinearParameters;
   private readonly dropoutRate: number;
+
+  override get stochastic(): boolean {
+    return this.dropoutRate > 0;
+  }
   readonly featureSize: number;
 
   constructor(architecture: 'mlp' | 'linear', owner: string, options: MlpOptions, hiddenUnits: readonly number[], dropoutRate: number) {

@@ -22,6 +22,8 @@ export interface ClassifierModel extends Classifier {
   namedVariables(): Map<string, tf.Variable>;
   /** Number of trainable scalars (batch-norm γ and β included, running statistics not). */
   parameterCount(): number;
+  /** Whether `apply` draws dropout masks (a dropout rate above 0). */
+  readonly stochastic: boolean;
   /** Frees every variable; the model cannot be used afterwards. */
   dispose(): void;
 }
@@ -56,6 +58,11 @@ export abstract class NetworkModel implements ClassifierModel {
   protected abstract features(inputs: tf.Tensor4D, context: PassContext): tf.Tensor2D;
 
   abstract readonly featureSize: number;
+
+  /** Whether `apply` draws dropout masks; models with dropout override it. */
+  get stochastic(): boolean {
+    return false;
+  }
 
   get trainableVariables(): readonly tf.Variable[] {
     return this.parameters.trainable;

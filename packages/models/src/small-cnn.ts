@@ -28,6 +28,10 @@ class SmallCnn extends NetworkModel {
   private readonly stages: ConvolutionBatchNorm[][] = [];
   private readonly classifier: LinearParameters;
   private readonly dropoutRate: number;
+
+  override get stochastic(): boolean {
+    return this.dropoutRate > 0;
+  }
   readonly featureSize: number;
 
   constructor(options: SmallCnnOptions) {

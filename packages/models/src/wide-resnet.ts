@@ -47,6 +47,10 @@ class WideResNet extends NetworkModel {
   private readonly finalBatchNorm: BatchNormParameters;
   private readonly classifier: LinearParameters;
   private readonly dropoutRate: number;
+
+  override get stochastic(): boolean {
+    return this.dropoutRate > 0;
+  }
   readonly featureSize: number;
 
   constructor(options: WideResNetOptions) {

@@ -61,6 +61,8 @@ export function classifierFromFunction(spec: {
   apply: ForwardFunction;
   trainableVariables: readonly tf.Variable[];
   nonTrainableVariables?: readonly tf.Variable[];
+  /** `false` if `apply` draws no random masks (see `Classifier.stochastic`). */
+  stochastic?: boolean;
 }): Classifier {
   if (!Number.isInteger(spec.numClasses) || spec.numClasses < 2) {
     throw new ConfigError('numClasses', `expected an integer ≥ 2, got ${spec.numClasses}`);
@@ -70,6 +72,7 @@ export function classifierFromFunction(spec: {
     numClasses: spec.numClasses,
     trainableVariables: spec.trainableVariables,
     nonTrainableVariables: spec.nonTrainableVariables ?? [],
+    ...(spec.stochastic !== undefined ? { stochastic: spec.stochastic } : {}),
     apply(inputs, options) {
       const output = spec.apply(inputs, options);
       return output instanceof tf.Tensor ? { logits: output as tf.Tensor2D } : output;

@@ -70,6 +70,12 @@ export interface Classifier {
   readonly trainableVariables: readonly Variable[];
   /** Variables that are state but not trained (batch-norm running statistics), for checkpoints. */
   readonly nonTrainableVariables: readonly Variable[];
+  /**
+   * `false` when `apply` draws no random masks (no dropout): two passes on the same inputs and mode
+   * then compute the same values, which lets a stack reuse one pass for two purposes. Leave it
+   * undefined when unsure.
+   */
+  readonly stochastic?: boolean;
 }
 
 // ─── Batches ───────────────────────────────────────────────────────────────────────────────────
@@ -230,6 +236,18 @@ export interface StepInput {
   baseLoss?: 'single' | 'two-view';
   /** Check labels and inputs (shape, range, NaN) at some cost per step. Default true. */
   validate?: boolean;
+}
+
+/** What `stack.gradients(input)` returns: the caller disposes `value` and `grads`. */
+export interface StepGradients {
+  /** The total loss. */
+  value: Scalar;
+  /** Its gradients w.r.t. the model's trainable variables, by variable name. */
+  grads: NamedTensorMap;
+  /** The named terms: `base`, one per plugin, and `total`. */
+  terms: Record<string, number>;
+  /** Whether the base pass also served the clean input gradient (see `RegularizerStack.gradients`). */
+  fused: boolean;
 }
 
 /** A step prepared outside the tape, ready for one optimizer update. */

@@ -12,6 +12,7 @@ import type {
   SoftBatch,
   Stage,
   StepContext,
+  StepGradients,
   StepInput,
 } from './contract.js';
 import { ConfigError, DataError } from './errors.js';
@@ -38,6 +39,17 @@ export interface RegularizerStack {
    * `optimizer.minimize` or `tf.variableGrads`: the constants it computes would then be taped.
    */
   prepare(input: StepInput): PreparedStep;
+  /**
+   * One step's total loss and weight gradients, for a loop that clips and decays them itself (the
+   * trainer does). Equal to `prepare(input).gradients()`, but cheaper where it can be: when the base
+   * loss is the plain cross-entropy on the clean batch (no augmentation, no batch or target
+   * transform), the model declares `stochastic: false`, and every plugin with a loss also has a
+   * `prepare`, one forward+backward on the clean batch yields both the base loss's weight gradients
+   * and the clean input gradient (batch statistics are the same in `train` and `frozen-stats` mode),
+   * so RCAD or FGSM costs one pass less. Then the plugins run on a second tape. A plugin that reads
+   * `context.base` there makes the step fall back to the plain path (running statistics restored).
+   */
+  gradients(input: StepInput): StepGradients;
   /** The run order as text, e.g. `mixup → label-smoothing → base → rcad`. */
   describe(): string;
 }
@@ -80,6 +92,7 @@ export function composeRegularizers(plugins: readonly RegularizerPlugin[] = []):
   return {
     plugins: ordered,
     prepare: (input) => prepareStep(ordered, input),
+    gradients: (input) => stepGradients(ordered, input),
     describe: () => {
       const before = ordered.filter((p) => p.stage === 'batch-transform' || p.stage === 'target-transform').map((p) => p.name);
       const after = ordered.filter((p) => p.stage === 'loss-term' || p.stage === 'generated-loss').map((p) => p.name);
@@ -138,7 +151,21 @@ export function validateBatch(batch: Batch, numClasses: number): void {
   if (!finite) throw new DataError('batch.inputs', 'contains NaN or Inf values');
 }
 
-function prepareStep(plugins: readonly RegularizerPlugin[], input: StepInput): PreparedStep {
+/** What the fused path hands to {@link prepareStep}: input gradients its base pass already made. */
+interface PrepareOptions {
+  seededGradients?: Map<string, InputGradient>;
+}
+
+/** A prepared step, plus what the fused path needs: the plugins' part of the loss without the base pass. */
+interface InternalStep extends PreparedStep {
+  /** Σ plugin terms and w·L_generated, inside a tape; `context.base` throws {@link BaseNotAvailable}. */
+  pluginLoss(): { value: tf.Scalar; mixTotal: number };
+}
+
+/** Thrown when a plugin reads `context.base` on the fused path, which then falls back. */
+class BaseNotAvailable extends Error {}
+
+function prepareStep(plugins: readonly RegularizerPlugin[], input: StepInput, options: PrepareOptions = {}): InternalStep {
   const { model, batch: clean, random } = input;
   if (!model || typeof model.apply !== 'function') throw new ConfigError('model', 'expected a Classifier (see classifierFromLayersModel)');
   const step = input.step ?? 0;
@@ -172,7 +199,7 @@ function prepareStep(plugins: readonly RegularizerPlugin[], input: StepInput): P
   const secondView = baseLoss === 'two-view' ? tf.tidy(() => input.augment!(batch.inputs, random)) : undefined;
 
   const cleanTargets = tf.tidy(() => oneHotTargets(clean.labels, numClasses));
-  const gradientCache = new Map<string, InputGradient>();
+  const gradientCache = new Map<string, InputGradient>(options.seededGradients ?? []);
   const inputGradient = (request: InputGradientRequest): InputGradient => {
     if (request.at !== 'clean' && request.at !== 'batch') throw new ConfigError('inputGradient.at', `expected clean or batch, got ${String(request.at)}`);
     if (request.reduction !== 'sum' && request.reduction !== 'mean') throw new ConfigError('inputGradient.reduction', `expected sum or mean, got ${String(request.reduction)}`);
@@ -198,23 +225,13 @@ function prepareStep(plugins: readonly RegularizerPlugin[], input: StepInput): P
     lastTerms = {};
   };
 
-  const loss = (): tf.Scalar => {
-    disposeTerms();
-    const forward = (inputs: tf.Tensor, mode: ModelMode) => model.apply(inputs, { mode, random });
-    const output = forward(batch.inputs, 'train');
-    let base = softCrossEntropy(output.logits, batch.targets);
-    if (secondView) base = tf.mul(0.5, tf.add(base, softCrossEntropy(forward(secondView, 'train').logits, batch.targets)));
-    const lossContext: LossContext = {
-      ...context,
-      clean,
-      batch,
-      base: { logits: output.logits, ...(output.features ? { features: output.features } : {}), loss: base },
-      forward,
-    };
-    const terms: Record<string, tf.Scalar> = { base };
+  const forward = (inputs: tf.Tensor, mode: ModelMode) => model.apply(inputs, { mode, random });
+
+  /** Runs every plugin's loss; returns the weighted parts and records the named terms. */
+  const pluginParts = (lossContext: LossContext) => {
+    const terms: Record<string, tf.Scalar> = {};
     const weights: Record<string, number> = {};
-    const added: tf.Scalar[] = [];
-    const generated: tf.Scalar[] = [];
+    const parts: tf.Scalar[] = [];
     let mixTotal = 0;
     plugins.forEach((plugin, index) => {
       if (!plugin.loss) return;
@@ -230,31 +247,68 @@ function prepareStep(plugins: readonly RegularizerPlugin[], input: StepInput): P
         }
         mixTotal += weight;
         weights[plugin.name] = weight;
-        generated.push(tf.mul(term.value, weight));
+        parts.push(tf.mul(term.value, weight));
       } else {
         weights[plugin.name] = 1;
-        added.push(term.value);
+        parts.push(term.value);
       }
     });
     if (mixTotal > 1 + 1e-9) {
       throw new ConfigError('stack', `the generated-loss plugins' mixWeights add up to ${mixTotal} > 1`);
     }
-    const parts = [mixTotal > 0 ? tf.mul(base, 1 - mixTotal) : base, ...generated, ...added];
-    // A clone when alone: the caller may dispose the total while `base` stays kept for terms().
-    const total = parts.length === 1 ? tf.clone(base) : (tf.addN(parts) as tf.Scalar);
+    return { terms, weights, parts, mixTotal };
+  };
+
+  const record = (terms: Record<string, tf.Scalar>, weights: Record<string, number>, mixTotal: number) => {
     lastTerms = Object.fromEntries(Object.entries(terms).map(([name, value]) => [name, tf.keep(value)]));
     lastWeights = weights;
     lastBaseWeight = 1 - mixTotal;
+  };
+
+  const loss = (): tf.Scalar => {
+    disposeTerms();
+    const output = forward(batch.inputs, 'train');
+    let base = softCrossEntropy(output.logits, batch.targets);
+    if (secondView) base = tf.mul(0.5, tf.add(base, softCrossEntropy(forward(secondView, 'train').logits, batch.targets)));
+    const lossContext: LossContext = {
+      ...context,
+      clean,
+      batch,
+      base: { logits: output.logits, ...(output.features ? { features: output.features } : {}), loss: base },
+      forward,
+    };
+    const { terms, weights, parts, mixTotal } = pluginParts(lossContext);
+    const all = [mixTotal > 0 ? tf.mul(base, 1 - mixTotal) : base, ...parts];
+    // A clone when alone: the caller may dispose the total while `base` stays kept for terms().
+    const total = all.length === 1 ? tf.clone(base) : (tf.addN(all) as tf.Scalar);
+    record({ base, ...terms }, weights, mixTotal);
     return total;
+  };
+
+  const pluginLoss = () => {
+    disposeTerms();
+    const lossContext = {
+      ...context,
+      clean,
+      batch,
+      get base(): never {
+        throw new BaseNotAvailable();
+      },
+      forward,
+    } as LossContext;
+    const { terms, weights, parts, mixTotal } = pluginParts(lossContext);
+    record(terms, weights, mixTotal);
+    return { value: tf.addN(parts) as tf.Scalar, mixTotal };
   };
 
   let disposed = false;
   return {
     batch,
     loss,
+    pluginLoss,
     gradients: () => tf.variableGrads(loss, model.trainableVariables as tf.Variable[]),
     terms: () => {
-      const values = Object.fromEntries(Object.entries(lastTerms).map(([name, value]) => [name, value.dataSync()[0]!]));
+      const values: Record<string, number> = Object.fromEntries(Object.entries(lastTerms).map(([name, value]) => [name, value.dataSync()[0]!]));
       let total = lastBaseWeight * (values.base ?? NaN);
       for (const [name, weight] of Object.entries(lastWeights)) total += weight * values[name]!;
       return { ...values, total };
@@ -271,6 +325,107 @@ function prepareStep(plugins: readonly RegularizerPlugin[], input: StepInput): P
       tf.dispose(tensorsIn(states).filter((tensor) => !userTensors.has(tensor)));
     },
   };
+}
+
+function plainGradients(plugins: readonly RegularizerPlugin[], input: StepInput): StepGradients {
+  const step = prepareStep(plugins, input);
+  try {
+    const { value, grads } = step.gradients();
+    return { value, grads, terms: step.terms(), fused: false };
+  } finally {
+    step.dispose();
+  }
+}
+
+/** Whether the base pass can also serve the clean input gradient (see `RegularizerStack.gradients`). */
+function canFuse(plugins: readonly RegularizerPlugin[], input: StepInput): boolean {
+  return (
+    input.model.stochastic === false &&
+    (input.baseLoss ?? 'single') === 'single' &&
+    input.augment === undefined &&
+    plugins.some((plugin) => plugin.loss !== undefined) &&
+    plugins.every((plugin) => (plugin.stage === 'loss-term' || plugin.stage === 'generated-loss') && (plugin.loss === undefined || plugin.prepare !== undefined))
+  );
+}
+
+function stepGradients(plugins: readonly RegularizerPlugin[], input: StepInput): StepGradients {
+  if (!canFuse(plugins, input)) return plainGradients(plugins, input);
+  const { model, batch: clean, random } = input;
+  if (input.validate !== false) validateBatch(clean, model.numClasses);
+  const variables = model.trainableVariables as tf.Variable[];
+  const runningStatistics = model.nonTrainableVariables.map((variable) => tf.keep(tf.clone(variable)));
+  const size = clean.inputs.shape[0]!;
+
+  // Tape 1: the base loss w.r.t. the inputs and the weights together, in train mode.
+  let logits: tf.Tensor2D | undefined;
+  const first = tf.tidy(() => {
+    const targets = oneHotTargets(clean.labels, model.numClasses);
+    const { value, grads } = tf.valueAndGrads((inputs: tf.Tensor) => {
+      const output = model.apply(inputs, { mode: 'train', random });
+      logits = tf.keep(output.logits);
+      return softCrossEntropy(output.logits, targets);
+    })([clean.inputs, ...variables]);
+    return { value, grads };
+  });
+  const [inputGradient, ...baseGrads] = first.grads as [tf.Tensor, ...tf.Tensor[]];
+  // The same gradient serves both reductions (the sum's is the mean's × B) and both batch-statistics modes.
+  const seeded = new Map<string, InputGradient>();
+  const mean: InputGradient = { gradient: inputGradient, loss: first.value, logits: logits! };
+  const sum: InputGradient = { gradient: tf.mul(inputGradient, size), loss: tf.mul(first.value, size) as tf.Scalar, logits: tf.clone(logits!) };
+  for (const mode of ['train', 'frozen-stats'] as const) {
+    seeded.set(`clean|mean|${mode}`, mode === 'train' ? mean : { gradient: tf.clone(mean.gradient), loss: tf.clone(mean.loss), logits: tf.clone(mean.logits) });
+    seeded.set(`clean|sum|${mode}`, mode === 'train' ? sum : { gradient: tf.clone(sum.gradient), loss: tf.clone(sum.loss), logits: tf.clone(sum.logits) });
+  }
+  // The plain path prepares before the base pass updates the running statistics: prepare against the
+  // statistics as they were (an eval-mode attack reads them), then put the updated ones back.
+  const statistics = model.nonTrainableVariables;
+  const updated = statistics.map((variable) => tf.clone(variable));
+  statistics.forEach((variable, i) => variable.assign(runningStatistics[i]!));
+  let step: InternalStep;
+  try {
+    step = prepareStep(plugins, { ...input, validate: false }, { seededGradients: seeded });
+  } finally {
+    statistics.forEach((variable, i) => variable.assign(updated[i]!));
+    tf.dispose(updated);
+  }
+  let second: { value: tf.Scalar; grads: tf.NamedTensorMap } | undefined;
+  let mixTotal = 0;
+  try {
+    // Tape 2: the plugins' terms on the constants their prepare made.
+    second = tf.variableGrads(() => {
+      const part = step.pluginLoss();
+      mixTotal = part.mixTotal;
+      return part.value;
+    }, variables);
+  } catch (error) {
+    if (!(error instanceof BaseNotAvailable)) {
+      step.dispose();
+      tf.dispose([first.value, ...first.grads, ...runningStatistics]);
+      throw error;
+    }
+  }
+  if (!second) {
+    // A plugin needs the base pass inside its own tape: undo the base pass's statistics update, start over.
+    step.dispose();
+    statistics.forEach((variable, i) => variable.assign(runningStatistics[i]!));
+    tf.dispose([first.value, ...first.grads, ...runningStatistics]);
+    return plainGradients(plugins, { ...input, validate: false });
+  }
+  const baseWeight = 1 - mixTotal;
+  const grads: tf.NamedTensorMap = {};
+  variables.forEach((variable, i) => {
+    const fromPlugins = second!.grads[variable.name];
+    grads[variable.name] = tf.tidy(() => {
+      const fromBase = tf.mul(baseGrads[i]!, baseWeight);
+      return fromPlugins ? tf.add(fromBase, fromPlugins) : fromBase;
+    });
+  });
+  const value = tf.tidy(() => tf.add(tf.mul(first.value, baseWeight), second!.value) as tf.Scalar);
+  const { total: _withoutBase, ...pluginTerms } = step.terms();
+  const terms = { base: first.value.dataSync()[0]!, ...pluginTerms, total: value.dataSync()[0]! };
+  step.dispose();
+  tf.dispose([first.value, ...first.grads, second.value, ...Object.values(second.grads), ...runningStatistics]);
+  return { value, grads, terms, fused: true };
 }
 
 function tensorsIn(container: unknown, found: tf.Tensor[] = []): tf.Tensor[] {

@@ -217,30 +217,27 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         const progress = { step: state.step, epoch: epoch + index / batchesPerEpoch };
         optimizer.setLearningRate(resolveSchedule(learningRate, progress));
         const batch = trainData.batch(indices);
-        const terms = trainStep();
-        function trainStep(): Record<string, number> {
-          const step = stack.prepare({
+        let terms: Record<string, number>;
+        try {
+          // The stack's gradients(): the cheaper fused pass where it is exact (see RegularizerStack.gradients).
+          const { value, grads, terms: stepTerms } = stack.gradients({
             model, batch, random, ...progress, baseLoss,
             ...(options.augment ? { augment: options.augment } : {}),
             validate: options.validateBatches ?? true,
           });
-          try {
-            const { value, grads } = step.gradients();
-            const loss = value.dataSync()[0]!;
-            value.dispose();
-            if (!Number.isFinite(loss)) {
-              tf.dispose(Object.values(grads));
-              throw new DivergenceError('loss', `became ${loss} at epoch ${epoch + 1}, step ${state.step}; training stopped and the last checkpoint (epoch ${state.epoch}) is intact`);
-            }
-            const clipped = clipNorm === null ? grads : clipByGlobalNorm(grads, clipNorm).grads;
-            const decayed = addWeightDecay(clipped, variables, weightDecay);
-            optimizer.applyGradients(decayed as Parameters<typeof optimizer.applyGradients>[0]);
-            tf.dispose([...Object.values(grads), ...Object.values(clipped), ...Object.values(decayed)]);
-            return step.terms();
-          } finally {
-            step.dispose();
-            tf.dispose([batch.inputs, batch.labels]);
+          const loss = value.dataSync()[0]!;
+          value.dispose();
+          if (!Number.isFinite(loss)) {
+            tf.dispose(Object.values(grads));
+            throw new DivergenceError('loss', `became ${loss} at epoch ${epoch + 1}, step ${state.step}; training stopped and the last checkpoint (epoch ${state.epoch}) is intact`);
           }
+          const clipped = clipNorm === null ? grads : clipByGlobalNorm(grads, clipNorm).grads;
+          const decayed = addWeightDecay(clipped, variables, weightDecay);
+          optimizer.applyGradients(decayed as Parameters<typeof optimizer.applyGradients>[0]);
+          tf.dispose([...Object.values(grads), ...Object.values(clipped), ...Object.values(decayed)]);
+          terms = stepTerms;
+        } finally {
+          tf.dispose([batch.inputs, batch.labels]);
         }
         for (const [name, value] of Object.entries(terms)) sums[name] = (sums[name] ?? 0) + value;
         state.step++;

@@ -1,0 +1,187 @@
+import * as tf from '@tensorflow/tfjs-core';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { classifierFromFunction } from './classifier.js';
+import type { ModelMode, RegularizerPlugin } from './contract.js';
+import { meanEntropy } from './losses.js';
+import { Random } from './random.js';
+import { composeRegularizers } from './stack.js';
+import { useCpu } from './test-setup.js';
+
+beforeAll(useCpu);
+
+/**
+ * A network with batch normalisation (batch statistics in train and frozen-stats mode, running
+ * statistics updated only in train mode) that counts its passes.
+ */
+function batchNormModel(stochastic: boolean | undefined) {
+  const random = new Random(4);
+  const normal = (n: number, scale: number) => Array.from({ length: n }, () => scale * random.normal());
+  const hidden = tf.variable(tf.tensor2d(normal(6 * 5, 0.6), [6, 5]), true, `hidden${stochastic}`);
+  const gamma = tf.variable(tf.tensor1d(normal(5, 0.2).map((v) => 1 + v)), true, `gamma${stochastic}`);
+  const output = tf.variable(tf.tensor2d(normal(5 * 3, 0.6), [5, 3]), true, `output${stochastic}`);
+  const runningMean = tf.variable(tf.zeros([5]), false, `runningMean${stochastic}`);
+  const calls: ModelMode[] = [];
+  const model = classifierFromFunction({
+    numClasses: 3,
+    trainableVariables: [hidden, gamma, output],
+    nonTrainableVariables: [runningMean],
+    ...(stochastic !== undefined ? { stochastic } : {}),
+    apply: (inputs, { mode }) => {
+      calls.push(mode);
+      const pre = tf.matMul(tf.reshape(inputs, [inputs.shape[0]!, 6]), hidden);
+      let normalised: tf.Tensor;
+      if (mode === 'eval') normalised = tf.sub(pre, runningMean);
+      else {
+        const { mean, variance } = tf.moments(pre, 0);
+        if (mode === 'train') runningMean.assign(tf.tidy(() => tf.add(tf.mul(runningMean, 0.9), tf.mul(mean, 0.1))));
+        normalised = tf.div(tf.sub(pre, mean), tf.sqrt(tf.add(variance, 1e-5)));
+      }
+      return tf.matMul(tf.tanh(tf.mul(normalised, gamma)), output) as tf.Tensor2D;
+    },
+  });
+  return { model, calls, runningMean, dispose: () => tf.dispose([hidden, gamma, output, runningMean]) };
+}
+
+/** RCAD as the reference, written here so this package's test depends on no plugin package. */
+function directionEntropy(alpha: number, lambda: number): RegularizerPlugin<{ perturbed: tf.Tensor }> {
+  return {
+    name: 'rcad-like',
+    stage: 'loss-term',
+    prepare: ({ clean, inputGradient }) => {
+      const { gradient } = inputGradient({ at: 'clean', reduction: 'sum', mode: 'frozen-stats' });
+      const norm = tf.add(tf.sqrt(tf.sum(tf.square(gradient), [1, 2], true)), 1e-10);
+      return { perturbed: tf.add(clean.inputs, tf.mul(alpha, tf.div(gradient, norm))) };
+    },
+    loss: (context, { perturbed }) => ({
+      value: tf.mul(lambda, tf.sub(Math.log(3), meanEntropy(context.forward(perturbed, 'frozen-stats').logits))) as tf.Scalar,
+    }),
+  };
+}
+
+const batch = () => {
+  const random = new Random(9);
+  return {
+    inputs: tf.tensor3d(Array.from({ length: 10 * 6 }, () => random.uniform()), [10, 2, 3]),
+    labels: tf.tensor1d([0, 1, 2, 0, 1, 2, 0, 1, 2, 0], 'int32'),
+  };
+};
+
+const worstRelativeError = (a: tf.NamedTensorMap, b: tf.NamedTensorMap) =>
+  Math.max(
+    ...Object.keys(b).map((name) => tf.tidy(() => tf.norm(tf.sub(a[name]!, b[name]!)).dataSync()[0]! / tf.norm(b[name]!).dataSync()[0]!)),
+  );
+
+describe('stack.gradients: the fused base pass', () => {
+  it('gives the plain path’s loss, gradients, terms and running statistics with one pass less', () => {
+    const data = batch();
+    const plugins = [directionEntropy(0.8, 0.5)];
+    const plain = batchNormModel(undefined); // stochastic unknown: never fused
+    const fused = batchNormModel(false);
+    fused.model.trainableVariables.forEach((v, i) => v.assign(plain.model.trainableVariables[i]!));
+    const slow = composeRegularizers(plugins).gradients({ model: plain.model, batch: data, random: new Random(1) });
+    const fast = composeRegularizers(plugins).gradients({ model: fused.model, batch: data, random: new Random(1) });
+    expect([slow.fused, fast.fused]).toEqual([false, true]);
+    expect(plain.calls).toEqual(['frozen-stats', 'train', 'frozen-stats']);
+    expect(fused.calls).toEqual(['train', 'frozen-stats']);
+    expect(fast.value.dataSync()[0]).toBeCloseTo(slow.value.dataSync()[0]!, 5);
+    expect(fast.terms.base).toBeCloseTo(slow.terms.base!, 5);
+    expect(fast.terms['rcad-like']).toBeCloseTo(slow.terms['rcad-like']!, 5);
+    expect(fast.terms.total).toBeCloseTo(slow.terms.total!, 5);
+    const renamed = Object.fromEntries(plain.model.trainableVariables.map((v, i) => [fused.model.trainableVariables[i]!.name, slow.grads[v.name]!]));
+    expect(worstRelativeError(fast.grads, renamed)).toBeLessThan(1e-5);
+    expect(Array.from(fused.runningMean.dataSync())).toEqual(Array.from(plain.runningMean.dataSync()));
+    tf.dispose([slow.value, fast.value, ...Object.values(slow.grads), ...Object.values(fast.grads), data.inputs, data.labels]);
+    plain.dispose();
+    fused.dispose();
+  });
+
+  it('mixes generated losses with the base pass as the plain path does', () => {
+    const data = batch();
+    const shifted: RegularizerPlugin<{ moved: tf.Tensor }> = {
+      name: 'shifted',
+      stage: 'generated-loss',
+      prepare: ({ clean, inputGradient }) => ({ moved: tf.add(clean.inputs, tf.mul(0.1, tf.sign(inputGradient({ at: 'clean', reduction: 'sum', mode: 'frozen-stats' }).gradient))) }),
+      loss: (context, { moved }) => {
+        const logits = context.forward(moved, 'frozen-stats').logits;
+        const targets = tf.oneHot(context.clean.labels, 3);
+        return { value: tf.neg(tf.mean(tf.sum(tf.mul(targets, tf.logSoftmax(logits)), -1))) as tf.Scalar, mixWeight: 0.3 };
+      },
+    };
+    const plain = batchNormModel(undefined);
+    const fused = batchNormModel(false);
+    fused.model.trainableVariables.forEach((v, i) => v.assign(plain.model.trainableVariables[i]!));
+    const slow = composeRegularizers([shifted as RegularizerPlugin]).gradients({ model: plain.model, batch: data, random: new Random(1) });
+    const fast = composeRegularizers([shifted as RegularizerPlugin]).gradients({ model: fused.model, batch: data, random: new Random(1) });
+    expect(fast.fused).toBe(true);
+    expect(fast.value.dataSync()[0]).toBeCloseTo(slow.value.dataSync()[0]!, 5);
+    const renamed = Object.fromEntries(plain.model.trainableVariables.map((v, i) => [fused.model.trainableVariables[i]!.name, slow.grads[v.name]!]));
+    expect(worstRelativeError(fast.grads, renamed)).toBeLessThan(1e-5);
+    tf.dispose([slow.value, fast.value, ...Object.values(slow.grads), ...Object.values(fast.grads), data.inputs, data.labels]);
+    plain.dispose();
+    fused.dispose();
+  });
+
+  it('prepares against the running statistics as they were before the base pass, as the plain path does', () => {
+    const data = batch();
+    const evalAttack: RegularizerPlugin<{ moved: tf.Tensor }> = {
+      name: 'eval-attack',
+      stage: 'loss-term',
+      prepare: ({ clean, inputGradient }) => ({ moved: tf.add(clean.inputs, inputGradient({ at: 'clean', reduction: 'sum', mode: 'eval' }).gradient) }),
+      loss: (context, { moved }) => ({ value: meanEntropy(context.forward(moved, 'eval').logits) }),
+    };
+    const plain = batchNormModel(undefined);
+    const fused = batchNormModel(false);
+    fused.model.trainableVariables.forEach((v, i) => v.assign(plain.model.trainableVariables[i]!));
+    for (const { runningMean } of [plain, fused]) runningMean.assign(tf.tensor1d([0.5, -0.5, 1, 0, 2]));
+    const slow = composeRegularizers([evalAttack as RegularizerPlugin]).gradients({ model: plain.model, batch: data, random: new Random(1) });
+    const fast = composeRegularizers([evalAttack as RegularizerPlugin]).gradients({ model: fused.model, batch: data, random: new Random(1) });
+    expect(fast.fused).toBe(true);
+    expect(fast.terms['eval-attack']).toBeCloseTo(slow.terms['eval-attack']!, 5);
+    expect(Array.from(fused.runningMean.dataSync())).toEqual(Array.from(plain.runningMean.dataSync()));
+    tf.dispose([slow.value, fast.value, ...Object.values(slow.grads), ...Object.values(fast.grads), data.inputs, data.labels]);
+    plain.dispose();
+    fused.dispose();
+  });
+
+  it('falls back, statistics restored, when a plugin reads the base pass; is not used with transforms', () => {
+    const data = batch();
+    const readsBase: RegularizerPlugin<{ unused: tf.Tensor }> = {
+      name: 'reads-base',
+      stage: 'loss-term',
+      prepare: () => ({ unused: tf.scalar(0) }),
+      loss: (context) => ({ value: tf.mul(0.1, meanEntropy(context.base.logits)) as tf.Scalar }),
+    };
+    const reference = batchNormModel(undefined);
+    const fused = batchNormModel(false);
+    fused.model.trainableVariables.forEach((v, i) => v.assign(reference.model.trainableVariables[i]!));
+    const slow = composeRegularizers([readsBase as RegularizerPlugin]).gradients({ model: reference.model, batch: data, random: new Random(1) });
+    const before = tf.memory().numTensors;
+    const fast = composeRegularizers([readsBase as RegularizerPlugin]).gradients({ model: fused.model, batch: data, random: new Random(1) });
+    expect(fast.fused).toBe(false);
+    expect(tf.memory().numTensors - before).toBe(1 + fused.model.trainableVariables.length); // value + grads only
+    expect(Array.from(fused.runningMean.dataSync())).toEqual(Array.from(reference.runningMean.dataSync())); // updated once
+    expect(fast.value.dataSync()[0]).toBeCloseTo(slow.value.dataSync()[0]!, 5);
+    const smoothing: RegularizerPlugin = { name: 'smooth', stage: 'target-transform', transformTargets: (t) => t };
+    const withTransform = composeRegularizers([directionEntropy(1, 1), smoothing]).gradients({ model: fused.model, batch: data, random: new Random(1) });
+    expect(withTransform.fused).toBe(false);
+    tf.dispose([slow.value, fast.value, withTransform.value, ...Object.values(slow.grads), ...Object.values(fast.grads), ...Object.values(withTransform.grads), data.inputs, data.labels]);
+    reference.dispose();
+    fused.dispose();
+  });
+
+  it('leaks nothing over repeated fused steps', () => {
+    const data = batch();
+    const { model, dispose } = batchNormModel(false);
+    const stack = composeRegularizers([directionEntropy(1, 0.2)]);
+    const counts: number[] = [];
+    for (let i = 0; i < 4; i++) {
+      const { value, grads, fused } = stack.gradients({ model, batch: data, random: new Random(i) });
+      expect(fused).toBe(true);
+      tf.dispose([value, ...Object.values(grads)]);
+      counts.push(tf.memory().numTensors);
+    }
+    expect(new Set(counts).size).toBe(1);
+    tf.dispose([data.inputs, data.labels]);
+    dispose();
+  });
+});
