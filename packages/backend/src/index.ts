@@ -11,6 +11,9 @@ export {
   registerConvGradientKernels,
   unregisterConvGradientKernels,
   registeredConvGradientKernels,
+  registerMaxPoolGradientKernel,
+  unregisterMaxPoolGradientKernel,
+  isMaxPoolGradientKernelRegistered,
   CONV_GRADIENT_KERNEL_NAMES,
   DEFAULT_CONV_GRADIENT_KERNELS,
   type ConvGradientKernelName,
@@ -25,3 +28,4 @@ export {
   type FilterGradientMethod,
   type InputGradientMethod,
 } from './conv-gradients.js';
+export { maxPoolGradient, type MaxPoolGradientAttributes } from './max-pool-gradient.js';

@@ -4,6 +4,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { conv2dFilterGradient, conv2dInputGradient, type ConvGradientAttributes } from './conv-gradients.js';
+import { maxPoolGradient, type MaxPoolGradientAttributes } from './max-pool-gradient.js';
 
 /** Backends our kernels are registered for: both run generic tf ops well enough that ours win. */
 export const KERNEL_BACKENDS = ['wasm', 'cpu'] as const;
@@ -60,10 +61,44 @@ const inputGradientKernel: tf.KernelFunc = ({ inputs, attrs }) => {
   return tf.tidy(() => conv2dInputGradient(inputShape, asTensor(dy!), asTensor(filter!), attributesOf(attrs)));
 };
 
+const maxPoolGradientKernel: tf.KernelFunc = ({ inputs, attrs }) => {
+  const { dy, input } = inputs as tf.MaxPoolGradInputs;
+  const { filterSize, strides, pad, dimRoundingMode } = attrs as unknown as tf.MaxPoolGradAttrs;
+  const attributes: MaxPoolGradientAttributes = { filterSize, strides, pad, ...(dimRoundingMode ? { dimRoundingMode } : {}) };
+  return tf.tidy(() => maxPoolGradient(asTensor(input!), asTensor(dy!), attributes));
+};
+
 const kernelFunctions: Record<string, tf.KernelFunc> = {
   [tf.Conv2DBackpropFilter]: filterGradientKernel,
   [tf.Conv2DBackpropInput]: inputGradientKernel,
+  [tf.MaxPoolGrad]: maxPoolGradientKernel,
 };
+
+/** Puts our kernel in place of the registered one (kept for {@link restoreKernel}). Idempotent. */
+function replaceKernel(backendName: string, kernelName: string): void {
+  const key = `${backendName}_${kernelName}`;
+  if (replaced.has(key)) return;
+  const shipped = tf.getKernel(kernelName, backendName);
+  // unregister first: registerKernel over an existing one works but logs a warning per kernel.
+  if (shipped !== undefined) tf.unregisterKernel(kernelName, backendName);
+  replaced.set(key, shipped);
+  tf.registerKernel({ kernelName, backendName, kernelFunc: kernelFunctions[kernelName]! });
+}
+
+/** Puts back the kernel that {@link replaceKernel} replaced, if ours is registered. */
+function restoreKernel(backendName: string, kernelName: string): void {
+  const key = `${backendName}_${kernelName}`;
+  if (!replaced.has(key)) return;
+  const shipped = replaced.get(key);
+  replaced.delete(key);
+  tf.unregisterKernel(kernelName, backendName);
+  if (shipped === undefined) return;
+  tf.registerKernel(shipped);
+  // Backends run a kernel's setup (wasm binds its C++ function) only for kernels present when they
+  // initialise; ours stood in the shipped one's place then, so run its setup now.
+  const initialised = tf.engine().registry[backendName];
+  if (initialised !== undefined && shipped.setupFunc !== undefined) shipped.setupFunc(initialised);
+}
 
 /**
  * Registers our conv-gradient kernels for the given backends, replacing any registered ones (kept, so
@@ -80,15 +115,7 @@ export function registerConvGradientKernels(
 ): Partial<Record<KernelBackendName, string[]>> {
   const registered: Partial<Record<KernelBackendName, string[]>> = {};
   for (const backendName of backends) {
-    for (const kernelName of kernels ?? DEFAULT_CONV_GRADIENT_KERNELS[backendName]) {
-      const key = `${backendName}_${kernelName}`;
-      if (replaced.has(key)) continue;
-      const shipped = tf.getKernel(kernelName, backendName);
-      // unregister first: registerKernel over an existing one works but logs a warning per kernel.
-      if (shipped !== undefined) tf.unregisterKernel(kernelName, backendName);
-      replaced.set(key, shipped);
-      tf.registerKernel({ kernelName, backendName, kernelFunc: kernelFunctions[kernelName]! });
-    }
+    for (const kernelName of kernels ?? DEFAULT_CONV_GRADIENT_KERNELS[backendName]) replaceKernel(backendName, kernelName);
     registered[backendName] = registeredConvGradientKernels(backendName);
   }
   return registered;
@@ -102,23 +129,37 @@ export function registerConvGradientKernels(
  */
 export function unregisterConvGradientKernels(backends: readonly KernelBackendName[] = KERNEL_BACKENDS): void {
   for (const backendName of backends) {
-    for (const kernelName of CONV_GRADIENT_KERNEL_NAMES) {
-      const key = `${backendName}_${kernelName}`;
-      if (!replaced.has(key)) continue;
-      const shipped = replaced.get(key);
-      replaced.delete(key);
-      tf.unregisterKernel(kernelName, backendName);
-      if (shipped === undefined) continue;
-      tf.registerKernel(shipped);
-      // Backends run a kernel's setup (wasm binds its C++ function) only for kernels present when they
-      // initialise; ours stood in the shipped one's place then, so run its setup now.
-      const initialised = tf.engine().registry[backendName];
-      if (initialised !== undefined && shipped.setupFunc !== undefined) shipped.setupFunc(initialised);
-    }
+    for (const kernelName of CONV_GRADIENT_KERNEL_NAMES) restoreKernel(backendName, kernelName);
   }
 }
 
 /** Names of our kernels currently registered for `backendName`. */
 export function registeredConvGradientKernels(backendName: string): string[] {
   return CONV_GRADIENT_KERNEL_NAMES.filter((kernelName) => replaced.has(`${backendName}_${kernelName}`));
+}
+
+/**
+ * Registers this package's `MaxPoolGrad` ({@link maxPoolGradient}) for the given backends, in place of
+ * the shipped one (kept, so {@link unregisterMaxPoolGradientKernel} can restore it). Idempotent. The
+ * default is wasm only: TF.js 4.22's wasm `MaxPoolGrad` loses whole windows' gradients, while the cpu
+ * backend's is correct (ours equals it exactly). Import the backend packages first.
+ *
+ * @param backends Backends to register for; default `['wasm']`.
+ */
+export function registerMaxPoolGradientKernel(backends: readonly KernelBackendName[] = ['wasm']): void {
+  for (const backendName of backends) replaceKernel(backendName, tf.MaxPoolGrad);
+}
+
+/**
+ * Puts back the `MaxPoolGrad` TF.js had registered before {@link registerMaxPoolGradientKernel}.
+ *
+ * @param backends Backends to restore; default both `wasm` and `cpu`.
+ */
+export function unregisterMaxPoolGradientKernel(backends: readonly KernelBackendName[] = KERNEL_BACKENDS): void {
+  for (const backendName of backends) restoreKernel(backendName, tf.MaxPoolGrad);
+}
+
+/** Whether this package's `MaxPoolGrad` is registered for `backendName`. */
+export function isMaxPoolGradientKernelRegistered(backendName: string): boolean {
+  return replaced.has(`${backendName}_${tf.MaxPoolGrad}`);
 }

@@ -4,7 +4,12 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { ConfigError, assertChoice, assertKnownOptions, assertNumber } from '@regstack/regularizer';
-import { registerConvGradientKernels, registeredConvGradientKernels } from './register-kernels.js';
+import {
+  isMaxPoolGradientKernelRegistered,
+  registerConvGradientKernels,
+  registerMaxPoolGradientKernel,
+  registeredConvGradientKernels,
+} from './register-kernels.js';
 
 /** Backends {@link useBackend} can select. */
 export const BACKEND_NAMES = ['wasm', 'cpu', 'webgpu', 'tensorflow'] as const;
@@ -27,7 +32,8 @@ export interface UseBackendOptions {
   threads?: number;
   /**
    * Register this package's conv-gradient kernels (wasm: filter and input gradients; cpu: filter
-   * gradient, see `DEFAULT_CONV_GRADIENT_KERNELS`). Default true.
+   * gradient, see `DEFAULT_CONV_GRADIENT_KERNELS`) and, on wasm, its `MaxPoolGrad` (the shipped one
+   * loses gradients, see `maxPoolGradient`). Default true.
    */
   registerKernels?: boolean;
 }
@@ -266,7 +272,10 @@ export async function useBackend(name: BackendName = 'wasm', options: UseBackend
     // The backend module must load before our kernels register: its own registration would override ours.
     if (backend === 'wasm') await import('@tensorflow/tfjs-backend-wasm');
     else await import('@tensorflow/tfjs-backend-cpu');
-    if (options.registerKernels !== false) registerConvGradientKernels([backend]);
+    if (options.registerKernels !== false) {
+      registerConvGradientKernels([backend]);
+      if (backend === 'wasm') registerMaxPoolGradientKernel(['wasm']);
+    }
     if (backend === 'wasm') threads = await prepareWasm(options);
     else await activate('cpu');
   } else if (backend === 'tensorflow') {
@@ -274,7 +283,9 @@ export async function useBackend(name: BackendName = 'wasm', options: UseBackend
   } else {
     await prepareWebgpu();
   }
-  const info: BackendInfo = { name: backend, kernels: registeredConvGradientKernels(backend) };
+  const kernels = registeredConvGradientKernels(backend);
+  if (isMaxPoolGradientKernelRegistered(backend)) kernels.push(tf.MaxPoolGrad);
+  const info: BackendInfo = { name: backend, kernels };
   if (threads !== undefined) info.threads = threads;
   return info;
 }
