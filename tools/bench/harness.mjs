@@ -15,7 +15,6 @@ import { adversarialTraining } from '@regstack/adversarial-training';
 import { entropyMinimization } from '@regstack/entropy-min';
 import { meAda } from '@regstack/me-ada';
 import { profileKernels } from './kernel-profile.mjs';
-import { fusedRcadGradients } from './fused-rcad.mjs';
 
 /** CIFAR-10 channel statistics: the models normalise inside, as a real run would (torch_step.py matches). */
 const CIFAR_MEAN = [0.4914, 0.4822, 0.4465];
@@ -29,7 +28,9 @@ const WEIGHT_DECAY = 5e-4;
 
 /**
  * The regularizer stacks the bench times, by name; each plugin with its defaults (the reference
- * settings). `rcad-fused` is not a stack: it is the prototype of fused-rcad.mjs, RCAD at its floor.
+ * settings). Every variant runs the trainer's step (`stack.gradients`, which fuses RCAD's or FGSM's
+ * clean input gradient into the base pass where that is exact) except `rcad-unfused`, which times RCAD
+ * through `stack.prepare(...).gradients()`: the input gradient in its own pass (see PREPARE_PATH).
  * @type {Record<string, () => import('@regstack/regularizer').RegularizerPlugin[]>}
  */
 export const VARIANTS = {
@@ -42,8 +43,11 @@ export const VARIANTS = {
   'me-ada': () => [meAda()],
   'rcad+label-smoothing': () => [rcad(), labelSmoothing()],
   'rcad+mixup': () => [rcad(), mixup()],
-  'rcad-fused': () => [],
+  'rcad-unfused': () => [rcad()],
 };
+
+/** Variants timed through `stack.prepare(...).gradients()` instead of the trainer's `stack.gradients`. */
+const PREPARE_PATH = new Set(['rcad-unfused']);
 
 /**
  * @typedef {object} ModelSpec
@@ -88,14 +92,16 @@ function createModel(spec, seed) {
 }
 
 /**
- * One trainer step as packages/trainer does it per batch: stack.prepare (outside the tape), the
- * total's gradients, clip by global norm, weight decay, the optimizer's update, the logged terms.
- * Returns the time of each part.
+ * One trainer step as packages/trainer does it per batch: `stack.gradients` (prepare outside the tape,
+ * the total's gradients, the logged terms), then clip by global norm, weight decay and the optimizer's
+ * update. Variants in {@link PREPARE_PATH} run `stack.prepare` and `step.gradients()` instead, timed
+ * apart. Returns the time of each part and whether the stack fused the input gradient into the base pass.
  */
 function createStepRunner(variant, model, optimizer, seed) {
   const variables = model.trainableVariables;
   const stack = composeRegularizers(VARIANTS[variant]());
   const random = new Random(seed);
+  const preparePath = PREPARE_PATH.has(variant) || typeof stack.gradients !== 'function';
   let step = 0;
   const update = (grads) => {
     const clipped = clipByGlobalNorm(grads, CLIP_NORM).grads;
@@ -106,20 +112,21 @@ function createStepRunner(variant, model, optimizer, seed) {
   /** @param {{ inputs: tf.Tensor, labels: tf.Tensor1D }} batch */
   return (batch, label = () => {}) => {
     const start = performance.now();
-    if (variant === 'rcad-fused') {
+    const input = { model, batch, random, step, epoch: 0 };
+    step += 1;
+    if (!preparePath) {
       label('gradients');
-      const { value, grads } = fusedRcadGradients(model, batch);
+      const { value, grads, fused } = stack.gradients(input);
       value.dataSync();
       value.dispose();
       const gradientsEnd = performance.now();
       label('update');
       update(grads);
-      step += 1;
       const end = performance.now();
-      return { totalMs: end - start, prepareMs: 0, gradientsMs: gradientsEnd - start, updateMs: end - gradientsEnd };
+      return { totalMs: end - start, prepareMs: 0, gradientsMs: gradientsEnd - start, updateMs: end - gradientsEnd, fused };
     }
     label('prepare');
-    const prepared = stack.prepare({ model, batch, random, step, epoch: 0 });
+    const prepared = stack.prepare(input);
     const prepareEnd = performance.now();
     let gradientsEnd = prepareEnd;
     try {
@@ -133,10 +140,9 @@ function createStepRunner(variant, model, optimizer, seed) {
       prepared.terms();
     } finally {
       prepared.dispose();
-      step += 1;
     }
     const end = performance.now();
-    return { totalMs: end - start, prepareMs: prepareEnd - start, gradientsMs: gradientsEnd - prepareEnd, updateMs: end - gradientsEnd };
+    return { totalMs: end - start, prepareMs: prepareEnd - start, gradientsMs: gradientsEnd - prepareEnd, updateMs: end - gradientsEnd, fused: false };
   };
 }
 
@@ -217,6 +223,8 @@ async function benchmarkModel(spec, variants, options) {
       medianMs: median(totals),
       minMs: Math.min(...totals),
       samplesMs: totals,
+      path: PREPARE_PATH.has(variant) ? 'prepare + gradients()' : 'stack.gradients',
+      fused: samples[variant].at(-1).fused === true,
       phasesMs: {
         prepare: median(samples[variant].map((sample) => sample.prepareMs)),
         gradients: median(samples[variant].map((sample) => sample.gradientsMs)),
@@ -391,14 +399,15 @@ export function formatReport(report) {
   const lines = [`TF.js ${report.tfjs} on ${report.backend} (${report.backendThreads} thread), batch ${report.batchSize}, Node ${report.node}. ${report.note}`, ''];
   for (const model of report.models) {
     lines.push(`### ${model.id} (${model.architecture}, width ${model.width}, input ${model.inputShape.join('×')}, ${model.parameters} parameters, ${model.rounds} rounds)`, '');
-    lines.push('| variant | median ms | min ms | × ERM (per-round median) | × ERM (medians) | prepare / gradients / update ms | kernel calls | peak MB | leaked tensors |');
-    lines.push('|---|---|---|---|---|---|---|---|---|');
+    lines.push('| variant | median ms | min ms | × ERM (per-round median) | × ERM (medians) | fused ∇x | prepare / gradients / update ms | kernel calls | peak MB | leaked tensors |');
+    lines.push('|---|---|---|---|---|---|---|---|---|---|');
     for (const [name, variant] of Object.entries(model.variants)) {
       const phases = variant.phasesMs;
-      const label = name === 'rcad-fused' ? 'rcad-fused (prototype, fused-rcad.mjs)' : name;
+      const prepare = variant.path === 'stack.gradients' ? '—' : formatMs(phases.prepare);
+      const label = name === 'rcad-unfused' ? 'rcad-unfused (prepare + gradients())' : name;
       lines.push(
-        `| ${label} | ${formatMs(variant.medianMs)} | ${formatMs(variant.minMs)} | ${formatRatio(variant.ratioToErm)} | ${formatRatio(variant.ratioOfMediansToErm)} | ` +
-          `${formatMs(phases.prepare)} / ${formatMs(phases.gradients)} / ${formatMs(phases.update)} | ${variant.memory.kernelCalls} | ` +
+        `| ${label} | ${formatMs(variant.medianMs)} | ${formatMs(variant.minMs)} | ${formatRatio(variant.ratioToErm)} | ${formatRatio(variant.ratioOfMediansToErm)} | ${variant.fused ? 'yes' : 'no'} | ` +
+          `${prepare} / ${formatMs(phases.gradients)} / ${formatMs(phases.update)} | ${variant.memory.kernelCalls} | ` +
           `${(variant.memory.peakBytes / 2 ** 20).toFixed(0)} | ${variant.memory.leakedTensorsPerStep} |`,
       );
     }

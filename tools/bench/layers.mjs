@@ -10,13 +10,14 @@
 // - max-pool 2×2: tf.maxPool's MaxPoolGrad kernel against customGrads whose backward routes dy to the
 //   window maxima through an equality mask (tf ops; ties share dy) or a JavaScript loop (first maximum,
 //   as the cpu backend);
-// - MaxPoolGrad correctness: wasm's kernel against the cpu backend's (it drops some windows' gradients);
+// - MaxPoolGrad correctness: wasm's kernel against the cpu backend's (it drops some windows' gradients),
+//   and @regstack/backend's MaxPoolGrad (registered by useBackend since this was found) against both;
 // - Identity: the wasm Identity kernel copies the tensor (TF.js clones every tensor it saves for the
 //   backward pass); a zero-copy Identity that shares the data as wasm's Reshape already does.
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
-import { useBackend } from '@regstack/backend';
+import { registerMaxPoolGradientKernel, unregisterMaxPoolGradientKernel, useBackend } from '@regstack/backend';
 import { Random, addWeightDecay, clipByGlobalNorm, composeRegularizers } from '@regstack/regularizer';
 import { batchNormalization, smallCnn } from '@regstack/models';
 
@@ -24,6 +25,18 @@ const { values } = parseArgs({ options: { rounds: { type: 'string', default: '15
 const rounds = Number(values.rounds);
 tf.env().set('PROD', true);
 await useBackend('wasm');
+// useBackend registers @regstack/backend's MaxPoolGrad on wasm: the "current" measurements below use the
+// shipped one, and @regstack/backend's is a candidate.
+unregisterMaxPoolGradientKernel(['wasm']);
+/** Runs `run` with @regstack/backend's MaxPoolGrad registered on wasm, then restores the shipped one. */
+function withOurMaxPoolGradient(run) {
+  registerMaxPoolGradientKernel(['wasm']);
+  try {
+    return run();
+  } finally {
+    unregisterMaxPoolGradientKernel(['wasm']);
+  }
+}
 
 const median = (list) => {
   const sorted = [...list].sort((a, b) => a - b);
@@ -131,6 +144,7 @@ const batchNormCandidate = () => tf.grads((x, g, b) => tf.sum(tf.mul(batchNormMa
 const maxPoolCurrent = () => tf.grads((x) => tf.sum(tf.mul(tf.maxPool(x, 2, 2, 'valid'), pooledUpstream)))([input]);
 const maxPoolCandidate = () => tf.grads((x) => tf.sum(tf.mul(maxPoolMask(x), pooledUpstream)))([input]);
 const maxPoolLoopCandidate = () => tf.grads((x) => tf.sum(tf.mul(maxPoolLoop(x), pooledUpstream)))([input]);
+const maxPoolKernelCandidate = () => withOurMaxPoolGradient(maxPoolCurrent);
 
 /** Largest |a − b| over each gradient, relative to that gradient's largest |a|. */
 function largestRelativeDifference(a, b) {
@@ -213,6 +227,8 @@ results.batchNorm = compare('batch norm [64,32,32,32], forward + backward', batc
 results.maxPoolMask = compare('max-pool 2×2 of [64,32,32,32], forward + backward, equality mask', maxPoolCurrent, maxPoolCandidate);
 results.maxPoolLoop = compare('max-pool 2×2 of [64,32,32,32], forward + backward, JavaScript loop', maxPoolCurrent, maxPoolLoopCandidate);
 results.maxPoolLoopVersusMask = compare('max-pool loop (current) vs equality mask (candidate): the same gradient?', maxPoolLoopCandidate, maxPoolCandidate);
+results.maxPoolKernel = compare("max-pool 2×2 of [64,32,32,32], forward + backward, @regstack/backend's MaxPoolGrad", maxPoolCurrent, maxPoolKernelCandidate);
+results.maxPoolKernelVersusLoop = compare("max-pool: @regstack/backend's MaxPoolGrad (current) vs the loop (candidate): the same gradient?", maxPoolKernelCandidate, maxPoolLoopCandidate);
 
 // A zero-copy Identity for wasm, toggled per round, on a whole small-CNN ERM step.
 const shippedIdentity = tf.getKernel('Identity', 'wasm');
@@ -246,24 +262,33 @@ const step = () => {
   tf.dispose([value, ...Object.values(grads), ...Object.values(clipped), ...Object.values(decayed)]);
   prepared.dispose();
 };
-const identityTimes = { shipped: [], zeroCopy: [] };
-const identityRounds = Math.max(3, Math.round(rounds / 2));
-for (const config of [zeroCopyIdentity, shippedIdentity]) {
-  useIdentity(config);
-  step(); // warm-up
-}
-for (let round = 0; round < identityRounds; round++) {
-  for (const [name, config] of round % 2 ? [['zeroCopy', zeroCopyIdentity], ['shipped', shippedIdentity]] : [['shipped', shippedIdentity], ['zeroCopy', zeroCopyIdentity]]) {
-    useIdentity(config);
-    const start = performance.now();
-    step();
-    identityTimes[name].push(performance.now() - start);
+/** A whole small-CNN ERM step with `setupA` and with `setupB` in force, interleaved, medians. */
+function compareSteps(label, setupA, setupB) {
+  const times = { a: [], b: [] };
+  const stepRounds = Math.max(3, Math.round(rounds / 2));
+  for (const setup of [setupA, setupB]) {
+    setup();
+    step(); // warm-up
   }
+  for (let round = 0; round < stepRounds; round++) {
+    for (const [name, setup] of round % 2 ? [['b', setupB], ['a', setupA]] : [['a', setupA], ['b', setupB]]) {
+      setup();
+      const start = performance.now();
+      step();
+      times[name].push(performance.now() - start);
+    }
+  }
+  const result = { aMs: median(times.a), bMs: median(times.b) };
+  console.log(`small-CNN ERM step, ${label}: ${result.aMs.toFixed(0)} ms vs ${result.bMs.toFixed(0)} ms (median of ${stepRounds}, interleaved)`);
+  return result;
 }
+
+results.identity = compareSteps("wasm's Identity vs zero-copy Identity", () => useIdentity(shippedIdentity), () => useIdentity(zeroCopyIdentity));
 useIdentity(shippedIdentity);
-results.identity = { shippedMs: median(identityTimes.shipped), zeroCopyMs: median(identityTimes.zeroCopy) };
-console.log(
-  `small-CNN ERM step with wasm's Identity ${results.identity.shippedMs.toFixed(0)} ms, zero-copy Identity ${results.identity.zeroCopyMs.toFixed(0)} ms ` +
-    `(median of ${identityRounds}, interleaved)`,
+results.maxPoolGradientStep = compareSteps(
+  "wasm's MaxPoolGrad vs @regstack/backend's",
+  () => unregisterMaxPoolGradientKernel(['wasm']),
+  () => registerMaxPoolGradientKernel(['wasm']),
 );
+unregisterMaxPoolGradientKernel(['wasm']);
 console.log(JSON.stringify(results));
