@@ -1,7 +1,8 @@
 /**
- * RCAD in your own training loop: one call prepares the step outside the weight tape, then
- * `optimizer.minimize` takes the loss closure. The second form returns gradients so you can clip
- * them and add weight decay yourself, as the paper's recipe does.
+ * RCAD in your own training loop. Form 1: `stack.prepare` computes the step's constants outside the
+ * weight tape, then `optimizer.minimize` takes the loss closure. Form 2: `stack.gradients` returns
+ * the loss and weight gradients so you can clip them and add weight decay yourself, as the paper's
+ * recipe does (and it is the cheaper one for RCAD).
  *
  *   npx tsx examples/01-rcad-own-loop.ts [--quick]
  */
@@ -29,22 +30,25 @@ export async function main({ quick = false } = {}) {
   for (let step = 0; step < steps; step++) {
     const indices = random.permutation(train.size).slice(0, batchSize);
     const batch = train.batch(indices);
-    const prepared = stack.prepare({ model, batch, random, step });
+    let terms: Record<string, number>;
     if (step % 2 === 0) {
-      // Form 1: the closure for optimizer.minimize.
+      // Form 1: prepare outside the tape, then the closure for optimizer.minimize.
+      const prepared = stack.prepare({ model, batch, random, step });
       optimizer.minimize(prepared.loss, false, model.trainableVariables as tf.Variable[]);
+      terms = prepared.terms(); // { base, rcad, total }
+      prepared.dispose();
     } else {
-      // Form 2: gradients, clipped by global norm, then weight decay, then the update.
-      const { value, grads } = prepared.gradients();
+      // Form 2: gradients (RCAD's clean input gradient comes from the base pass here, one pass less),
+      // clipped by global norm, then weight decay, then the update.
+      const { value, grads, terms: stepTerms } = stack.gradients({ model, batch, random, step });
       const clipped = clipByGlobalNorm(grads, 1.0);
       const decayed = addWeightDecay(clipped.grads, model.trainableVariables, 5e-4);
       optimizer.applyGradients(decayed as Parameters<typeof optimizer.applyGradients>[0]);
       tf.dispose([value, ...Object.values(grads), ...Object.values(clipped.grads), ...Object.values(decayed)]);
+      terms = stepTerms;
     }
-    const terms = prepared.terms(); // { base, rcad, total }
     losses.push(terms.total!);
     if (step % 25 === 0 || step === steps - 1) console.log(`step ${step}: base ${terms.base!.toFixed(3)}  rcad ${terms.rcad!.toFixed(3)}  total ${terms.total!.toFixed(3)}`);
-    prepared.dispose();
     tf.dispose([batch.inputs, batch.labels]);
     tensorCounts.push(tf.memory().numTensors); // the same after every step: nothing leaks
   }
