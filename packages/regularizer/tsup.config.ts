@@ -1,3 +1,3 @@
 import { libraryConfig } from '../../tools/build/tsup-library';
 
-export default libraryConfig();
+export default libraryConfig({ entry: ['src/index.ts', 'src/testing.ts'] });

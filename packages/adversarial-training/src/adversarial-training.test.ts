@@ -13,6 +13,7 @@ import {
   type ModelMode,
   type RegularizerPlugin,
 } from '@regstack/regularizer';
+import { countingClassifier } from '@regstack/regularizer/testing';
 import { adversarialTraining, type AdversarialState } from './index.js';
 
 beforeAll(async () => {
@@ -23,30 +24,8 @@ beforeAll(async () => {
 const INPUTS = 5;
 const CLASSES = 3;
 
-/**
- * A one-hidden-layer tanh network that counts its forward passes by mode. Its `eval` mode shifts
- * the hidden pre-activations, standing in for running statistics that differ from batch ones.
- */
-function countingModel(seed = 1) {
-  const first = tf.variable(tf.randomNormal([INPUTS, 8], 0, 1, 'float32', seed));
-  const firstBias = tf.variable(tf.randomNormal([8], 0, 0.1, 'float32', seed + 1));
-  const second = tf.variable(tf.randomNormal([8, CLASSES], 0, 1, 'float32', seed + 2));
-  const secondBias = tf.variable(tf.zeros([CLASSES]));
-  const calls: ModelMode[] = [];
-  const model = classifierFromFunction({
-    numClasses: CLASSES,
-    trainableVariables: [first, firstBias, second, secondBias],
-    apply: (inputs, { mode }) => {
-      calls.push(mode);
-      return tf.tidy(() => {
-        const pre = tf.add(tf.matMul(tf.reshape(inputs, [inputs.shape[0]!, -1]), first), firstBias);
-        const hidden = tf.tanh(mode === 'eval' ? tf.add(pre, 0.7) : pre) as tf.Tensor2D;
-        return { logits: tf.add(tf.matMul(hidden, second), secondBias) as tf.Tensor2D, features: hidden };
-      });
-    },
-  });
-  return Object.assign(model, { calls, dispose: () => tf.dispose([first, firstBias, second, secondBias]) });
-}
+/** Counts passes by mode; its `eval` mode shifts the hidden pre-activations (running statistics stand-in). */
+const countingModel = (seed = 1) => countingClassifier({ inputSize: INPUTS, numClasses: CLASSES, hiddenUnits: 8, seed, evalShift: 0.7 });
 
 /** Inputs in [0, 1] with some entries exactly on the bounds, so clipping has work to do. */
 function makeBatch(size = 6, seed = 4) {

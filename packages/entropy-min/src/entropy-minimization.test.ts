@@ -4,6 +4,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { ConfigError, Random, classifierFromFunction, composeRegularizers, type ModelMode } from '@regstack/regularizer';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { entropyMinimization } from './index.js';
+import { errorField } from '@regstack/regularizer/testing';
 
 beforeAll(async () => {
   await tf.setBackend('cpu');
@@ -154,15 +155,7 @@ describe('entropyMinimization', () => {
   });
 
   it('rejects bad options with a ConfigError naming the field', () => {
-    const fieldOf = (make: () => unknown) => {
-      try {
-        make();
-      } catch (error) {
-        expect(error).toBeInstanceOf(ConfigError);
-        return (error as ConfigError).field;
-      }
-      return 'no error';
-    };
+    const fieldOf = (make: () => unknown) => errorField(make, ConfigError);
     expect(fieldOf(() => entropyMinimization({ lambda: -0.1 }))).toBe('entropyMinimization.lambda');
     expect(fieldOf(() => entropyMinimization({ lambda: Number.POSITIVE_INFINITY }))).toBe('entropyMinimization.lambda');
     expect(fieldOf(() => entropyMinimization({ mode: 'max' as never }))).toBe('entropyMinimization.mode');

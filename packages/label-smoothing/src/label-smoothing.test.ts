@@ -4,6 +4,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { ConfigError, Random, classifierFromFunction, composeRegularizers, softCrossEntropy, type RegularizerPlugin, type SoftBatch } from '@regstack/regularizer';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { labelSmoothing } from './index.js';
+import { errorField } from '@regstack/regularizer/testing';
 
 beforeAll(async () => {
   await tf.setBackend('cpu');
@@ -94,21 +95,13 @@ describe('labelSmoothing', () => {
   });
 
   it('cannot be stacked with itself or another target smoother', () => {
-    expect(() => composeRegularizers([labelSmoothing(), labelSmoothing({ epsilon: 0.2 })])).toThrow(/named 'label-smoothing'/);
+    expect(() => composeRegularizers([labelSmoothing(), labelSmoothing({ epsilon: 0.2 })])).toThrow(/'label-smoothing' and 'label-smoothing' cannot be stacked.*target-smoothing/);
     const other = { ...labelSmoothing({ epsilon: 0.3 }), name: 'other-smoothing' };
     expect(() => composeRegularizers([labelSmoothing(), other])).toThrow(/'label-smoothing' and 'other-smoothing' cannot be stacked.*target-smoothing/);
   });
 
   it('rejects bad options with a ConfigError naming the field', () => {
-    const fieldOf = (make: () => unknown) => {
-      try {
-        make();
-      } catch (error) {
-        expect(error).toBeInstanceOf(ConfigError);
-        return (error as ConfigError).field;
-      }
-      return 'no error';
-    };
+    const fieldOf = (make: () => unknown) => errorField(make, ConfigError);
     expect(fieldOf(() => labelSmoothing({ epsilon: 1.5 }))).toBe('labelSmoothing.epsilon');
     expect(fieldOf(() => labelSmoothing({ epsilon: -0.1 }))).toBe('labelSmoothing.epsilon');
     expect(fieldOf(() => labelSmoothing({ epsilon: Number.NaN }))).toBe('labelSmoothing.epsilon');

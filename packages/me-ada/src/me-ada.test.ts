@@ -13,6 +13,7 @@ import {
   type RegularizerPlugin,
 } from '@regstack/regularizer';
 import { meAda, type MeAdaOptions, type MeAdaState } from './index.js';
+import { countingClassifier } from '@regstack/regularizer/testing';
 
 beforeAll(async () => {
   await tf.setBackend('cpu');
@@ -22,32 +23,9 @@ beforeAll(async () => {
 const INPUTS = 5;
 const CLASSES = 3;
 
-/**
- * A one-hidden-layer tanh network whose hidden layer is its penultimate features; counts passes by
- * mode. Its `eval` mode shifts the hidden pre-activations, standing in for running statistics.
- */
-function featureModel(options: { withFeatures?: boolean; seed?: number } = {}) {
-  const seed = options.seed ?? 1;
-  const first = tf.variable(tf.randomNormal([INPUTS, 6], 0, 1, 'float32', seed));
-  const firstBias = tf.variable(tf.randomNormal([6], 0, 0.1, 'float32', seed + 1));
-  const second = tf.variable(tf.randomNormal([6, CLASSES], 0, 1, 'float32', seed + 2));
-  const secondBias = tf.variable(tf.zeros([CLASSES]));
-  const calls: ModelMode[] = [];
-  const model = classifierFromFunction({
-    numClasses: CLASSES,
-    trainableVariables: [first, firstBias, second, secondBias],
-    apply: (inputs, { mode }) => {
-      calls.push(mode);
-      return tf.tidy(() => {
-        const pre = tf.add(tf.matMul(tf.reshape(inputs, [inputs.shape[0]!, -1]), first), firstBias);
-        const features = tf.tanh(mode === 'eval' ? tf.add(pre, 0.3) : pre) as tf.Tensor2D;
-        const logits = tf.add(tf.matMul(features, second), secondBias) as tf.Tensor2D;
-        return options.withFeatures === false ? { logits } : { logits, features };
-      });
-    },
-  });
-  return Object.assign(model, { calls, dispose: () => tf.dispose([first, firstBias, second, secondBias]) });
-}
+/** Its hidden layer is the penultimate features; counts passes; `eval` shifts the pre-activations. */
+const featureModel = (options: { withFeatures?: boolean; seed?: number } = {}) =>
+  countingClassifier({ inputSize: INPUTS, numClasses: CLASSES, hiddenUnits: 6, seed: options.seed ?? 1, evalShift: 0.3, withFeatures: options.withFeatures ?? true });
 type FeatureModel = ReturnType<typeof featureModel>;
 
 function makeBatch(size = 6, seed = 4) {

@@ -23,6 +23,7 @@ import {
 } from '@regstack/regularizer';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { rcad, rcadPerturbation } from './index.js';
+import { errorField } from '@regstack/regularizer/testing';
 
 beforeAll(async () => {
   await tf.setBackend('cpu');
@@ -455,15 +456,7 @@ describe('rcad', () => {
   });
 
   it('rejects bad options with a ConfigError naming the field', () => {
-    const fieldOf = (make: () => unknown) => {
-      try {
-        make();
-      } catch (error) {
-        expect(error).toBeInstanceOf(ConfigError);
-        return (error as ConfigError).field;
-      }
-      return 'no error';
-    };
+    const fieldOf = (make: () => unknown) => errorField(make, ConfigError);
     expect(fieldOf(() => rcad({ alpha: -1 }))).toBe('rcad.alpha');
     expect(fieldOf(() => rcad({ alpha: Number.NaN }))).toBe('rcad.alpha');
     expect(fieldOf(() => rcad({ lambda: -0.2 }))).toBe('rcad.lambda');

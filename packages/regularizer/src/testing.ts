@@ -1,0 +1,70 @@
+/**
+ * Test helpers for plugin authors (`@regstack/regularizer/testing`): a tiny classifier that counts
+ * its passes by mode, and the field of a typed error. Import them in tests only.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { classifierFromFunction } from './classifier.js';
+import type { Classifier, ModelMode } from './contract.js';
+import { RegstackError } from './errors.js';
+
+/** Options of {@link countingClassifier}. */
+export interface CountingClassifierOptions {
+  /** Values per input example (inputs are flattened). */
+  inputSize: number;
+  /** Number of classes. */
+  numClasses: number;
+  /** Hidden units of the one tanh layer. Default 8. */
+  hiddenUnits?: number;
+  /** Seed of the initial weights (N(0,1) weights, N(0,0.1) hidden bias, zero output bias). Default 1. */
+  seed?: number;
+  /**
+   * Added to the hidden pre-activations in `eval` mode only, standing in for running statistics that
+   * differ from a batch's own. Default 0.
+   */
+  evalShift?: number;
+  /** Return the hidden layer as `features`. Default true. */
+  withFeatures?: boolean;
+}
+
+/**
+ * A one-hidden-layer tanh classifier that records the mode of every forward pass in `calls`, so a
+ * test can count the passes a plugin makes (and whether two plugins shared one).
+ */
+export function countingClassifier(options: CountingClassifierOptions): Classifier & { calls: ModelMode[]; dispose(): void } {
+  const { inputSize, numClasses, hiddenUnits = 8, seed = 1, evalShift = 0, withFeatures = true } = options;
+  const first = tf.variable(tf.randomNormal([inputSize, hiddenUnits], 0, 1, 'float32', seed));
+  const firstBias = tf.variable(tf.randomNormal([hiddenUnits], 0, 0.1, 'float32', seed + 1));
+  const second = tf.variable(tf.randomNormal([hiddenUnits, numClasses], 0, 1, 'float32', seed + 2));
+  const secondBias = tf.variable(tf.zeros([numClasses]));
+  const calls: ModelMode[] = [];
+  const model = classifierFromFunction({
+    numClasses,
+    trainableVariables: [first, firstBias, second, secondBias],
+    stochastic: false,
+    apply: (inputs, { mode }) => {
+      calls.push(mode);
+      return tf.tidy(() => {
+        const pre = tf.add(tf.matMul(tf.reshape(inputs, [inputs.shape[0]!, -1]), first), firstBias);
+        const features = tf.tanh(mode === 'eval' && evalShift !== 0 ? tf.add(pre, evalShift) : pre) as tf.Tensor2D;
+        const logits = tf.add(tf.matMul(features, second), secondBias) as tf.Tensor2D;
+        return withFeatures ? { logits, features } : { logits };
+      });
+    },
+  });
+  return Object.assign(model, { calls, dispose: () => tf.dispose([first, firstBias, second, secondBias]) });
+}
+
+/**
+ * The `field` of the regstack error `make` throws, or `'no error'`. Any other error, or a regstack
+ * error not of `type` when one is given, is rethrown.
+ * @example expect(errorField(() => rcad({ alpha: -1 }), ConfigError)).toBe('rcad.alpha');
+ */
+export function errorField(make: () => unknown, type: abstract new (...args: never[]) => RegstackError = RegstackError): string {
+  try {
+    make();
+  } catch (error) {
+    if (error instanceof type) return error.field;
+    throw error;
+  }
+  return 'no error';
+}
