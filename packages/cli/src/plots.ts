@@ -50,7 +50,8 @@ export function reliabilitySpec(results: readonly JobResult[]): TopLevelSpec {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
     title: 'Reliability on the test set (perfect calibration on the diagonal)',
     data: { values: [...values.map((v) => ({ ...v, kind: 'bin' })), ...diagonal.map((d) => ({ ...d, kind: 'diagonal' }))] },
-    facet: { field: 'stack', type: 'nominal', title: null },
+    facet: { field: 'stack', type: 'nominal', title: null, sort: stacks, header: { labelLimit: 200, labelFontSize: 10 } },
+    spacing: 24,
     columns: 4,
     spec: {
       width: 150,
