@@ -101,13 +101,15 @@ export async function compare(options: CompareOptions): Promise<CompareResult> {
     while (next < jobs.length) {
       const index = next++;
       const job = jobs[index]!;
+      const finishedBefore = job.resume && existsSync(join(job.directory, 'result.json'));
       results[index] = script ? await runInWorker(script, job) : await runJob(job, { quiet: true });
       done++;
+      options.onJobEnd?.(results[index]!, done, jobs.length);
+      if (finishedBefore) continue; // read back, already in results.jsonl
       // One line per finished run, appended as it finishes: a partial comparison is never lost.
       const { history: _, validation, test, ...summary } = results[index]!;
       const brief = (m: typeof test) => ({ accuracy: m.accuracy, nll: m.nll, ece: m.ece, count: m.count });
       await appendFile(join(options.directory, 'results.jsonl'), JSON.stringify({ ...summary, validation: brief(validation), test: brief(test) }) + '\n');
-      options.onJobEnd?.(results[index]!, done, jobs.length);
     }
   };
   await Promise.all(Array.from({ length: Math.min(script ? options.workers : 1, jobs.length) }, worker));
