@@ -371,10 +371,11 @@ function stepGradients(plugins: readonly RegularizerPlugin[], input: StepInput):
   // The same gradient serves both reductions (the sum's is the mean's × B) and both batch-statistics modes.
   const seeded = new Map<string, InputGradient>();
   const mean: InputGradient = { gradient: inputGradient, loss: first.value, logits: logits! };
-  const sum: InputGradient = { gradient: tf.mul(inputGradient, size), loss: tf.mul(first.value, size) as tf.Scalar, logits: tf.clone(logits!) };
+  const sum: InputGradient = { gradient: tf.mul(inputGradient, size), loss: tf.mul(first.value, size) as tf.Scalar, logits: logits! };
+  // Entries share tensors; the step's dispose() frees each once (disposing twice is a no-op in TF.js).
   for (const mode of ['train', 'frozen-stats'] as const) {
-    seeded.set(`clean|mean|${mode}`, mode === 'train' ? mean : { gradient: tf.clone(mean.gradient), loss: tf.clone(mean.loss), logits: tf.clone(mean.logits) });
-    seeded.set(`clean|sum|${mode}`, mode === 'train' ? sum : { gradient: tf.clone(sum.gradient), loss: tf.clone(sum.loss), logits: tf.clone(sum.logits) });
+    seeded.set(`clean|mean|${mode}`, mean);
+    seeded.set(`clean|sum|${mode}`, sum);
   }
   // The plain path prepares before the base pass updates the running statistics: prepare against the
   // statistics as they were (an eval-mode attack reads them), then put the updated ones back.
