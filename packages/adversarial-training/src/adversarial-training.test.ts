@@ -6,14 +6,13 @@ import {
   ConfigError,
   DataError,
   Random,
-  classifierFromFunction,
   composeRegularizers,
   crossEntropy,
   meanEntropy,
   type ModelMode,
   type RegularizerPlugin,
 } from '@regstack/regularizer';
-import { countingClassifier } from '@regstack/regularizer/testing';
+import { countingClassifier, minimizeSteps } from '@regstack/regularizer/testing';
 import { adversarialTraining, type AdversarialState } from './index.js';
 
 beforeAll(async () => {
@@ -223,15 +222,8 @@ describe('adversarialTraining', () => {
     const batch = makeBatch();
     const optimizer = tf.train.sgd(0.1);
     const stack = composeRegularizers([adversarialTraining({ attack: 'pgd', norm: 'l2', steps: 3 })]);
-    const random = new Random(3);
-    const counts: number[] = [];
-    for (let i = 0; i < 6; i++) {
-      const step = stack.prepare({ model, batch, random, step: i });
-      optimizer.minimize(step.loss, false, model.trainableVariables as tf.Variable[]);
-      step.dispose();
-      counts.push(tf.memory().numTensors);
-    }
-    expect(new Set(counts.slice(1)).size).toBe(1);
+    const { tensorCounts } = minimizeSteps(stack, { model, batch, random: new Random(3) }, 6, optimizer);
+    expect(new Set(tensorCounts.slice(1)).size).toBe(1);
     optimizer.dispose();
     model.dispose();
     tf.dispose([batch.inputs, batch.labels]);

@@ -11,6 +11,7 @@ import {
   type InputGradientMethod,
 } from './conv-gradients.js';
 import { registerConvGradientKernels, registeredConvGradientKernels, unregisterConvGradientKernels } from './register-kernels.js';
+import { relativeError } from './test-helpers.js';
 
 type Rank4 = [number, number, number, number];
 
@@ -63,15 +64,6 @@ function runKernel(name: string, inputs: tf.NamedTensorMap, attributes: object):
   return tf.engine().runKernel(name, inputs, attributes as unknown as tf.NamedAttrMap) as tf.Tensor;
 }
 
-function relativeError(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
-  let difference = 0;
-  let norm = 0;
-  for (let index = 0; index < expected.length; index++) {
-    difference += (actual[index]! - expected[index]!) ** 2;
-    norm += expected[index]! ** 2;
-  }
-  return Math.sqrt(difference / norm);
-}
 
 function randomValues(size: number, seed: number): Float32Array {
   // A fixed linear congruential sequence: reproducible without touching TF.js's global seed.

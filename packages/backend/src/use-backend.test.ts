@@ -5,16 +5,8 @@ import { ConfigError } from '@regstack/regularizer';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { registerConvGradientKernels, unregisterConvGradientKernels } from './register-kernels.js';
 import { BACKEND_NAMES, listBackends, useBackend, type BackendName } from './use-backend.js';
+import { relativeError } from './test-helpers.js';
 
-function relativeError(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
-  let difference = 0;
-  let norm = 0;
-  for (let index = 0; index < expected.length; index++) {
-    difference += (actual[index]! - expected[index]!) ** 2;
-    norm += expected[index]! ** 2;
-  }
-  return Math.sqrt(difference / norm);
-}
 
 function values(shape: number[], seed: number): tf.Tensor {
   const size = shape.reduce((a, b) => a * b, 1);

@@ -4,7 +4,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { ConfigError, Random, classifierFromFunction, composeRegularizers, softCrossEntropy, type RegularizerPlugin, type SoftBatch } from '@regstack/regularizer';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { labelSmoothing } from './index.js';
-import { errorField } from '@regstack/regularizer/testing';
+import { errorField, minimizeSteps } from '@regstack/regularizer/testing';
 
 beforeAll(async () => {
   await tf.setBackend('cpu');
@@ -136,14 +136,8 @@ describe('labelSmoothing', () => {
     const batch = makeBatch();
     const optimizer = tf.train.sgd(0.1);
     const stack = composeRegularizers([reverseMix(), labelSmoothing()]);
-    const counts: number[] = [];
-    for (let i = 0; i < 4; i++) {
-      const step = stack.prepare({ model, batch, random: new Random(1), step: i });
-      optimizer.minimize(step.loss, false, model.trainableVariables as tf.Variable[]);
-      step.dispose();
-      counts.push(tf.memory().numTensors);
-    }
-    expect(new Set(counts.slice(1)).size).toBe(1);
+    const { tensorCounts } = minimizeSteps(stack, { model, batch, random: new Random(1) }, 4, optimizer);
+    expect(new Set(tensorCounts.slice(1)).size).toBe(1);
     tf.dispose([batch.inputs, batch.labels]);
     optimizer.dispose();
     model.dispose();

@@ -5,7 +5,6 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import {
   ConfigError,
   Random,
-  classifierFromFunction,
   composeRegularizers,
   crossEntropy,
   meanEntropy,
@@ -13,7 +12,7 @@ import {
   type RegularizerPlugin,
 } from '@regstack/regularizer';
 import { meAda, type MeAdaOptions, type MeAdaState } from './index.js';
-import { countingClassifier } from '@regstack/regularizer/testing';
+import { countingClassifier, minimizeSteps } from '@regstack/regularizer/testing';
 
 beforeAll(async () => {
   await tf.setBackend('cpu');
@@ -178,15 +177,8 @@ describe('meAda', () => {
     const batch = makeBatch();
     const optimizer = tf.train.sgd(0.1);
     const stack = composeRegularizers([meAda({ steps: 3, every: 2 })]);
-    const random = new Random(3);
-    const counts: number[] = [];
-    for (let i = 0; i < 8; i++) {
-      const step = stack.prepare({ model, batch, random, step: i });
-      optimizer.minimize(step.loss, false, model.trainableVariables as tf.Variable[]);
-      step.dispose();
-      counts.push(tf.memory().numTensors);
-    }
-    expect(new Set(counts.slice(1)).size).toBe(1);
+    const { tensorCounts } = minimizeSteps(stack, { model, batch, random: new Random(3) }, 8, optimizer);
+    expect(new Set(tensorCounts.slice(1)).size).toBe(1);
     optimizer.dispose();
     model.dispose();
     tf.dispose([batch.inputs, batch.labels]);

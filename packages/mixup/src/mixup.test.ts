@@ -4,6 +4,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, DataError, Random, classifierFromFunction, composeRegularizers, type RegularizerPlugin, type SoftBatch } from '@regstack/regularizer';
 import { mixup } from './index.js';
+import { minimizeSteps } from '@regstack/regularizer/testing';
 
 beforeAll(async () => {
   await tf.setBackend('cpu');
@@ -222,15 +223,8 @@ describe('mixup', () => {
     const model = linearModel(16, 2);
     const optimizer = tf.train.sgd(0.1);
     const stack = composeRegularizers([mixup({ cutmixAlpha: 1 })]);
-    const random = new Random(3);
-    const counts: number[] = [];
-    for (let i = 0; i < 8; i++) {
-      const step = stack.prepare({ model, batch, random, step: i, validate: false });
-      optimizer.minimize(step.loss, false, model.trainableVariables as tf.Variable[]);
-      step.dispose();
-      counts.push(tf.memory().numTensors);
-    }
-    expect(new Set(counts.slice(1)).size).toBe(1);
+    const { tensorCounts } = minimizeSteps(stack, { model, batch, random: new Random(3), validate: false }, 8, optimizer);
+    expect(new Set(tensorCounts.slice(1)).size).toBe(1);
     optimizer.dispose();
     model.dispose();
     tf.dispose([batch.inputs, batch.labels]);

@@ -23,7 +23,7 @@ import {
 } from '@regstack/regularizer';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { rcad, rcadPerturbation } from './index.js';
-import { errorField } from '@regstack/regularizer/testing';
+import { errorField, minimizeSteps } from '@regstack/regularizer/testing';
 
 beforeAll(async () => {
   await tf.setBackend('cpu');
@@ -478,18 +478,9 @@ describe('rcad', () => {
     const batch = imageBatch();
     const optimizer = tf.train.sgd(0.1);
     const stack = composeRegularizers([rcad()]);
-    const random = new Random(3);
-    const counts: number[] = [];
-    const terms: number[] = [];
-    for (let i = 0; i < 6; i++) {
-      const step = stack.prepare({ model, batch, random, step: i });
-      optimizer.minimize(step.loss, false, model.trainableVariables as tf.Variable[]);
-      terms.push(step.terms().rcad!);
-      step.dispose();
-      counts.push(tf.memory().numTensors);
-    }
-    expect(new Set(counts.slice(1)).size).toBe(1);
-    expect(terms.every(Number.isFinite)).toBe(true);
+    const { tensorCounts, terms } = minimizeSteps(stack, { model, batch, random: new Random(3) }, 6, optimizer);
+    expect(new Set(tensorCounts.slice(1)).size).toBe(1);
+    expect(terms.every((term) => Number.isFinite(term.rcad))).toBe(true);
     tf.dispose([batch.inputs, batch.labels]);
     optimizer.dispose();
     model.dispose();

@@ -2,8 +2,9 @@ import * as tf from '@tensorflow/tfjs-core';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { Tensor2D } from '@tensorflow/tfjs-core';
 import type { RegularizerPlugin, SoftBatch } from './index.js';
-import { ConfigError, DataError, Random, composeRegularizers, crossEntropy, meanEntropy, softCrossEntropy } from './index.js';
+import { ConfigError, DataError, Random, composeRegularizers, crossEntropy, meanEntropy } from './index.js';
 import { countingLinearModel, useCpu } from './test-setup.js';
+import { minimizeSteps } from './testing.js';
 
 beforeAll(useCpu);
 
@@ -202,19 +203,10 @@ describe('a prepared step', () => {
     const model = countingLinearModel(5, 3);
     const optimizer = tf.train.sgd(0.5);
     const stack = composeRegularizers([reverseMix(), smoothing(0.1), directionTerm(1, 0.2)]);
-    const random = new Random(5);
     const batch = makeBatch();
-    const counts: number[] = [];
-    const losses: number[] = [];
-    for (let i = 0; i < 6; i++) {
-      const step = stack.prepare({ model, batch, random, step: i });
-      optimizer.minimize(step.loss, false, model.trainableVariables as tf.Variable[]);
-      losses.push(step.terms().total!);
-      step.dispose();
-      counts.push(tf.memory().numTensors);
-    }
-    expect(new Set(counts.slice(1)).size).toBe(1);
-    expect(losses.at(-1)!).toBeLessThan(losses[0]!);
+    const { tensorCounts, terms } = minimizeSteps(stack, { model, batch, random: new Random(5) }, 6, optimizer);
+    expect(new Set(tensorCounts.slice(1)).size).toBe(1);
+    expect(terms.at(-1)!.total!).toBeLessThan(terms[0]!.total!);
     tf.dispose([batch.inputs, batch.labels]);
     optimizer.dispose();
     model.dispose();

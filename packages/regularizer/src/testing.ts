@@ -4,8 +4,9 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { classifierFromFunction } from './classifier.js';
-import type { Classifier, ModelMode } from './contract.js';
+import type { Classifier, ModelMode, StepInput } from './contract.js';
 import { RegstackError } from './errors.js';
+import type { RegularizerStack } from './stack.js';
 
 /** Options of {@link countingClassifier}. */
 export interface CountingClassifierOptions {
@@ -67,4 +68,27 @@ export function errorField(make: () => unknown, type: abstract new (...args: nev
     throw error;
   }
   return 'no error';
+}
+
+/**
+ * Runs `steps` steps of `optimizer.minimize` on one batch through `stack` (the user-loop form) and
+ * returns the tensor count after each step and each step's named terms: a leak shows as a count
+ * that grows after the first step (which creates the optimizer's state).
+ */
+export function minimizeSteps(
+  stack: RegularizerStack,
+  input: Omit<StepInput, 'step'>,
+  steps: number,
+  optimizer: tf.Optimizer,
+): { tensorCounts: number[]; terms: Array<Record<string, number>> } {
+  const tensorCounts: number[] = [];
+  const terms: Array<Record<string, number>> = [];
+  for (let step = 0; step < steps; step++) {
+    const prepared = stack.prepare({ ...input, step });
+    optimizer.minimize(prepared.loss, false, input.model.trainableVariables as tf.Variable[]);
+    terms.push(prepared.terms());
+    prepared.dispose();
+    tensorCounts.push(tf.memory().numTensors);
+  }
+  return { tensorCounts, terms };
 }
