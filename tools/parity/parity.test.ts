@@ -1,12 +1,14 @@
 // Parity with a float64 PyTorch reference (fixtures from tools/parity/generate.py): our float32
-// models and plugins, run through the real stack on the cpu backend, must reproduce the
-// reference's loss terms, generated inputs, weight gradients and running statistics to a relative
-// L2 error of at most 1e-5 per tensor.
+// models and plugins, run through the real stack on the cpu backend with tf ops only and on the wasm
+// backend with @regstack/backend's kernels (conv gradients, max-pool gradient, batch-norm reductions),
+// must reproduce the reference's loss terms, generated inputs, weight gradients and running statistics
+// to a relative L2 error of at most 1e-5 per tensor on cpu and 3e-5 on wasm.
 import '@tensorflow/tfjs-backend-cpu';
 import '@tensorflow/tfjs-core/dist/register_all_gradients';
 import * as tf from '@tensorflow/tfjs-core';
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { unregisterChannelReductionKernels, unregisterConvGradientKernels, useBackend } from '@regstack/backend';
 import { adversarialTraining, type AdversarialTrainingOptions } from '@regstack/adversarial-training';
 import { entropyMinimization } from '@regstack/entropy-min';
 import { labelSmoothing } from '@regstack/label-smoothing';
@@ -19,6 +21,8 @@ import { mixupDraws, type MixupDraws } from './mixup-draws.js';
 
 /** The target: float32 against float64, norm-wise per tensor. */
 const TOLERANCE = 1e-5;
+/** The floor on wasm (see the setups below). */
+const WASM_TOLERANCE = 3e-5;
 /** Never looser than this, whatever PyTorch's own float32 run reaches. */
 const CEILING = 1e-4;
 
@@ -27,7 +31,8 @@ const CEILING = 1e-4;
  * that is worse (tensors made small by cancellation, such as the gradient of a shift that a later
  * batch norm removes, lose digits in any float32 implementation), never above 1e-4.
  */
-const toleranceFor = (float32Error: number | undefined) => Math.min(CEILING, Math.max(TOLERANCE, 2 * (float32Error ?? 0)));
+let floor = TOLERANCE;
+const toleranceFor = (float32Error: number | undefined) => Math.min(CEILING, Math.max(floor, 2 * (float32Error ?? 0)));
 
 interface FixtureTensor {
   shape: number[];
@@ -121,148 +126,178 @@ const fixtures = [
 /** Worst relative error per fixture and case, printed once at the end for the README. */
 const summary: string[] = [];
 
-beforeAll(async () => {
-  await tf.setBackend('cpu');
-});
+/**
+ * Each fixture runs twice: TF.js's cpu backend with none of our kernels (batch norm's reductions as tf
+ * ops, TF.js's conv gradients), and the default training setup, `useBackend('wasm')` with every kernel
+ * of @regstack/backend.
+ */
+const setups = [
+  {
+    name: 'cpu, tf ops only',
+    prepare: async () => {
+      floor = TOLERANCE;
+      await tf.setBackend('cpu');
+      unregisterConvGradientKernels(['cpu']);
+      unregisterChannelReductionKernels(['cpu']);
+      expect(tf.getKernel('RegstackChannelMoments', 'cpu')).toBeUndefined();
+    },
+  },
+  {
+    name: 'wasm, @regstack/backend kernels',
+    prepare: async () => {
+      // XNNPACK's float32 convolutions sum in another order (SIMD partial sums) than TF.js's cpu loops:
+      // on the ResNet fixture the worst tensor measured 2.0e-5 here, PyTorch's own float32 run 1.8e-5.
+      floor = WASM_TOLERANCE;
+      const info = await useBackend('wasm');
+      expect(info.kernels).toContain('RegstackChannelMoments');
+    },
+  },
+];
 
 afterAll(() => {
   console.info(`parity with PyTorch float64 (worst relative L2 error per case):\n${summary.join('\n')}`);
 });
 
-for (const { file, build } of fixtures) {
-  const fixture = readFixture(file);
+for (const setup of setups) {
+  describe(setup.name, () => {
+    beforeAll(setup.prepare);
 
-  describe(`${fixture.model.factory} (${file})`, () => {
-    let model: ClassifierModel;
-    let inputs: tf.Tensor;
-    let labels: tf.Tensor1D;
+    for (const { file, build } of fixtures) {
+      const fixture = readFixture(file);
 
-    const loadWeights = () => {
-      const tensors = Object.fromEntries(Object.entries(fixture.weights).map(([name, value]) => [name, tensorOf(value)]));
-      importNamedTensors(model, tensors);
-      tf.dispose(Object.values(tensors));
-    };
+      describe(`${fixture.model.factory} (${file}) on ${setup.name}`, () => {
+        let model: ClassifierModel;
+        let inputs: tf.Tensor;
+        let labels: tf.Tensor1D;
 
-    beforeAll(() => {
-      model = build(fixture.model.options);
-      inputs = tensorOf(fixture.batch.inputs);
-      labels = tf.tensor1d(fixture.batch.labels, 'int32');
-    });
+        const loadWeights = () => {
+          const tensors = Object.fromEntries(Object.entries(fixture.weights).map(([name, value]) => [name, tensorOf(value)]));
+          importNamedTensors(model, tensors);
+          tf.dispose(Object.values(tensors));
+        };
 
-    afterAll(() => {
-      model.dispose();
-      tf.dispose([inputs, labels]);
-    });
+        beforeAll(() => {
+          model = build(fixture.model.options);
+          inputs = tensorOf(fixture.batch.inputs);
+          labels = tf.tensor1d(fixture.batch.labels, 'int32');
+        });
 
-    it('loads every variable of the reference under our names and layouts', () => {
-      expect(new Set(model.namedVariables().keys())).toEqual(new Set(Object.keys(fixture.weights)));
-      const trainableNames = [...model.namedVariables()].filter(([, variable]) => variable.trainable).map(([name]) => name);
-      expect(trainableNames).toEqual(fixture.trainable);
-    });
+        afterAll(() => {
+          model.dispose();
+          tf.dispose([inputs, labels]);
+        });
 
-    for (const testCase of fixture.cases) {
-      it(`${testCase.name}: terms, generated inputs, weight gradients and running statistics match PyTorch`, () => {
-        loadWeights();
-        const errors: Record<string, number> = {};
-        const floors: Record<string, number | undefined> = {};
-        const tensorsBefore = tf.memory().numTensors;
+        it('loads every variable of the reference under our names and layouts', () => {
+          expect(new Set(model.namedVariables().keys())).toEqual(new Set(Object.keys(fixture.weights)));
+          const trainableNames = [...model.namedVariables()].filter(([, variable]) => variable.trainable).map(([name]) => name);
+          expect(trainableNames).toEqual(fixture.trainable);
+        });
 
-        // The input gradient and RCAD's direction through the public helpers (frozen-stats leaves the
-        // running statistics alone, so the step below still starts from the loaded ones).
-        if (testCase.tensors.inputGradient) {
-          tf.tidy(() => {
-            const { gradient } = lossInputGradient(model, inputs, oneHotTargets(labels, model.numClasses), { reduction: 'sum', mode: 'frozen-stats' });
-            errors['input gradient'] = relativeError(gradient, testCase.tensors.inputGradient!, 'inputGradient');
-            floors['input gradient'] = testCase.float32Error.tensors.inputGradient;
-            if (testCase.tensors.direction) {
-              floors.direction = testCase.float32Error.tensors.direction;
-              errors.direction = relativeError(rcadPerturbation(gradient, tf.zerosLike(inputs), 1), testCase.tensors.direction, 'direction');
+        for (const testCase of fixture.cases) {
+          it(`${testCase.name}: terms, generated inputs, weight gradients and running statistics match PyTorch`, () => {
+            loadWeights();
+            const errors: Record<string, number> = {};
+            const floors: Record<string, number | undefined> = {};
+            const tensorsBefore = tf.memory().numTensors;
+
+            // The input gradient and RCAD's direction through the public helpers (frozen-stats leaves the
+            // running statistics alone, so the step below still starts from the loaded ones).
+            if (testCase.tensors.inputGradient) {
+              tf.tidy(() => {
+                const { gradient } = lossInputGradient(model, inputs, oneHotTargets(labels, model.numClasses), { reduction: 'sum', mode: 'frozen-stats' });
+                errors['input gradient'] = relativeError(gradient, testCase.tensors.inputGradient!, 'inputGradient');
+                floors['input gradient'] = testCase.float32Error.tensors.inputGradient;
+                if (testCase.tensors.direction) {
+                  floors.direction = testCase.float32Error.tensors.direction;
+                  errors.direction = relativeError(rcadPerturbation(gradient, tf.zerosLike(inputs), 1), testCase.tensors.direction, 'direction');
+                }
+              });
+            }
+            if (testCase.draws) {
+              // The λ and permutation the reference mixed with are the plugin's own draws from this seed.
+              expect(mixupDraws(testCase.draws.seed, inputs.shape[0]!, testCase.options.mixupAlpha as number)).toEqual(testCase.draws);
+            }
+
+            const captured = new Map<string, tf.Tensor>();
+            const stack = composeRegularizers(pluginsFor(testCase).map((plugin) => capturingState(plugin, captured)));
+            const step = stack.prepare({ model, batch: { inputs, labels }, random: new Random(testCase.seed ?? 0) });
+            const { value, grads } = step.gradients();
+            try {
+              const terms = step.terms();
+              for (const [name, expected] of Object.entries(testCase.terms)) {
+                expect(terms[name], `term ${name}`).toBeDefined();
+                errors[`term ${name}`] = Math.abs(terms[name]! - expected) / Math.abs(expected);
+              }
+              errors['returned total'] = Math.abs(value.dataSync()[0]! - testCase.terms.total!) / Math.abs(testCase.terms.total!);
+              const stepTensors: Record<string, tf.Tensor | undefined> = {
+                mixedInputs: step.batch.inputs,
+                mixedTargets: step.batch.targets,
+                smoothedTargets: step.batch.targets,
+                perturbed: captured.get('perturbed'),
+                adversarial: captured.get('adversarial'),
+                generated: captured.get('generated'),
+              };
+              for (const [name, reference] of Object.entries(testCase.tensors)) {
+                if (name === 'inputGradient' || name === 'direction') continue;
+                const ours = stepTensors[name];
+                expect(ours, `no tensor of ours to compare with the reference's ${name}`).toBeDefined();
+                errors[name] = relativeError(ours!, reference, name);
+                floors[name] = testCase.float32Error.tensors[name];
+              }
+              expect(Object.keys(grads).length).toBe(fixture.trainable.length);
+              const variables = model.namedVariables();
+              for (const name of fixture.trainable) {
+                const gradient = grads[variables.get(name)!.name];
+                expect(gradient, `gradient of ${name}`).toBeDefined();
+                errors[`gradient ${name}`] = relativeError(gradient!, testCase.gradients[name]!, `gradient ${name}`);
+                floors[`gradient ${name}`] = testCase.float32Error.gradients[name];
+              }
+              for (const [name, reference] of Object.entries(testCase.runningStatistics)) {
+                errors[`running ${name}`] = relativeError(variables.get(name)!, reference, name);
+                floors[`running ${name}`] = testCase.float32Error.runningStatistics[name];
+              }
+            } finally {
+              tf.dispose([value, ...Object.values(grads), ...captured.values()]);
+              step.dispose();
+            }
+            expect(tf.memory().numTensors).toBe(tensorsBefore);
+
+            const [worstName, worst] = Object.entries(errors).reduce((a, b) => (b[1] > a[1] ? b : a));
+            const pytorchWorst = Math.max(...Object.values(testCase.float32Error).flatMap((byName) => Object.values(byName)));
+            summary.push(
+              `  ${setup.name}: ${fixture.model.factory} ${testCase.name}: ${worst.toExponential(2)} (${worstName}; ${Object.keys(errors).length} comparisons); ` +
+                `PyTorch float32 worst ${pytorchWorst.toExponential(2)}; ` +
+                `${Object.values(errors).filter((error) => error > TOLERANCE).length} above 1e-5`,
+            );
+            for (const [name, error] of Object.entries(errors)) {
+              const tolerance = toleranceFor(floors[name]);
+              expect(error, `${name} (tolerance ${tolerance.toExponential(1)})`).toBeLessThanOrEqual(tolerance);
             }
           });
-        }
-        if (testCase.draws) {
-          // The λ and permutation the reference mixed with are the plugin's own draws from this seed.
-          expect(mixupDraws(testCase.draws.seed, inputs.shape[0]!, testCase.options.mixupAlpha as number)).toEqual(testCase.draws);
-        }
 
-        const captured = new Map<string, tf.Tensor>();
-        const stack = composeRegularizers(pluginsFor(testCase).map((plugin) => capturingState(plugin, captured)));
-        const step = stack.prepare({ model, batch: { inputs, labels }, random: new Random(testCase.seed ?? 0) });
-        const { value, grads } = step.gradients();
-        try {
-          const terms = step.terms();
-          for (const [name, expected] of Object.entries(testCase.terms)) {
-            expect(terms[name], `term ${name}`).toBeDefined();
-            errors[`term ${name}`] = Math.abs(terms[name]! - expected) / Math.abs(expected);
-          }
-          errors['returned total'] = Math.abs(value.dataSync()[0]! - testCase.terms.total!) / Math.abs(testCase.terms.total!);
-          const stepTensors: Record<string, tf.Tensor | undefined> = {
-            mixedInputs: step.batch.inputs,
-            mixedTargets: step.batch.targets,
-            smoothedTargets: step.batch.targets,
-            perturbed: captured.get('perturbed'),
-            adversarial: captured.get('adversarial'),
-            generated: captured.get('generated'),
-          };
-          for (const [name, reference] of Object.entries(testCase.tensors)) {
-            if (name === 'inputGradient' || name === 'direction') continue;
-            const ours = stepTensors[name];
-            expect(ours, `no tensor of ours to compare with the reference's ${name}`).toBeDefined();
-            errors[name] = relativeError(ours!, reference, name);
-            floors[name] = testCase.float32Error.tensors[name];
-          }
-          expect(Object.keys(grads).length).toBe(fixture.trainable.length);
-          const variables = model.namedVariables();
-          for (const name of fixture.trainable) {
-            const gradient = grads[variables.get(name)!.name];
-            expect(gradient, `gradient of ${name}`).toBeDefined();
-            errors[`gradient ${name}`] = relativeError(gradient!, testCase.gradients[name]!, `gradient ${name}`);
-            floors[`gradient ${name}`] = testCase.float32Error.gradients[name];
-          }
-          for (const [name, reference] of Object.entries(testCase.runningStatistics)) {
-            errors[`running ${name}`] = relativeError(variables.get(name)!, reference, name);
-            floors[`running ${name}`] = testCase.float32Error.runningStatistics[name];
-          }
-        } finally {
-          tf.dispose([value, ...Object.values(grads), ...captured.values()]);
-          step.dispose();
-        }
-        expect(tf.memory().numTensors).toBe(tensorsBefore);
-
-        const [worstName, worst] = Object.entries(errors).reduce((a, b) => (b[1] > a[1] ? b : a));
-        const pytorchWorst = Math.max(...Object.values(testCase.float32Error).flatMap((byName) => Object.values(byName)));
-        summary.push(
-          `  ${fixture.model.factory} ${testCase.name}: ${worst.toExponential(2)} (${worstName}; ${Object.keys(errors).length} comparisons); ` +
-            `PyTorch float32 worst ${pytorchWorst.toExponential(2)}; ` +
-            `${Object.values(errors).filter((error) => error > TOLERANCE).length} above 1e-5`,
-        );
-        for (const [name, error] of Object.entries(errors)) {
-          const tolerance = toleranceFor(floors[name]);
-          expect(error, `${name} (tolerance ${tolerance.toExponential(1)})`).toBeLessThanOrEqual(tolerance);
-        }
-      });
-
-      it(`${testCase.name}: stack.gradients (the trainer's path, fused where it applies) matches PyTorch`, () => {
-        loadWeights();
-        const stack = composeRegularizers(pluginsFor(testCase));
-        const { value, grads, terms, fused } = stack.gradients({ model, batch: { inputs, labels }, random: new Random(testCase.seed ?? 0) });
-        try {
-          // Fused exactly when every plugin with a loss has a prepare and nothing transforms the batch.
-          expect(fused).toBe(['rcad', 'fgsm', 'me-ada'].some((name) => testCase.name.startsWith(name)));
-          for (const [name, expected] of Object.entries(testCase.terms)) {
-            expect(Math.abs(terms[name]! - expected) / Math.abs(expected), `term ${name}`).toBeLessThanOrEqual(toleranceFor(undefined));
-          }
-          expect(Math.abs(value.dataSync()[0]! - testCase.terms.total!) / Math.abs(testCase.terms.total!)).toBeLessThanOrEqual(toleranceFor(undefined));
-          const variables = model.namedVariables();
-          for (const name of fixture.trainable) {
-            const tolerance = toleranceFor(testCase.float32Error.gradients[name]);
-            expect(relativeError(grads[variables.get(name)!.name]!, testCase.gradients[name]!, `gradient ${name}`), `gradient ${name}`).toBeLessThanOrEqual(tolerance);
-          }
-          for (const [name, reference] of Object.entries(testCase.runningStatistics)) {
-            expect(relativeError(variables.get(name)!, reference, name), `running ${name}`).toBeLessThanOrEqual(toleranceFor(testCase.float32Error.runningStatistics[name]));
-          }
-        } finally {
-          tf.dispose([value, ...Object.values(grads)]);
+          it(`${testCase.name}: stack.gradients (the trainer's path, fused where it applies) matches PyTorch`, () => {
+            loadWeights();
+            const stack = composeRegularizers(pluginsFor(testCase));
+            const { value, grads, terms, fused } = stack.gradients({ model, batch: { inputs, labels }, random: new Random(testCase.seed ?? 0) });
+            try {
+              // Fused exactly when every plugin with a loss has a prepare and nothing transforms the batch.
+              expect(fused).toBe(['rcad', 'fgsm', 'me-ada'].some((name) => testCase.name.startsWith(name)));
+              for (const [name, expected] of Object.entries(testCase.terms)) {
+                expect(Math.abs(terms[name]! - expected) / Math.abs(expected), `term ${name}`).toBeLessThanOrEqual(toleranceFor(undefined));
+              }
+              expect(Math.abs(value.dataSync()[0]! - testCase.terms.total!) / Math.abs(testCase.terms.total!)).toBeLessThanOrEqual(toleranceFor(undefined));
+              const variables = model.namedVariables();
+              for (const name of fixture.trainable) {
+                const tolerance = toleranceFor(testCase.float32Error.gradients[name]);
+                expect(relativeError(grads[variables.get(name)!.name]!, testCase.gradients[name]!, `gradient ${name}`), `gradient ${name}`).toBeLessThanOrEqual(tolerance);
+              }
+              for (const [name, reference] of Object.entries(testCase.runningStatistics)) {
+                expect(relativeError(variables.get(name)!, reference, name), `running ${name}`).toBeLessThanOrEqual(toleranceFor(testCase.float32Error.runningStatistics[name]));
+              }
+            } finally {
+              tf.dispose([value, ...Object.values(grads)]);
+            }
+          });
         }
       });
     }

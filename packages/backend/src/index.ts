@@ -14,6 +14,12 @@ export {
   registerMaxPoolGradientKernel,
   unregisterMaxPoolGradientKernel,
   isMaxPoolGradientKernelRegistered,
+  registerChannelReductionKernels,
+  unregisterChannelReductionKernels,
+  areChannelReductionKernelsRegistered,
+  registerSharedIdentityKernel,
+  unregisterSharedIdentityKernel,
+  isSharedIdentityKernelRegistered,
   CONV_GRADIENT_KERNEL_NAMES,
   DEFAULT_CONV_GRADIENT_KERNELS,
   type ConvGradientKernelName,
@@ -29,3 +35,4 @@ export {
   type InputGradientMethod,
 } from './conv-gradients.js';
 export { maxPoolGradient, type MaxPoolGradientAttributes } from './max-pool-gradient.js';
+export { CHANNEL_MOMENTS_KERNEL, CHANNEL_SUMS_KERNEL, CHANNEL_REDUCTION_KERNEL_NAMES } from './channel-reductions.js';

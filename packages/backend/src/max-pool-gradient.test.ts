@@ -24,6 +24,8 @@ const cases: Case[] = [
   { label: '3x3 stride 1 same', input: [1, 6, 6, 3], attributes: { filterSize: 3, strides: 1, pad: 'same' } },
   { label: '3x2 strides [1,2] numeric pad 1', input: [1, 6, 7, 2], attributes: { filterSize: [3, 2], strides: [1, 2], pad: 1 } },
   { label: '2x2 stride 1 valid with ties', input: [2, 5, 5, 2], attributes: { filterSize: 2, strides: 1, pad: 'valid' }, ties: true },
+  { label: '2x2 stride 2 valid with ties (the unrolled 2x2 path)', input: [2, 6, 6, 5], attributes: { filterSize: 2, strides: 2, pad: 'valid' }, ties: true },
+  { label: '2x2 stride 2 same, odd 5x5 (clipped edge windows)', input: [1, 5, 5, 3], attributes: { filterSize: 2, strides: 2, pad: 'same' } },
 ];
 
 /** A seeded linear congruential sequence: the test needs fixed values, not a good generator. */
@@ -84,7 +86,17 @@ describe('maxPoolGradient', () => {
     expect(Array.from(gradient.dataSync())).toEqual([0, 0, 0, 0, 0, 10, 0, 20]);
     const tie = maxPoolGradient(tf.tensor4d([3, 3, 3, 3], [1, 2, 2, 1]), tf.tensor4d([5], [1, 1, 1, 1]), { filterSize: 2, strides: 2, pad: 'valid' });
     expect(Array.from(tie.dataSync())).toEqual([5, 0, 0, 0]);
-    tf.dispose([input, gradient, tie]);
+    // The first maximum among −∞ and NaN: NaN never wins, a window of only −∞ and NaN passes nothing,
+    // and −0 from dy arrives as +0 (the cpu kernel sums from 0).
+    const special = maxPoolGradient(
+      tf.tensor4d([NaN, -Infinity, 2, NaN, -Infinity, NaN, NaN, -Infinity], [1, 2, 4, 1]),
+      tf.tensor4d([-0, 7], [1, 1, 2, 1]),
+      { filterSize: 2, strides: 2, pad: 'valid' },
+    );
+    expect(Array.from(special.dataSync()).map((value) => Object.is(value, -0) ? '-0' : value)).toEqual([0, 0, 7, 0, 0, 0, 0, 0]);
+    const negativeZero = maxPoolGradient(tf.tensor4d([1, 0, 0, 0], [1, 2, 2, 1]), tf.tensor4d([-0], [1, 1, 1, 1]), { filterSize: 2, strides: 2, pad: 'valid' });
+    expect(Object.is(negativeZero.dataSync()[0], 0)).toBe(true);
+    tf.dispose([input, gradient, tie, special, negativeZero]);
   });
 
   it('names the mismatch when dy does not have the pooled shape', () => {

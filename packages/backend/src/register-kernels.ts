@@ -4,7 +4,9 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { conv2dFilterGradient, conv2dInputGradient, type ConvGradientAttributes } from './conv-gradients.js';
-import { maxPoolGradient, type MaxPoolGradientAttributes } from './max-pool-gradient.js';
+import { maxPoolGradientInfo, maxPoolGradientValues, type MaxPoolGradientAttributes } from './max-pool-gradient.js';
+import { float32Buffers } from './typed-array-backend.js';
+import { CHANNEL_REDUCTION_KERNEL_NAMES, channelReductionKernelFunctions } from './channel-reductions.js';
 
 /** Backends our kernels are registered for: both run generic tf ops well enough that ours win. */
 export const KERNEL_BACKENDS = ['wasm', 'cpu'] as const;
@@ -61,17 +63,35 @@ const inputGradientKernel: tf.KernelFunc = ({ inputs, attrs }) => {
   return tf.tidy(() => conv2dInputGradient(inputShape, asTensor(dy!), asTensor(filter!), attributesOf(attrs)));
 };
 
-const maxPoolGradientKernel: tf.KernelFunc = ({ inputs, attrs }) => {
+const maxPoolGradientKernel: tf.KernelFunc = ({ inputs, attrs, backend }) => {
   const { dy, input } = inputs as tf.MaxPoolGradInputs;
   const { filterSize, strides, pad, dimRoundingMode } = attrs as unknown as tf.MaxPoolGradAttrs;
   const attributes: MaxPoolGradientAttributes = { filterSize, strides, pad, ...(dimRoundingMode ? { dimRoundingMode } : {}) };
-  return tf.tidy(() => maxPoolGradient(asTensor(input!), asTensor(dy!), attributes));
+  const info = maxPoolGradientInfo(input!.shape as Rank4, dy!.shape, attributes);
+  // In place on the backend's memory: no copies of x, dy or dx.
+  const buffers = float32Buffers(tf.MaxPoolGrad, backend as tf.KernelBackend, [input!, dy!], [input!.shape]);
+  const [values, upstream] = buffers.inputs as [Float32Array, Float32Array];
+  maxPoolGradientValues(values, upstream, info, buffers.outputs[0]!.values);
+  return buffers.outputs[0]!.info;
+};
+
+/**
+ * wasm's shipped `Identity` copies the values; TF.js calls it for every tensor a customGrad or a
+ * gradient saves for the backward pass. Tensors are immutable and the wasm backend counts references
+ * (its `Reshape` shares data the same way), so sharing the data is enough.
+ */
+const sharedIdentityKernel: tf.KernelFunc = ({ inputs, backend }) => {
+  const { x } = inputs as tf.IdentityInputs;
+  (backend as unknown as { incRef(dataId: tf.DataId): void }).incRef(x!.dataId);
+  return { dataId: x!.dataId, shape: x!.shape, dtype: x!.dtype };
 };
 
 const kernelFunctions: Record<string, tf.KernelFunc> = {
   [tf.Conv2DBackpropFilter]: filterGradientKernel,
   [tf.Conv2DBackpropInput]: inputGradientKernel,
   [tf.MaxPoolGrad]: maxPoolGradientKernel,
+  [tf.Identity]: sharedIdentityKernel,
+  ...channelReductionKernelFunctions,
 };
 
 /** Puts our kernel in place of the registered one (kept for {@link restoreKernel}). Idempotent. */
@@ -162,4 +182,49 @@ export function unregisterMaxPoolGradientKernel(backends: readonly KernelBackend
 /** Whether this package's `MaxPoolGrad` is registered for `backendName`. */
 export function isMaxPoolGradientKernelRegistered(backendName: string): boolean {
   return replaced.has(`${backendName}_${tf.MaxPoolGrad}`);
+}
+
+/**
+ * Registers the per-channel reduction kernels (`RegstackChannelMoments`, `RegstackChannelSums`, see
+ * `channel-reductions.ts`) for the given backends. `@regstack/models`' batch normalisation uses them
+ * whenever they are registered for the active backend, and tf ops otherwise. Idempotent.
+ *
+ * @param backends Backends to register for; default both `wasm` and `cpu`.
+ */
+export function registerChannelReductionKernels(backends: readonly KernelBackendName[] = KERNEL_BACKENDS): void {
+  for (const backendName of backends) {
+    for (const kernelName of CHANNEL_REDUCTION_KERNEL_NAMES) replaceKernel(backendName, kernelName);
+  }
+}
+
+/** Removes the kernels {@link registerChannelReductionKernels} registered; `@regstack/models` falls back to tf ops. */
+export function unregisterChannelReductionKernels(backends: readonly KernelBackendName[] = KERNEL_BACKENDS): void {
+  for (const backendName of backends) {
+    for (const kernelName of CHANNEL_REDUCTION_KERNEL_NAMES) restoreKernel(backendName, kernelName);
+  }
+}
+
+/** Whether this package's per-channel reduction kernels are registered for `backendName`. */
+export function areChannelReductionKernelsRegistered(backendName: string): boolean {
+  return CHANNEL_REDUCTION_KERNEL_NAMES.every((kernelName) => replaced.has(`${backendName}_${kernelName}`));
+}
+
+/**
+ * Registers an `Identity` that shares the input's data (a reference count) instead of copying it, in
+ * place of wasm's shipped one (kept for {@link unregisterSharedIdentityKernel}). Idempotent.
+ *
+ * @param backends Default `['wasm']` (the cpu backend's own `Identity` already shares).
+ */
+export function registerSharedIdentityKernel(backends: readonly KernelBackendName[] = ['wasm']): void {
+  for (const backendName of backends) replaceKernel(backendName, tf.Identity);
+}
+
+/** Puts back the `Identity` TF.js had registered before {@link registerSharedIdentityKernel}. */
+export function unregisterSharedIdentityKernel(backends: readonly KernelBackendName[] = ['wasm']): void {
+  for (const backendName of backends) restoreKernel(backendName, tf.Identity);
+}
+
+/** Whether this package's sharing `Identity` is registered for `backendName`. */
+export function isSharedIdentityKernelRegistered(backendName: string): boolean {
+  return replaced.has(`${backendName}_${tf.Identity}`);
 }

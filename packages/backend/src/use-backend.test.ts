@@ -49,7 +49,11 @@ beforeAll(async () => {
 describe('useBackend', () => {
   it("defaults to wasm, registers our kernels there, and tf.grad of a conv net matches the cpu backend", async () => {
     const info = await useBackend();
-    expect(info).toEqual({ name: 'wasm', kernels: ['Conv2DBackpropFilter', 'Conv2DBackpropInput', 'MaxPoolGrad'], threads: 1 });
+    expect(info).toEqual({
+      name: 'wasm',
+      kernels: ['Conv2DBackpropFilter', 'Conv2DBackpropInput', 'MaxPoolGrad', 'RegstackChannelMoments', 'RegstackChannelSums', 'Identity'],
+      threads: 1,
+    });
     expect(tf.getBackend()).toBe('wasm');
 
     const before = tf.memory().numTensors;
@@ -73,7 +77,7 @@ describe('useBackend', () => {
 
   it('prepares cpu with our kernels', async () => {
     const info = await useBackend('cpu');
-    expect(info).toEqual({ name: 'cpu', kernels: ['Conv2DBackpropFilter'] });
+    expect(info).toEqual({ name: 'cpu', kernels: ['Conv2DBackpropFilter', 'RegstackChannelMoments', 'RegstackChannelSums'] });
     expect(tf.getBackend()).toBe('cpu');
     const onCpu = convNetGradients();
     for (const [index, gradient] of onCpu.entries()) {

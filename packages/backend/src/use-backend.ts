@@ -9,7 +9,12 @@ import {
   registerConvGradientKernels,
   registerMaxPoolGradientKernel,
   registeredConvGradientKernels,
+  registerChannelReductionKernels,
+  areChannelReductionKernelsRegistered,
+  registerSharedIdentityKernel,
+  isSharedIdentityKernelRegistered,
 } from './register-kernels.js';
+import { CHANNEL_REDUCTION_KERNEL_NAMES } from './channel-reductions.js';
 
 /** Backends {@link useBackend} can select. */
 export const BACKEND_NAMES = ['wasm', 'cpu', 'webgpu', 'tensorflow'] as const;
@@ -31,9 +36,11 @@ export interface UseBackendOptions {
    */
   threads?: number;
   /**
-   * Register this package's conv-gradient kernels (wasm: filter and input gradients; cpu: filter
-   * gradient, see `DEFAULT_CONV_GRADIENT_KERNELS`) and, on wasm, its `MaxPoolGrad` (the shipped one
-   * loses gradients, see `maxPoolGradient`). Default true.
+   * Register this package's kernels: conv gradients (wasm: filter and input gradients; cpu: filter
+   * gradient, see `DEFAULT_CONV_GRADIENT_KERNELS`), per-channel reductions (wasm and cpu: batch
+   * normalisation's statistics and gradient sums in `@regstack/models`), and on wasm its `MaxPoolGrad`
+   * (the shipped one loses gradients, see `maxPoolGradient`) and an `Identity` that shares data
+   * instead of copying. Default true.
    */
   registerKernels?: boolean;
 }
@@ -274,7 +281,11 @@ export async function useBackend(name: BackendName = 'wasm', options: UseBackend
     else await import('@tensorflow/tfjs-backend-cpu');
     if (options.registerKernels !== false) {
       registerConvGradientKernels([backend]);
-      if (backend === 'wasm') registerMaxPoolGradientKernel(['wasm']);
+      registerChannelReductionKernels([backend]);
+      if (backend === 'wasm') {
+        registerMaxPoolGradientKernel(['wasm']);
+        registerSharedIdentityKernel(['wasm']);
+      }
     }
     if (backend === 'wasm') threads = await prepareWasm(options);
     else await activate('cpu');
@@ -285,6 +296,8 @@ export async function useBackend(name: BackendName = 'wasm', options: UseBackend
   }
   const kernels = registeredConvGradientKernels(backend);
   if (isMaxPoolGradientKernelRegistered(backend)) kernels.push(tf.MaxPoolGrad);
+  if (areChannelReductionKernelsRegistered(backend)) kernels.push(...CHANNEL_REDUCTION_KERNEL_NAMES);
+  if (isSharedIdentityKernelRegistered(backend)) kernels.push(tf.Identity);
   const info: BackendInfo = { name: backend, kernels };
   if (threads !== undefined) info.threads = threads;
   return info;
