@@ -84,6 +84,23 @@ function padOrCrop(t: tf.Tensor4D, top: number, bottom: number, left: number, ri
   ]);
 }
 
+/**
+ * A stride-1 'valid' convolution of `x` padded (positive amounts) or cropped (negative amounts) on its
+ * spatial axes. Padding alone goes to the convolution itself (XNNPACK reads zeros instead of a padded
+ * copy); a crop needs the slice.
+ */
+function convolvePadded(
+  x: tf.Tensor4D,
+  filter: tf.Tensor4D,
+  [top, bottom, left, right]: [number, number, number, number],
+  dilations: [number, number] = [1, 1],
+): tf.Tensor4D {
+  if (top >= 0 && bottom >= 0 && left >= 0 && right >= 0) {
+    return tf.conv2d(x, filter, 1, [[0, 0], [top, bottom], [left, right], [0, 0]], 'NHWC', dilations);
+  }
+  return tf.conv2d(padOrCrop(x, top, bottom, left, right), filter, 1, 'valid', 'NHWC', dilations);
+}
+
 /** The window of padded `x` that tap (row, column) of the filter sees: shape [batch, outHeight, outWidth, inChannels]. */
 function tapWindow(xPadded: tf.Tensor4D, info: tf.backend_util.Conv2DInfo, row: number, column: number): tf.Tensor4D {
   const { batchSize, outHeight, outWidth, inChannels, strideHeight, strideWidth } = info;
@@ -98,18 +115,17 @@ function tapWindow(xPadded: tf.Tensor4D, info: tf.backend_util.Conv2DInfo, row: 
   ) as tf.Tensor4D;
 }
 
-/** `x` padded so that every filter window is in range and nothing past the last window remains. */
-function padForWindows(x: tf.Tensor4D, info: tf.backend_util.Conv2DInfo): tf.Tensor4D {
+/** Padding (or, negative, cropping) of `x` so that every filter window is in range and nothing past the last window remains. */
+function windowPadding(info: tf.backend_util.Conv2DInfo): [number, number, number, number] {
   const { inHeight, inWidth, outHeight, outWidth, strideHeight, strideWidth, filterHeight, filterWidth, padInfo } = info;
   const neededHeight = (outHeight - 1) * strideHeight + filterHeight;
   const neededWidth = (outWidth - 1) * strideWidth + filterWidth;
-  return padOrCrop(
-    x,
-    padInfo.top,
-    neededHeight - inHeight - padInfo.top,
-    padInfo.left,
-    neededWidth - inWidth - padInfo.left,
-  );
+  return [padInfo.top, neededHeight - inHeight - padInfo.top, padInfo.left, neededWidth - inWidth - padInfo.left];
+}
+
+/** `x` padded so that every filter window is in range and nothing past the last window remains. */
+function padForWindows(x: tf.Tensor4D, info: tf.backend_util.Conv2DInfo): tf.Tensor4D {
+  return padOrCrop(x, ...windowPadding(info));
 }
 
 /**
@@ -132,22 +148,20 @@ export function conv2dFilterGradient(
   return tf.tidy(() => {
     const info = convolutionInfo(x.shape, filterShape, attributes);
     const { batchSize, outHeight, outWidth, inChannels, outChannels, filterHeight, filterWidth } = info;
-    const xPadded = padForWindows(toNhwc(x, attributes.dataFormat), info);
     const dyNhwc = toNhwc(dy, attributes.dataFormat);
-    const positions = batchSize * outHeight * outWidth;
-    const dyMatrix = tf.reshape(dyNhwc, [positions, outChannels]);
 
     if (method === 'convolution') {
       // Batch becomes the reduced channel axis: a stride-1 convolution of x (channels as batch) with dy as
-      // a filter dilated by the forward stride.
-      const xByChannel = tf.transpose(xPadded, [3, 1, 2, 0]);
+      // a filter dilated by the forward stride; the forward padding is the convolution's own.
+      const xByChannel = tf.transpose(toNhwc(x, attributes.dataFormat), [3, 1, 2, 0]);
       const dyAsFilter = tf.transpose(dyNhwc, [1, 2, 0, 3]);
-      const byChannel = tf.conv2d(xByChannel, dyAsFilter, 1, 'valid', 'NHWC', [
-        info.strideHeight,
-        info.strideWidth,
-      ]);
+      const byChannel = convolvePadded(xByChannel, dyAsFilter, windowPadding(info), [info.strideHeight, info.strideWidth]);
       return tf.transpose(byChannel, [1, 2, 0, 3]);
     }
+
+    const xPadded = padForWindows(toNhwc(x, attributes.dataFormat), info);
+    const positions = batchSize * outHeight * outWidth;
+    const dyMatrix = tf.reshape(dyNhwc, [positions, outChannels]);
 
     const taps: tf.Tensor4D[] = [];
     for (let row = 0; row < filterHeight; row++) {
@@ -188,15 +202,13 @@ function inputGradientZeroInsertion(dy: tf.Tensor4D, filter: tf.Tensor4D, info: 
   }
   const top = filterHeight - 1 - padInfo.top;
   const left = filterWidth - 1 - padInfo.left;
-  const padded = padOrCrop(
-    spread,
+  const flipped = tf.transpose(tf.reverse(filter, [0, 1]), [0, 1, 3, 2]);
+  return convolvePadded(spread, flipped, [
     top,
     info.inHeight + filterHeight - 1 - top - spread.shape[1],
     left,
     info.inWidth + filterWidth - 1 - left - spread.shape[2],
-  );
-  const flipped = tf.transpose(tf.reverse(filter, [0, 1]), [0, 1, 3, 2]);
-  return tf.conv2d(padded, flipped, 1, 'valid');
+  ]);
 }
 
 /**
@@ -232,14 +244,7 @@ function inputGradientSubPixel(dy: tf.Tensor4D, filter: tf.Tensor4D, info: tf.ba
         [strideHeight, strideWidth, 1, 1],
       ) as tf.Tensor4D;
       // dx at q reads dy[q − m] for m < taps: pad taps−1 in front, and enough behind to reach q = rowsPerPhase−1.
-      const padded = padOrCrop(
-        dy,
-        tapRows - 1,
-        rowsPerPhase - outHeight,
-        tapColumns - 1,
-        columnsPerPhase - outWidth,
-      );
-      columnPhases.push(tf.conv2d(padded, subFilter, 1, 'valid'));
+      columnPhases.push(convolvePadded(dy, subFilter, [tapRows - 1, rowsPerPhase - outHeight, tapColumns - 1, columnsPerPhase - outWidth]));
     }
     // [batch, q_r, q_c, phase_c, channels]
     rowPhases.push(tf.stack(columnPhases, 3) as unknown as tf.Tensor4D);

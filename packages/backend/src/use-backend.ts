@@ -13,6 +13,8 @@ import {
   areChannelReductionKernelsRegistered,
   registerSharedIdentityKernel,
   isSharedIdentityKernelRegistered,
+  registerBatchMatMulKernel,
+  isBatchMatMulKernelRegistered,
 } from './register-kernels.js';
 import { CHANNEL_REDUCTION_KERNEL_NAMES } from './channel-reductions.js';
 
@@ -39,8 +41,8 @@ export interface UseBackendOptions {
    * Register this package's kernels: conv gradients (wasm: filter and input gradients; cpu: filter
    * gradient, see `DEFAULT_CONV_GRADIENT_KERNELS`), per-channel reductions (wasm and cpu: batch
    * normalisation's statistics and gradient sums in `@regstack/models`), and on wasm its `MaxPoolGrad`
-   * (the shipped one loses gradients, see `maxPoolGradient`) and an `Identity` that shares data
-   * instead of copying. Default true.
+   * (the shipped one loses gradients, see `maxPoolGradient`), an `Identity` that shares data instead
+   * of copying and a `BatchMatMul` that keeps transposed products on XNNPACK's GEMM. Default true.
    */
   registerKernels?: boolean;
 }
@@ -285,6 +287,7 @@ export async function useBackend(name: BackendName = 'wasm', options: UseBackend
       if (backend === 'wasm') {
         registerMaxPoolGradientKernel(['wasm']);
         registerSharedIdentityKernel(['wasm']);
+        registerBatchMatMulKernel();
       }
     }
     if (backend === 'wasm') threads = await prepareWasm(options);
@@ -298,6 +301,7 @@ export async function useBackend(name: BackendName = 'wasm', options: UseBackend
   if (isMaxPoolGradientKernelRegistered(backend)) kernels.push(tf.MaxPoolGrad);
   if (areChannelReductionKernelsRegistered(backend)) kernels.push(...CHANNEL_REDUCTION_KERNEL_NAMES);
   if (isSharedIdentityKernelRegistered(backend)) kernels.push(tf.Identity);
+  if (isBatchMatMulKernelRegistered(backend)) kernels.push(tf.BatchMatMul);
   const info: BackendInfo = { name: backend, kernels };
   if (threads !== undefined) info.threads = threads;
   return info;
