@@ -8,6 +8,17 @@ export default defineConfig([
     sourcemap: true,
     clean: true,
     target: 'node20',
+    // import.meta.url in the CommonJS build, where conv-pool.ts finds the worker script.
+    shims: true,
+  },
+  {
+    // The convolution workers' script (Node only): conv-pool.ts starts it in worker threads from next to
+    // the main bundle.
+    entry: ['src/conv-worker.ts'],
+    format: ['esm'],
+    sourcemap: true,
+    clean: false,
+    target: 'node20',
   },
   {
     // Plain Node cannot import TF.js's gradient registration module (extension-less ESM imports), so this

@@ -76,6 +76,9 @@ export const MODELS = /** @type {Record<string, ModelSpec>} */ ({
  * @property {boolean | { python?: string, stepsPerRound?: number, threads?: number[] }} [torch]
  *   PyTorch comparison, timed in the same rounds; default true (python /usr/bin/python3, threads 1
  *   and 2, two steps of each per round).
+ * @property {number[]} [threads] Our thread counts: 1, and for wasm in Node each larger count k times
+ *   ERM and RCAD again with `useBackend('wasm', { threads: k })` (k − 1 convolution worker threads)
+ *   in the same rounds. Default [1, 2].
  * @property {number} [seed] Default 0.
  * @property {(line: string) => void} [log] Progress lines.
  */
@@ -173,6 +176,24 @@ async function benchmarkModel(spec, variants, options) {
   const rounds = Math.max(1, Math.round(spec.rounds * options.roundsScale));
   options.log(`${spec.id}: warm-up (${options.warmup} step(s) per variant), then ${rounds} interleaved round(s) of ${variants.length} variants`);
   for (let index = 0; index < options.warmup; index++) for (const variant of variants) runners[variant](batch);
+  // Our multi-threaded steps (wasm in Node: convolution worker threads), for ERM and RCAD.
+  const threadCounts = options.backend === 'wasm' ? (options.threads ?? [1, 2]).filter((threads) => threads > 1) : [];
+  const threadedVariants = variants.filter((variant) => variant === 'erm' || variant === 'rcad');
+  /** @type {Record<string, Record<string, number[]>>} */
+  const threadedSamples = Object.fromEntries(threadCounts.map((threads) => [threads, Object.fromEntries(threadedVariants.map((variant) => [variant, []]))]));
+  const withThreads = async (threads, run) => {
+    await useBackend(/** @type {any} */ (options.backend), { threads });
+    try {
+      return run();
+    } finally {
+      await useBackend(/** @type {any} */ (options.backend));
+    }
+  };
+  for (const threads of threadCounts) {
+    await withThreads(threads, () => {
+      for (let index = 0; index < options.warmup; index++) for (const variant of threadedVariants) runners[variant](batch);
+    });
+  }
 
   const torchSettings = options.torch === false ? undefined : options.torch === true ? {} : options.torch;
   const torchThreads = torchSettings?.threads ?? [1, 2];
@@ -204,13 +225,23 @@ async function benchmarkModel(spec, variants, options) {
       samples[variant].push(runners[variant](batch));
       leaks[variant] = Math.max(leaks[variant], tf.memory().numTensors - before);
     }
+    for (const threads of threadCounts) {
+      await withThreads(threads, () => {
+        for (const variant of threadedVariants) threadedSamples[threads][variant].push(runners[variant](batch).totalMs);
+      });
+    }
     // PyTorch's steps of the same round: a few per setting, as they are short.
     if (worker) {
       for (let repeat = 0; repeat < (torchSettings.stepsPerRound ?? 2); repeat++) {
         for (const threads of torchThreads) for (const variant of torchVariants) torchSamples[threads][variant].push(await worker.step(variant, threads));
       }
     }
-    options.log(`${spec.id}: round ${round + 1}/${rounds}: ` + variants.map((variant) => `${variant} ${samples[variant].at(-1).totalMs.toFixed(0)}`).join(', ') + ' ms');
+    options.log(
+      `${spec.id}: round ${round + 1}/${rounds}: ` +
+        variants.map((variant) => `${variant} ${samples[variant].at(-1).totalMs.toFixed(0)}`).join(', ') +
+        threadCounts.flatMap((threads) => threadedVariants.map((variant) => `, ${variant}@${threads} threads ${threadedSamples[threads][variant].at(-1).toFixed(0)}`)).join('') +
+        ' ms',
+    );
   }
   worker?.close();
 
@@ -259,7 +290,17 @@ async function benchmarkModel(spec, variants, options) {
   tf.dispose([batch.inputs, batch.labels]);
   disposeOptimizer(optimizer);
   model.dispose();
-  const result = { id: spec.id, architecture: spec.architecture, width: spec.width, inputShape: spec.inputShape, numClasses: spec.numClasses, parameters, rounds, variants: results, torch };
+  /** Our medians per thread count (1: the main table's), for the variants timed there. */
+  const ours = { 1: Object.fromEntries(threadedVariants.map((variant) => [variant, { medianMs: results[variant].medianMs, minMs: results[variant].minMs }])) };
+  for (const threads of threadCounts) {
+    ours[threads] = Object.fromEntries(
+      threadedVariants.map((variant) => {
+        const values = threadedSamples[threads][variant];
+        return [variant, { medianMs: median(values), minMs: Math.min(...values), samplesMs: values, speedUp: results[variant].medianMs / median(values) }];
+      }),
+    );
+  }
+  const result = { id: spec.id, architecture: spec.architecture, width: spec.width, inputShape: spec.inputShape, numClasses: spec.numClasses, parameters, rounds, variants: results, ours, torch };
   if (torch.available) {
     torch.threads = {};
     result.oursOverTorch = {};
@@ -270,7 +311,12 @@ async function benchmarkModel(spec, variants, options) {
           return [variant, { medianMs: median(values), minMs: Math.min(...values), samplesMs: values }];
         }),
       );
-      result.oursOverTorch[threads] = Object.fromEntries(torchVariants.map((variant) => [variant, results[variant].medianMs / torch.threads[threads][variant].medianMs]));
+      // Ours at the same thread count where it was timed; otherwise ours at 1 thread (said in the table).
+      const oursAt = ours[threads] ?? ours[1];
+      result.oursOverTorch[threads] = Object.fromEntries(
+        torchVariants.map((variant) => [variant, (oursAt[variant]?.medianMs ?? results[variant].medianMs) / torch.threads[threads][variant].medianMs]),
+      );
+      result.oursOverTorch[threads].oursThreads = ours[threads] ? Number(threads) : 1;
     }
   }
   return result;
@@ -414,14 +460,21 @@ export function formatReport(report) {
     lines.push('');
     if (model.torch.available) {
       lines.push(`PyTorch ${model.torch.version} (CPU, NCHW), same model and batch:`, '');
-      lines.push('| threads | ERM median ms | RCAD median ms | RCAD × ERM | ours ERM / PyTorch ERM | ours RCAD / PyTorch RCAD |');
-      lines.push('|---|---|---|---|---|---|');
+      lines.push('| threads | PyTorch ERM ms | PyTorch RCAD ms | PyTorch RCAD × ERM | ours ERM ms (threads) | ours RCAD ms | ours ERM / PyTorch ERM | ours RCAD / PyTorch RCAD |');
+      lines.push('|---|---|---|---|---|---|---|---|');
       for (const [threads, timings] of Object.entries(model.torch.threads)) {
-        const ours = model.oursOverTorch[threads];
+        const ratios = model.oursOverTorch[threads];
+        const ours = model.ours?.[ratios.oursThreads] ?? {};
         lines.push(
-          `| ${threads} | ${formatMs(timings.erm.medianMs)} | ${formatMs(timings.rcad.medianMs)} | ${formatRatio(timings.rcad.medianMs / timings.erm.medianMs)} | ` +
-            `${formatRatio(ours.erm)} | ${ours.rcad === undefined ? '—' : formatRatio(ours.rcad)} |`,
+          `| ${threads} | ${formatMs(timings.erm.medianMs)} | ${timings.rcad ? formatMs(timings.rcad.medianMs) : '—'} | ${timings.rcad ? formatRatio(timings.rcad.medianMs / timings.erm.medianMs) : '—'} | ` +
+            `${ours.erm ? `${formatMs(ours.erm.medianMs)} (${ratios.oursThreads})` : '—'} | ${ours.rcad ? formatMs(ours.rcad.medianMs) : '—'} | ` +
+            `${formatRatio(ratios.erm)} | ${ratios.rcad === undefined ? '—' : formatRatio(ratios.rcad)} |`,
         );
+      }
+      for (const [threads, timings] of Object.entries(model.ours ?? {})) {
+        if (threads === '1') continue;
+        lines.push('', `Ours at ${threads} threads (${Number(threads) - 1} convolution worker thread(s)): ` +
+          Object.entries(timings).map(([variant, timing]) => `${variant} ${formatMs(timing.medianMs)} ms (${timing.speedUp.toFixed(2)}× one thread)`).join(', ') + '.');
       }
     } else {
       lines.push(`PyTorch: not measured (${model.torch.reason}).`);

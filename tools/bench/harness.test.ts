@@ -21,6 +21,7 @@ describe('bench harness', () => {
       ],
       batchSize: 4,
       warmup: 1,
+      threads: [1, 2],
       // One PyTorch thread: two threads on a machine loaded by other jobs can take seconds per tiny step.
       torch: torchInstalled ? { stepsPerRound: 1, threads: [1] } : false,
     });
@@ -43,6 +44,11 @@ describe('bench harness', () => {
         expect(variant.profile.topKernels[0].selfMs).toBeGreaterThan(0);
       }
       expect(model.variants.erm.ratioToErm).toBe(1);
+      // ERM and RCAD timed again with a convolution worker thread, in the same rounds.
+      expect(Object.keys(model.ours)).toEqual(['1', '2']);
+      expect(model.ours['2'].erm.samplesMs).toHaveLength(model.rounds);
+      expect(model.ours['2'].rcad.medianMs).toBeGreaterThan(0);
+      expect(model.ours['1'].erm.medianMs).toBe(model.variants.erm.medianMs);
       // RCAD runs strictly more kernels than ERM (the pass on x̃); the trainer's path serves its input
       // gradient from the base pass, so it runs fewer than the prepare path, which makes a pass for it.
       expect(model.variants.rcad.memory.kernelCalls).toBeGreaterThan(model.variants.erm.memory.kernelCalls);

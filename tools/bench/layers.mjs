@@ -1,23 +1,33 @@
 #!/usr/bin/env node
-// `node tools/bench/layers.mjs [--rounds n]` (after a build): candidate speed-ups for the hot spots the
-// step profile shows on wasm, each timed against what the packages do now, interleaved, on the small
-// CNN's first-stage activation [64, 32, 32, 32] (NHWC), forward + backward. Each candidate is checked
-// against the current computation first (largest absolute difference printed), then timed.
+// `node tools/bench/layers.mjs [--rounds n]` (after a build): each layer-level kernel of
+// @regstack/backend against what TF.js does without it, on wasm, interleaved, on the small CNN's
+// first-stage activation [64, 32, 32, 32] (NHWC), forward + backward; then whole small-CNN ERM steps
+// with every kernel against the same step with one of them (or all the recent ones) put back to TF.js's
+// own. Each pair is checked for the same result first (largest relative difference printed).
 //
-// - batch norm: @regstack/models' batchNormalization (tfjs ops; wasm's Mean/Sum transpose the whole
-//   activation to reduce over the non-innermost axes, and the broadcast Mul/Add gradients sum the same
-//   way) against one tf.customGrad whose four reductions are [1, N·H·W] × [N·H·W, C] matMuls;
-// - max-pool 2×2: tf.maxPool's MaxPoolGrad kernel against customGrads whose backward routes dy to the
-//   window maxima through an equality mask (tf ops; ties share dy) or a JavaScript loop (first maximum,
-//   as the cpu backend);
-// - MaxPoolGrad correctness: wasm's kernel against the cpu backend's (it drops some windows' gradients),
-//   and @regstack/backend's MaxPoolGrad (registered by useBackend since this was found) against both;
-// - Identity: the wasm Identity kernel copies the tensor (TF.js clones every tensor it saves for the
-//   backward pass); a zero-copy Identity that shares the data as wasm's Reshape already does.
+// - batch norm: @regstack/models' batchNormalization (one op with its analytic gradient) with the
+//   channel-reduction kernels, without them (tf ops: wasm's Mean/Sum transpose the whole activation to
+//   reduce over the outer axes), and the same mathematics as plain ops differentiated by TF.js (what
+//   the package did before);
+// - max-pool 2×2: wasm's shipped MaxPoolGrad (which also loses whole windows' gradients: the check
+//   below counts them against the cpu backend) against @regstack/backend's;
+// - a linear head's gradients: wasm's shipped BatchMatMul (scalar loops for transposed operands)
+//   against @regstack/backend's (explicit transposes, XNNPACK's GEMM);
+// - Identity: the shipped one copies every tensor TF.js saves for the backward pass; ours shares it.
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
-import { registerMaxPoolGradientKernel, unregisterMaxPoolGradientKernel, useBackend } from '@regstack/backend';
+import {
+  registerBatchMatMulKernel,
+  registerChannelReductionKernels,
+  registerMaxPoolGradientKernel,
+  registerSharedIdentityKernel,
+  unregisterBatchMatMulKernel,
+  unregisterChannelReductionKernels,
+  unregisterMaxPoolGradientKernel,
+  unregisterSharedIdentityKernel,
+  useBackend,
+} from '@regstack/backend';
 import { Random, addWeightDecay, clipByGlobalNorm, composeRegularizers } from '@regstack/regularizer';
 import { batchNormalization, smallCnn } from '@regstack/models';
 
@@ -25,16 +35,14 @@ const { values } = parseArgs({ options: { rounds: { type: 'string', default: '15
 const rounds = Number(values.rounds);
 tf.env().set('PROD', true);
 await useBackend('wasm');
-// useBackend registers @regstack/backend's MaxPoolGrad on wasm: the "current" measurements below use the
-// shipped one, and @regstack/backend's is a candidate.
-unregisterMaxPoolGradientKernel(['wasm']);
-/** Runs `run` with @regstack/backend's MaxPoolGrad registered on wasm, then restores the shipped one. */
-function withOurMaxPoolGradient(run) {
-  registerMaxPoolGradientKernel(['wasm']);
+
+/** Runs `run` with `unregister()` in force, then puts our kernel back with `register()`. */
+function without(unregister, register, run) {
+  unregister();
   try {
     return run();
   } finally {
-    unregisterMaxPoolGradientKernel(['wasm']);
+    register();
   }
 }
 
@@ -43,90 +51,12 @@ const median = (list) => {
   return sorted.length % 2 ? sorted[sorted.length >> 1] : (sorted[sorted.length / 2 - 1] + sorted[sorted.length / 2]) / 2;
 };
 
-/** Batch norm whose reductions are matMuls with a ones row, with the analytic backward pass. */
-export function batchNormMatMul(x, gamma, beta, epsilon = 1e-5) {
-  const channels = x.shape.at(-1);
-  const count = x.size / channels;
-  const normalize = tf.customGrad((input, scaleParameter, shiftParameter, save) => {
-    const flat = tf.reshape(input, [count, channels]);
-    const ones = tf.ones([1, count]);
-    const mean = tf.div(tf.matMul(ones, flat), count);
-    const variance = tf.relu(tf.sub(tf.div(tf.matMul(ones, tf.square(flat)), count), tf.square(mean)));
-    const inverseStd = tf.rsqrt(tf.add(variance, epsilon));
-    const scale = tf.mul(scaleParameter, inverseStd);
-    const value = tf.reshape(tf.add(tf.mul(flat, scale), tf.sub(shiftParameter, tf.mul(mean, scale))), input.shape);
-    save([flat, mean, inverseStd, scale]);
-    return {
-      value,
-      gradFunc: (dy, [savedFlat, savedMean, savedInverseStd, savedScale]) => {
-        const dyFlat = tf.reshape(dy, [count, channels]);
-        const onesRow = tf.ones([1, count]);
-        const normalized = tf.mul(tf.sub(savedFlat, savedMean), savedInverseStd);
-        const shiftGradient = tf.matMul(onesRow, dyFlat);
-        const scaleGradient = tf.matMul(onesRow, tf.mul(dyFlat, normalized));
-        // dx = γ/σ · (dy − mean(dy) − x̂·mean(dy·x̂))
-        const centred = tf.sub(tf.sub(dyFlat, tf.div(shiftGradient, count)), tf.mul(normalized, tf.div(scaleGradient, count)));
-        return [tf.reshape(tf.mul(centred, savedScale), dy.shape), tf.reshape(scaleGradient, [channels]), tf.reshape(shiftGradient, [channels])];
-      },
-    };
-  });
-  return normalize(x, gamma, beta);
-}
-
-/** 2×2 max-pool (stride 2, even sizes) whose gradient is an equality mask instead of MaxPoolGrad. */
-export function maxPoolMask(x) {
-  const [batch, height, width, channels] = x.shape;
-  const pool = tf.customGrad((input, save) => {
-    const value = tf.maxPool(input, 2, 2, 'valid');
-    save([input, value]);
-    return {
-      value,
-      gradFunc: (dy, [savedInput, savedValue]) => {
-        const upsample = (t) =>
-          tf.reshape(tf.tile(tf.reshape(t, [batch, height / 2, 1, width / 2, 1, channels]), [1, 1, 2, 1, 2, 1]), [batch, height, width, channels]);
-        return tf.mul(upsample(dy), tf.cast(tf.equal(savedInput, upsample(savedValue)), 'float32'));
-      },
-    };
-  });
-  return pool(x);
-}
-
-/**
- * 2×2 max-pool (stride 2, even sizes) whose gradient is a JavaScript loop over the windows: dy goes to
- * the first maximum of each window, as the cpu backend's MaxPoolGrad does.
- */
-export function maxPoolLoop(x) {
-  const [batch, height, width, channels] = x.shape;
-  const pool = tf.customGrad((input, save) => {
-    const value = tf.maxPool(input, 2, 2, 'valid');
-    save([input]);
-    return {
-      value,
-      gradFunc: (dy, [savedInput]) => {
-        const values = savedInput.dataSync();
-        const upstreamValues = dy.dataSync();
-        const gradient = new Float32Array(values.length);
-        const rowStride = width * channels;
-        let out = 0;
-        for (let b = 0; b < batch; b++) {
-          for (let row = 0; row < height; row += 2) {
-            for (let column = 0; column < width; column += 2) {
-              const corner = ((b * height + row) * width + column) * channels;
-              for (let channel = 0; channel < channels; channel++, out++) {
-                let best = corner + channel;
-                for (const offset of [channels, rowStride, rowStride + channels]) {
-                  if (values[corner + channel + offset] > values[best]) best = corner + channel + offset;
-                }
-                gradient[best] += upstreamValues[out];
-              }
-            }
-          }
-        }
-        return tf.tensor4d(gradient, savedInput.shape);
-      },
-    };
-  });
-  return pool(x);
+/** Batch norm as @regstack/models wrote it before: E[x²] − E[x]² as plain ops, differentiated by TF.js. */
+function batchNormDifferentiatedByTfjs(x, gamma, beta, epsilon = 1e-5) {
+  const mean = tf.mean(x, [0, 1, 2]);
+  const variance = tf.relu(tf.sub(tf.mean(tf.square(x), [0, 1, 2]), tf.square(mean)));
+  const scale = tf.mul(gamma, tf.rsqrt(tf.add(variance, epsilon)));
+  return tf.add(tf.mul(x, scale), tf.sub(beta, tf.mul(mean, scale)));
 }
 
 const shape = [64, 32, 32, 32];
@@ -138,13 +68,17 @@ const gamma = tf.tensor1d(Float32Array.from({ length: 32 }, () => 0.5 + data.uni
 const beta = tf.tensor1d(Float32Array.from({ length: 32 }, () => data.normal()));
 const running = { runningMean: tf.variable(tf.zeros([32]), false), runningVariance: tf.variable(tf.ones([32]), false) };
 
-const batchNormCurrent = () =>
-  tf.grads((x, g, b) => tf.sum(tf.mul(batchNormalization(x, { gamma: g, beta: b, ...running, momentum: 0.1, epsilon: 1e-5 }, 'frozen-stats'), upstream)))([input, gamma, beta]);
-const batchNormCandidate = () => tf.grads((x, g, b) => tf.sum(tf.mul(batchNormMatMul(x, g, b), upstream)))([input, gamma, beta]);
-const maxPoolCurrent = () => tf.grads((x) => tf.sum(tf.mul(tf.maxPool(x, 2, 2, 'valid'), pooledUpstream)))([input]);
-const maxPoolCandidate = () => tf.grads((x) => tf.sum(tf.mul(maxPoolMask(x), pooledUpstream)))([input]);
-const maxPoolLoopCandidate = () => tf.grads((x) => tf.sum(tf.mul(maxPoolLoop(x), pooledUpstream)))([input]);
-const maxPoolKernelCandidate = () => withOurMaxPoolGradient(maxPoolCurrent);
+const layer = { gamma, beta, ...running, momentum: 0.1, epsilon: 1e-5 };
+const batchNormOurs = () => tf.grads((x, g, b) => tf.sum(tf.mul(batchNormalization(x, { ...layer, gamma: g, beta: b }, 'frozen-stats'), upstream)))([input, gamma, beta]);
+const batchNormWithoutKernels = () => without(() => unregisterChannelReductionKernels(['wasm']), () => registerChannelReductionKernels(['wasm']), batchNormOurs);
+const batchNormBefore = () => tf.grads((x, g, b) => tf.sum(tf.mul(batchNormDifferentiatedByTfjs(x, g, b), upstream)))([input, gamma, beta]);
+const maxPoolOurs = () => tf.grads((x) => tf.sum(tf.mul(tf.maxPool(x, 2, 2, 'valid'), pooledUpstream)))([input]);
+const maxPoolShipped = () => without(() => unregisterMaxPoolGradientKernel(['wasm']), () => registerMaxPoolGradientKernel(['wasm']), maxPoolOurs);
+const features = tf.tensor2d(Float32Array.from({ length: 64 * 4096 }, () => data.normal()), [64, 4096]);
+const headWeights = tf.tensor2d(Float32Array.from({ length: 4096 * 10 }, () => data.normal() * 0.01), [4096, 10]);
+const logitsUpstream = tf.tensor2d(Float32Array.from({ length: 64 * 10 }, () => data.normal()), [64, 10]);
+const headOurs = () => tf.grads((x, w) => tf.sum(tf.mul(tf.matMul(x, w), logitsUpstream)))([features, headWeights]);
+const headShipped = () => without(unregisterBatchMatMulKernel, registerBatchMatMulKernel, headOurs);
 
 /** Largest |a − b| over each gradient, relative to that gradient's largest |a|. */
 function largestRelativeDifference(a, b) {
@@ -152,6 +86,7 @@ function largestRelativeDifference(a, b) {
 }
 
 function compare(label, current, candidate) {
+  // `current` is TF.js's own (or the previous) way, `candidate` ours.
   const expected = current();
   const actual = candidate();
   const difference = largestRelativeDifference(expected, actual);
@@ -189,10 +124,10 @@ async function checkMaxPoolGradient(checkShape) {
     );
   };
   const reference = await gradientOn('cpu');
+  unregisterMaxPoolGradientKernel(['wasm']);
   const wasm = await gradientOn('wasm');
-  const loop = tf.tidy(() =>
-    tf.grad((x) => tf.sum(tf.mul(maxPoolLoop(x), tf.tensor4d(weights, [batch, height / 2, width / 2, channels]))))(tf.tensor4d(inputs, checkShape)).dataSync(),
-  );
+  registerMaxPoolGradientKernel(['wasm']);
+  const loop = await gradientOn('wasm');
   let loopDifference = 0;
   for (let index = 0; index < size; index++) loopDifference = Math.max(loopDifference, Math.abs(loop[index] - reference[index]));
   let differing = 0;
@@ -215,35 +150,18 @@ async function checkMaxPoolGradient(checkShape) {
   const windows = size / 4;
   console.log(
     `wasm MaxPoolGrad vs cpu on [${checkShape}]: ${differing} of ${size} input gradients differ (largest ${largest.toFixed(3)}); ` +
-      `${lostWindows} of ${windows} windows lost their gradient; the JavaScript-loop gradient differs from cpu by at most ${loopDifference}`,
+      `${lostWindows} of ${windows} windows lost their gradient; @regstack/backend's differs from cpu by at most ${loopDifference}`,
   );
   return { shape: checkShape, differing, size, largest, lostWindows, windows, loopDifference };
 }
 
 const results = {};
 results.maxPoolGradientCheck = [await checkMaxPoolGradient([1, 4, 4, 1]), await checkMaxPoolGradient([64, 32, 32, 32])];
-results.batchNorm = compare('batch norm [64,32,32,32], forward + backward', batchNormCurrent, batchNormCandidate);
-// Against wasm's MaxPoolGrad the differences are that kernel's lost windows (see the check above).
-results.maxPoolMask = compare('max-pool 2×2 of [64,32,32,32], forward + backward, equality mask', maxPoolCurrent, maxPoolCandidate);
-results.maxPoolLoop = compare('max-pool 2×2 of [64,32,32,32], forward + backward, JavaScript loop', maxPoolCurrent, maxPoolLoopCandidate);
-results.maxPoolLoopVersusMask = compare('max-pool loop (current) vs equality mask (candidate): the same gradient?', maxPoolLoopCandidate, maxPoolCandidate);
-results.maxPoolKernel = compare("max-pool 2×2 of [64,32,32,32], forward + backward, @regstack/backend's MaxPoolGrad", maxPoolCurrent, maxPoolKernelCandidate);
-results.maxPoolKernelVersusLoop = compare("max-pool: @regstack/backend's MaxPoolGrad (current) vs the loop (candidate): the same gradient?", maxPoolKernelCandidate, maxPoolLoopCandidate);
+results.batchNormKernels = compare('batch norm [64,32,32,32], forward + backward: tf-op reductions (current) vs the channel-reduction kernels (candidate)', batchNormWithoutKernels, batchNormOurs);
+results.batchNormBefore = compare('batch norm [64,32,32,32], forward + backward: plain ops differentiated by TF.js (current) vs one op with the kernels (candidate)', batchNormBefore, batchNormOurs);
+results.maxPoolGradient = compare("max-pool 2×2 of [64,32,32,32], forward + backward: wasm's MaxPoolGrad (current) vs @regstack/backend's (candidate)", maxPoolShipped, maxPoolOurs);
+results.batchMatMul = compare("linear head [64,4096]→10, gradients: wasm's BatchMatMul (current) vs @regstack/backend's (candidate)", headShipped, headOurs);
 
-// A zero-copy Identity for wasm, toggled per round, on a whole small-CNN ERM step.
-const shippedIdentity = tf.getKernel('Identity', 'wasm');
-const zeroCopyIdentity = {
-  kernelName: 'Identity',
-  backendName: 'wasm',
-  kernelFunc: ({ inputs: { x }, backend }) => {
-    backend.incRef(x.dataId);
-    return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
-  },
-};
-const useIdentity = (config) => {
-  tf.unregisterKernel('Identity', 'wasm');
-  tf.registerKernel(config);
-};
 const model = smallCnn({ mean: [0.4914, 0.4822, 0.4465], std: [0.247, 0.2435, 0.2616] });
 const optimizer = tf.train.momentum(0.01, 0.9, true);
 const batch = {
@@ -253,14 +171,12 @@ const batch = {
 const stack = composeRegularizers([]);
 const random = new Random(1);
 const step = () => {
-  const prepared = stack.prepare({ model, batch, random });
-  const { value, grads } = prepared.gradients();
+  const { value, grads } = stack.gradients({ model, batch, random });
   value.dataSync();
   const clipped = clipByGlobalNorm(grads, 1).grads;
   const decayed = addWeightDecay(clipped, model.trainableVariables, 5e-4);
   optimizer.applyGradients(decayed);
   tf.dispose([value, ...Object.values(grads), ...Object.values(clipped), ...Object.values(decayed)]);
-  prepared.dispose();
 };
 /** A whole small-CNN ERM step with `setupA` and with `setupB` in force, interleaved, medians. */
 function compareSteps(label, setupA, setupB) {
@@ -279,16 +195,31 @@ function compareSteps(label, setupA, setupB) {
     }
   }
   const result = { aMs: median(times.a), bMs: median(times.b) };
-  console.log(`small-CNN ERM step, ${label}: ${result.aMs.toFixed(0)} ms vs ${result.bMs.toFixed(0)} ms (median of ${stepRounds}, interleaved)`);
+  console.log(`small-CNN ERM step, ${label}: ${result.aMs.toFixed(0)} ms vs ${result.bMs.toFixed(0)} ms (median of ${stepRounds}, interleaved): ${(result.aMs / result.bMs).toFixed(2)}×`);
   return result;
 }
 
-results.identity = compareSteps("wasm's Identity vs zero-copy Identity", () => useIdentity(shippedIdentity), () => useIdentity(zeroCopyIdentity));
-useIdentity(shippedIdentity);
-results.maxPoolGradientStep = compareSteps(
-  "wasm's MaxPoolGrad vs @regstack/backend's",
-  () => unregisterMaxPoolGradientKernel(['wasm']),
-  () => registerMaxPoolGradientKernel(['wasm']),
+const everything = () => {
+  registerChannelReductionKernels(['wasm']);
+  registerSharedIdentityKernel(['wasm']);
+  registerBatchMatMulKernel();
+  registerMaxPoolGradientKernel(['wasm']);
+};
+/** Each kernel off alone, then all of them: TF.js's own kernels but for the conv gradients. */
+const offs = {
+  'channel reductions': () => unregisterChannelReductionKernels(['wasm']),
+  Identity: () => unregisterSharedIdentityKernel(['wasm']),
+  BatchMatMul: () => unregisterBatchMatMulKernel(),
+};
+for (const [name, off] of Object.entries(offs)) {
+  results[`step without ${name}`] = compareSteps(`without our ${name} vs with every kernel`, () => (everything(), off()), everything);
+}
+// The shipped MaxPoolGrad loses gradients, so this one compares a wrong step's speed.
+results['step without MaxPoolGrad'] = compareSteps("with wasm's (wrong) MaxPoolGrad vs with every kernel", () => (everything(), unregisterMaxPoolGradientKernel(['wasm'])), everything);
+results['step without all four'] = compareSteps(
+  'without the channel reductions, Identity, BatchMatMul and MaxPoolGrad vs with every kernel',
+  () => (everything(), Object.values(offs).forEach((off) => off()), unregisterMaxPoolGradientKernel(['wasm'])),
+  everything,
 );
-unregisterMaxPoolGradientKernel(['wasm']);
+everything();
 console.log(JSON.stringify(results));

@@ -8,12 +8,13 @@
 //   --variants a,b          from harness.mjs VARIANTS (default all; erm is always included)
 //   --rounds-scale x        multiply every model's rounds
 //   --batch n               batch size (default 64)
+//   --threads 1,2           our thread counts (default 1,2; k > 1 times ERM and RCAD with k − 1
+//                           convolution worker threads, beside PyTorch at k threads)
 //   --no-torch              skip PyTorch
 //   --python path           Python with torch (default /usr/bin/python3)
 //   --output file           JSON path (default tools/bench/results/bench-<time>.json)
 //
-// The full run took 13 minutes on the shared 2-core VM at a load of 4–7 from other jobs, when steps ran
-// ≈4× slower than on the idle machine.
+// The full run takes about 9 minutes on the idle 2-core VM (13 at a load of 4–7 from other jobs).
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -28,6 +29,7 @@ const { values } = parseArgs({
     variants: { type: 'string' },
     'rounds-scale': { type: 'string' },
     batch: { type: 'string' },
+    threads: { type: 'string' },
     'no-torch': { type: 'boolean', default: false },
     python: { type: 'string' },
     output: { type: 'string' },
@@ -37,7 +39,7 @@ const { values } = parseArgs({
 
 if (values.help) {
   console.log(`npm run bench -- [--quick] [--models ${Object.keys(MODELS).join(',')}] [--variants ${Object.keys(VARIANTS).join(',')}]\n` +
-    '                    [--rounds-scale x] [--batch n] [--no-torch] [--python path] [--output file]');
+    '                    [--rounds-scale x] [--batch n] [--threads 1,2] [--no-torch] [--python path] [--output file]');
   process.exit(0);
 }
 
@@ -63,6 +65,16 @@ function positive(value, fallback, what) {
   return number;
 }
 
+function threadCounts(value) {
+  if (value === undefined) return [1, 2];
+  const counts = value.split(',').map((part) => Number(part.trim()));
+  if (counts.some((count) => !Number.isInteger(count) || count < 1)) {
+    console.error(`--threads expects positive integers separated by commas, got '${value}'`);
+    process.exit(2);
+  }
+  return counts;
+}
+
 // TF.js's one-time "install tfjs-node" notice is noise here.
 tf.env().set('PROD', true);
 
@@ -70,6 +82,7 @@ const report = await runBenchmark({
   models: list(values.models, MODELS, 'model').map((name) => MODELS[name]),
   variants: list(values.variants, VARIANTS, 'variant'),
   batchSize: Math.round(positive(values.batch, 64, 'batch')),
+  threads: threadCounts(values.threads),
   warmup: values.quick ? 1 : 2,
   roundsScale: positive(values['rounds-scale'], values.quick ? 1 / 3 : 1, 'rounds-scale'),
   torch: values['no-torch'] ? false : { ...(values.python ? { python: values.python } : {}), stepsPerRound: values.quick ? 3 : 2 },

@@ -1,5 +1,6 @@
 export {
   useBackend,
+  stopWorkerThreads,
   listBackends,
   BACKEND_NAMES,
   type BackendName,

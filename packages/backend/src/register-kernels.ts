@@ -6,6 +6,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { conv2dFilterGradient, conv2dInputGradient, type ConvGradientAttributes } from './conv-gradients.js';
 import { maxPoolGradientInfo, maxPoolGradientValues, type MaxPoolGradientAttributes } from './max-pool-gradient.js';
 import { float32Buffers } from './typed-array-backend.js';
+import { shareConvolution } from './parallel-conv.js';
 import { CHANNEL_REDUCTION_KERNEL_NAMES, channelReductionKernelFunctions } from './channel-reductions.js';
 
 /** Backends our kernels are registered for: both run generic tf ops well enough that ours win. */
@@ -50,17 +51,57 @@ function attributesOf(attrs: tf.NamedAttrMap | undefined): ConvGradientAttribute
   return { strides, pad, dataFormat, dimRoundingMode };
 }
 
-const filterGradientKernel: tf.KernelFunc = ({ inputs, attrs }) => {
+/** Multiply-adds of a convolution: every output value sums filter height × width × input channels products. */
+function convolutionWork(outputShape: readonly number[], filterShape: readonly number[]): number {
+  return tf.util.sizeFromShape([...outputShape]) * filterShape[0]! * filterShape[1]! * filterShape[2]!;
+}
+
+const filterGradientKernel: tf.KernelFunc = ({ inputs, attrs, backend }) => {
   const { x, dy } = inputs as tf.Conv2DBackpropFilterInputs;
   const filterShape = (attrs as unknown as tf.Conv2DBackpropFilterAttrs).filterShape as Rank4;
+  const attributes = attributesOf(attrs);
+  // With worker threads (useBackend's `threads` in Node), the batch is shared and the shares' sums added.
+  const shared = shareConvolution('filter', backend, x!, dy!, attributes, filterShape, convolutionWork(dy!.shape, filterShape), (xs, dys, shape) =>
+    conv2dFilterGradient(xs, dys, shape, attributes),
+  );
   // Returning a Tensor (not a TensorInfo) hands ownership to the engine without an extra reference.
-  return tf.tidy(() => conv2dFilterGradient(asTensor(x!), asTensor(dy!), filterShape, attributesOf(attrs)));
+  return shared ?? tf.tidy(() => conv2dFilterGradient(asTensor(x!), asTensor(dy!), filterShape, attributes));
 };
 
-const inputGradientKernel: tf.KernelFunc = ({ inputs, attrs }) => {
+const inputGradientKernel: tf.KernelFunc = ({ inputs, attrs, backend }) => {
   const { dy, filter } = inputs as tf.Conv2DBackpropInputInputs;
   const inputShape = (attrs as unknown as tf.Conv2DBackpropInputAttrs).inputShape as Rank4;
-  return tf.tidy(() => conv2dInputGradient(inputShape, asTensor(dy!), asTensor(filter!), attributesOf(attrs)));
+  const attributes = attributesOf(attrs);
+  const shared = shareConvolution('input', backend, dy!, filter!, attributes, inputShape, convolutionWork(dy!.shape, filter!.shape), (dys, f, shape) =>
+    conv2dInputGradient(shape, dys, f, attributes),
+  );
+  return shared ?? tf.tidy(() => conv2dInputGradient(inputShape, asTensor(dy!), asTensor(filter!), attributes));
+};
+
+/**
+ * wasm's `Conv2D`, its batch shared with the worker threads when there are any (see conv-pool.ts):
+ * each share runs the shipped kernel (XNNPACK). Registered by `useBackend('wasm', { threads })` in Node.
+ */
+const sharedConvolutionKernel: tf.KernelFunc = (args) => {
+  const { x, filter } = args.inputs as tf.Conv2DInputs;
+  const { strides, pad, dimRoundingMode, dilations, dataFormat } = args.attrs as unknown as tf.Conv2DAttrs;
+  const shipped = shippedKernel('wasm', tf.Conv2D, args.backend);
+  const info = tf.backend_util.computeConv2DInfo(
+    x!.shape as Rank4,
+    filter!.shape as Rank4,
+    strides,
+    dilations,
+    pad,
+    dimRoundingMode,
+    false,
+    tf.backend_util.convertConv2DDataFormat(dataFormat),
+  );
+  const outputShape: Rank4 = [info.batchSize, info.outHeight, info.outWidth, info.outChannels];
+  const attributes = { strides, pad: pad as ConvGradientAttributes['pad'], dilations, dataFormat, ...(dimRoundingMode ? { dimRoundingMode } : {}) };
+  const shared = shareConvolution('forward', args.backend, x!, filter!, attributes, outputShape, convolutionWork(outputShape, filter!.shape), (xs, f) =>
+    tf.engine().makeTensorFromTensorInfo(shipped.kernelFunc({ ...args, inputs: { x: xs, filter: f } }) as tf.TensorInfo),
+  );
+  return shared ?? shipped.kernelFunc(args);
 };
 
 const maxPoolGradientKernel: tf.KernelFunc = ({ inputs, attrs, backend }) => {
@@ -146,6 +187,7 @@ const kernelFunctions: Record<string, tf.KernelFunc> = {
   [tf.MaxPoolGrad]: maxPoolGradientKernel,
   [tf.Identity]: sharedIdentityKernel,
   [tf.BatchMatMul]: batchMatMulKernel,
+  [tf.Conv2D]: sharedConvolutionKernel,
   ...channelReductionKernelFunctions,
 };
 
@@ -302,4 +344,22 @@ export function unregisterBatchMatMulKernel(): void {
 /** Whether this package's `BatchMatMul` is registered for `backendName`. */
 export function isBatchMatMulKernelRegistered(backendName: string): boolean {
   return replaced.has(`${backendName}_${tf.BatchMatMul}`);
+}
+
+/**
+ * Registers a wasm `Conv2D` that shares each large convolution's batch with the worker threads of
+ * `useBackend('wasm', { threads })` (Node) and otherwise runs the shipped kernel. Idempotent.
+ */
+export function registerSharedConvolutionKernel(): void {
+  replaceKernel('wasm', tf.Conv2D);
+}
+
+/** Puts back wasm's shipped `Conv2D`. */
+export function unregisterSharedConvolutionKernel(): void {
+  restoreKernel('wasm', tf.Conv2D);
+}
+
+/** Whether this package's batch-sharing `Conv2D` is registered for `backendName`. */
+export function isSharedConvolutionKernelRegistered(backendName: string): boolean {
+  return replaced.has(`${backendName}_${tf.Conv2D}`);
 }

@@ -15,7 +15,12 @@ import {
   isSharedIdentityKernelRegistered,
   registerBatchMatMulKernel,
   isBatchMatMulKernelRegistered,
+  registerSharedConvolutionKernel,
+  unregisterSharedConvolutionKernel,
+  isSharedConvolutionKernelRegistered,
 } from './register-kernels.js';
+import { convolutionThreads } from './parallel-conv.js';
+import { startConvPool, stopConvPool } from './conv-pool.js';
 import { CHANNEL_REDUCTION_KERNEL_NAMES } from './channel-reductions.js';
 
 /** Backends {@link useBackend} can select. */
@@ -33,8 +38,11 @@ export interface UseBackendOptions {
    */
   wasmPaths?: string | Record<string, string>;
   /**
-   * Threads for XNNPACK on wasm (browsers only, with cross-origin isolation). TF.js always runs wasm
-   * single-threaded in Node.
+   * Threads for wasm. In Node (where TF.js runs wasm single-threaded) `threads: n` starts n − 1 worker
+   * threads, each with its own TF.js on wasm, that take equal shares of the batch of every large
+   * convolution (forward, filter and input gradients); results equal one thread's up to float32
+   * rounding (a filter gradient adds the shares' sums). Default 1; `os.availableParallelism()` uses
+   * every core. In browsers: XNNPACK's threads (with cross-origin isolation only).
    */
   threads?: number;
   /**
@@ -53,7 +61,7 @@ export interface BackendInfo {
   name: BackendName;
   /** Kernels of this package registered for this backend (empty for webgpu and tensorflow). */
   kernels: string[];
-  /** XNNPACK threads, for wasm only (always 1 in Node). */
+  /** Threads for wasm: in Node the main one plus the convolution workers; in browsers XNNPACK's. */
   threads?: number;
 }
 
@@ -177,15 +185,47 @@ async function ensureGradients(): Promise<void> {
   gradientsLoaded = true;
 }
 
+/**
+ * Ends the convolution worker threads of `useBackend('wasm', { threads })`, including those parked by a
+ * later one-thread call (which keeps them, warm, for the next call with the same count). Selecting
+ * another backend ends them too; idle workers never keep Node from exiting.
+ */
+export async function stopWorkerThreads(): Promise<void> {
+  await stopConvPool({ terminate: true });
+  unregisterSharedConvolutionKernel();
+}
+
+/** One thread again; the workers stay parked for a later call with the same count. */
+async function parkWorkerThreads(): Promise<void> {
+  if (convolutionThreads() === 1) return;
+  await stopConvPool();
+  unregisterSharedConvolutionKernel();
+}
+
 async function prepareWasm(options: UseBackendOptions): Promise<number> {
   const wasm = await import('@tensorflow/tfjs-backend-wasm');
   if (options.wasmPaths !== undefined) {
     // setWasmPaths only takes effect before the backend first initialises.
     wasm.setWasmPaths(options.wasmPaths as Parameters<typeof wasm.setWasmPaths>[0]);
   }
-  if (options.threads !== undefined) wasm.setThreadsCount(options.threads);
+  if (!isNode()) {
+    if (options.threads !== undefined) wasm.setThreadsCount(options.threads);
+    await activate('wasm');
+    return wasm.getThreadsCount();
+  }
+  // TF.js runs wasm single-threaded in Node; our worker threads take shares of each large convolution.
   await activate('wasm');
-  return wasm.getThreadsCount();
+  const threads = options.threads ?? 1;
+  if (threads === 1) {
+    await parkWorkerThreads();
+    return 1;
+  }
+  if (options.registerKernels === false) {
+    throw new ConfigError('backend.threads', 'worker threads run our convolution kernels; they need registerKernels (leave it unset)');
+  }
+  await startConvPool(threads - 1);
+  registerSharedConvolutionKernel();
+  return threads;
 }
 
 async function prepareTensorflow(): Promise<void> {
@@ -291,10 +331,15 @@ export async function useBackend(name: BackendName = 'wasm', options: UseBackend
       }
     }
     if (backend === 'wasm') threads = await prepareWasm(options);
-    else await activate('cpu');
+    else {
+      await stopWorkerThreads();
+      await activate('cpu');
+    }
   } else if (backend === 'tensorflow') {
+    await stopWorkerThreads();
     await prepareTensorflow();
   } else {
+    await stopWorkerThreads();
     await prepareWebgpu();
   }
   const kernels = registeredConvGradientKernels(backend);
@@ -302,6 +347,7 @@ export async function useBackend(name: BackendName = 'wasm', options: UseBackend
   if (areChannelReductionKernelsRegistered(backend)) kernels.push(...CHANNEL_REDUCTION_KERNEL_NAMES);
   if (isSharedIdentityKernelRegistered(backend)) kernels.push(tf.Identity);
   if (isBatchMatMulKernelRegistered(backend)) kernels.push(tf.BatchMatMul);
+  if (isSharedConvolutionKernelRegistered(backend)) kernels.push(tf.Conv2D);
   const info: BackendInfo = { name: backend, kernels };
   if (threads !== undefined) info.threads = threads;
   return info;

@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createProgram, main } from './cli.js';
 import { createRegularizers } from './registry.js';
-import type { JobResult } from './job.js';
+import { jobCommand, type JobResult, type JobSpec } from './job.js';
+import { useBackend } from '@regstack/backend';
 
 let directory: string;
 beforeAll(async () => {
@@ -77,5 +78,19 @@ describe('regstack command line', () => {
     expect(again.stdout).toContain(`${(100 * results[0]!.test.accuracy).toFixed(2)} ± 0.00`);
     const lines = (await readFile(join(out, 'results.jsonl'), 'utf8')).trim().split('\n');
     expect(lines).toHaveLength(2); // the read-back run is not appended twice
+  });
+
+  it('trains with worker threads for the convolutions and writes the thread count into the rerun command', async () => {
+    const out = join(directory, 'threads');
+    try {
+      const result = await run(['train', '--threads', '2', '--train-size', '96', '--test-size', '100', '--model-options', 'width=2', '--epochs', '1', '--batch-size', '32', '--out', out]);
+      expect(result.exitCode ?? 0).toBe(0);
+      const spec = JSON.parse(await readFile(join(out, 'job.json'), 'utf8')) as JobSpec;
+      expect(spec.threads).toBe(2);
+      expect(jobCommand(spec)).toContain('--threads 2');
+      expect(existsSync(join(out, 'result.json'))).toBe(true);
+    } finally {
+      await useBackend('wasm');
+    }
   });
 });

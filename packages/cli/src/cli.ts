@@ -66,6 +66,7 @@ function addCommonOptions(command: Command): Command {
     .option('--clip-norm <x>', 'global gradient-norm clip (0 disables)', number('--clip-norm'), 1)
     .addOption(new Option('--augment <mode>', 'none = ERM, crop-flip = data augmentation, two-view = the reference base loss').choices(['none', 'crop-flip', 'two-view']).default('none'))
     .addOption(new Option('--backend <name>', 'TF.js backend').choices([...BACKEND_NAMES]).default('wasm'))
+    .option('--threads <n>', 'wasm in Node: threads per training job (n − 1 workers share each convolution\'s batch)', number('--threads', true), 1)
     .option('--resume', 'continue from checkpoints in --out (finished runs are kept)', false);
 }
 
@@ -85,6 +86,7 @@ interface CommonValues {
   clipNorm: number;
   augment: Recipe['augment'];
   backend: BackendName;
+  threads: number;
   resume: boolean;
 }
 
@@ -108,6 +110,7 @@ function template(values: CommonValues): Omit<JobSpec, 'stack' | 'seed' | 'id' |
       augment: values.augment,
     },
     backend: values.backend,
+    ...(values.threads > 1 ? { threads: values.threads } : {}),
     resume: values.resume,
   };
 }

@@ -35,6 +35,8 @@ export interface JobSpec {
   recipe: Recipe;
   seed: number;
   backend: BackendName;
+  /** wasm in Node: threads for the job (the main one and convolution workers); absent means 1. */
+  threads?: number;
   /** The job's folder: checkpoint, log and result. */
   directory: string;
   /** Continue from the job's checkpoint (and skip it if its result exists). */
@@ -75,6 +77,7 @@ export function jobCommand(spec: JobSpec): string {
     `--epochs ${spec.recipe.epochs} --batch-size ${spec.recipe.batchSize} --lr ${spec.recipe.learningRate}`,
     spec.recipe.milestones ? `--milestones ${spec.recipe.milestones.join(',')}` : '',
     `--augment ${spec.recipe.augment} --seed ${spec.seed} --backend ${spec.backend}`,
+    spec.threads !== undefined ? `--threads ${spec.threads}` : '',
     `--out ${spec.directory}`,
   ];
   return parts.filter(Boolean).join(' ');
@@ -89,7 +92,7 @@ export async function runJob(spec: JobSpec, options: { quiet?: boolean } = {}): 
   if (spec.resume && existsSync(resultPath)) return JSON.parse(await readFile(resultPath, 'utf8')) as JobResult;
   await mkdir(spec.directory, { recursive: true });
   await writeFile(join(spec.directory, 'job.json'), JSON.stringify(spec, null, 2));
-  await useBackend(spec.backend);
+  await useBackend(spec.backend, spec.threads !== undefined ? { threads: spec.threads } : {});
   const regularizers = createRegularizers(spec.stack.regularizers); // before loading data: option errors come first
   const data = await loadData(spec.data);
   const model = createModel(spec.model.name, {

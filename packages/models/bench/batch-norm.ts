@@ -1,8 +1,11 @@
 /**
- * Batch-norm forward + backward on the wasm backend: the hand-written `batchNormalization` of this
- * package against a centred hand-written form, tfjs-core's `tf.moments` + `tf.batchNorm`, and
- * `tf.layers.batchNormalization`. Activation [64, 32, 32, 32] (NHWC), gradients w.r.t. the input,
- * γ and β. Run from packages/models with `npm run bench:batch-norm`.
+ * Batch-norm forward + backward on the wasm backend, with TF.js's own kernels only: this package's
+ * `batchNormalization` (one op with its analytic gradient; its reductions as tf ops here, because
+ * `@regstack/backend`'s channel-reduction kernels are not registered: tools/bench/layers.mjs measures
+ * those) against the same mathematics as plain ops differentiated by TF.js, a centred hand-written form,
+ * tfjs-core's `tf.moments` + `tf.batchNorm`, and `tf.layers.batchNormalization`. Activation
+ * [64, 32, 32, 32] (NHWC), gradients w.r.t. the input, γ and β. Run from packages/models with
+ * `npm run bench:batch-norm`.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-core/dist/register_all_gradients';
@@ -36,6 +39,12 @@ async function main(): Promise<void> {
     const parameters: BatchNormParameters = { gamma: g, beta: b, ...running, momentum: 0.1, epsilon };
     return batchNormalization(x, parameters, 'train');
   };
+  const plainOps: Forward = (x, g, b) => {
+    const mean = tf.mean(x, [0, 1, 2]);
+    const variance = tf.relu(tf.sub(tf.mean(tf.square(x), [0, 1, 2]), tf.square(mean)));
+    const scale = tf.mul(g, tf.rsqrt(tf.add(variance, epsilon)));
+    return tf.add(tf.mul(x, scale), tf.sub(b, tf.mul(mean, scale)));
+  };
   const centred: Forward = (x, g, b) => {
     const mean = tf.mean(x, [0, 1, 2]);
     const centered = tf.sub(x, mean);
@@ -54,7 +63,8 @@ async function main(): Promise<void> {
   const layerWeights = layer.trainableWeights.map((weight) => weight.read() as tf.Variable);
 
   const variants: Array<[string, Forward, tf.Variable[]]> = [
-    ['@regstack/models batchNormalization (E[x²] − E[x]²)', ours, [input, gamma, beta]],
+    ['@regstack/models batchNormalization (one op)', ours, [input, gamma, beta]],
+    ['plain ops E[x²] − E[x]², differentiated by TF.js', plainOps, [input, gamma, beta]],
     ['hand-written, centred (E[(x − μ)²])', centred, [input, gamma, beta]],
     ['tf.moments + tf.batchNorm', coreBatchNorm, [input, gamma, beta]],
     ['tf.layers.batchNormalization', layersForward, [input, ...layerWeights]],

@@ -1,0 +1,196 @@
+/**
+ * Worker threads that take a share of each large convolution's batch on wasm in Node, where TF.js
+ * runs single-threaded (it turns wasm threads off there). Each worker runs its own TF.js on wasm
+ * (conv-worker.ts); inputs and results pass through shared memory and the main thread blocks on
+ * `Atomics.wait` while the workers finish, so kernels stay synchronous as TF.js requires.
+ *
+ * Node only, started by `useBackend('wasm', { threads })`. Node's modules are imported when a pool
+ * starts, through specifiers bundlers do not follow, so that browser bundles build without them.
+ */
+import type { MessagePort, Worker } from 'node:worker_threads';
+import { CONTROL, State, type ConvJob } from './conv-protocol.js';
+import { setConvPool, type ConvPool, type ConvShare } from './parallel-conv.js';
+
+interface NodeModules {
+  fs: typeof import('node:fs');
+  module: typeof import('node:module');
+  url: typeof import('node:url');
+  threads: typeof import('node:worker_threads');
+}
+
+async function nodeModules(): Promise<NodeModules> {
+  const load = async <T>(name: string) => (await import(/* @vite-ignore */ /* webpackIgnore: true */ name)) as T;
+  return {
+    fs: await load('node:fs'),
+    module: await load('node:module'),
+    url: await load('node:url'),
+    threads: await load('node:worker_threads'),
+  };
+}
+
+interface PooledWorker {
+  worker: Worker;
+  flags: Int32Array;
+  port: MessagePort;
+  buffer: SharedArrayBuffer | undefined;
+  /** The buffer is new since the worker last saw one. */
+  bufferChanged: boolean;
+  started: { outputOffset: number; outputSize: number } | undefined;
+  receive: typeof import('node:worker_threads').receiveMessageOnPort;
+}
+
+/**
+ * The worker: the built script next to this module, or, when this module runs from source (this
+ * repository's tests), the TypeScript source through tsx's loader, registered inside the worker.
+ */
+function workerScript({ fs, module, url }: NodeModules): { script: URL | string; eval: boolean } {
+  const built = new URL('./conv-worker.js', import.meta.url);
+  if (fs.existsSync(url.fileURLToPath(built))) return { script: built, eval: false };
+  const source = new URL('./conv-worker.ts', import.meta.url);
+  if (!fs.existsSync(url.fileURLToPath(source))) throw new Error(`@regstack/backend: the convolution worker script is missing next to ${import.meta.url}`);
+  // tsx's ESM entry (its CommonJS one misplaces its hooks when run from an evaluated script).
+  const tsx = url.pathToFileURL(module.createRequire(import.meta.url).resolve('tsx/esm/api').replace(/\.cjs$/, '.mjs')).href;
+  const script = `import(${JSON.stringify(tsx)}).then((api) => { api.register(); return import(${JSON.stringify(source.href)}); });`;
+  return { script, eval: true };
+}
+
+async function startWorker(node: NodeModules): Promise<PooledWorker> {
+  const control = new SharedArrayBuffer(2 * Int32Array.BYTES_PER_ELEMENT);
+  const flags = new Int32Array(control);
+  const channel = new node.threads.MessageChannel();
+  const { script, eval: isSource } = workerScript(node);
+  const worker = new node.threads.Worker(script, { eval: isSource, workerData: { control, port: channel.port2 }, transferList: [channel.port2] });
+  await new Promise<void>((resolve, reject) => {
+    const onError = (error: Error) => reject(new Error(`@regstack/backend: a convolution worker failed to start: ${error.message}`));
+    worker.once('error', onError);
+    worker.once('exit', (code) => reject(new Error(`@regstack/backend: a convolution worker exited while starting (code ${code})`)));
+    const poll = () => {
+      if (Atomics.load(flags, CONTROL.ready) === 1) {
+        worker.off('error', onError);
+        worker.removeAllListeners('exit');
+        resolve();
+      } else {
+        setTimeout(poll, 5);
+      }
+    };
+    poll();
+  });
+  // Idle workers must not keep the process alive.
+  worker.unref();
+  channel.port1.unref();
+  return { worker, flags, port: channel.port1, buffer: undefined, bufferChanged: false, started: undefined, receive: node.threads.receiveMessageOnPort };
+}
+
+class WorkerConvPool implements ConvPool {
+  constructor(private readonly workers: PooledWorker[]) {}
+
+  get size(): number {
+    return this.workers.length;
+  }
+
+  start(shares: ConvShare[]): void {
+    if (shares.length > this.workers.length) throw new Error(`conv pool: ${shares.length} shares for ${this.workers.length} workers`);
+    for (const [index, share] of shares.entries()) {
+      const pooled = this.workers[index]!;
+      const inputSizes = share.inputs.map((input) => input.values.length);
+      const needed = inputSizes.reduce((sum, size) => sum + size, 0) + share.outputSize;
+      if (pooled.buffer === undefined || pooled.buffer.byteLength < needed * 4) {
+        // Grown by half again, so that a growing batch does not reallocate on every call.
+        pooled.buffer = new SharedArrayBuffer(Math.ceil(needed * 1.5) * 4);
+        pooled.bufferChanged = true;
+      }
+      const shared = new Float32Array(pooled.buffer);
+      let offset = 0;
+      const inputs = share.inputs.map((input) => {
+        shared.set(input.values, offset);
+        const placed = { offset, shape: input.shape };
+        offset += input.values.length;
+        return placed;
+      });
+      const job: ConvJob = {
+        kind: share.kind,
+        inputs: inputs as ConvJob['inputs'],
+        attributes: share.attributes,
+        outputShape: share.outputShape,
+        outputOffset: offset,
+        ...(pooled.bufferChanged ? { buffer: pooled.buffer } : {}),
+      };
+      pooled.bufferChanged = false;
+      pooled.port.postMessage(job);
+      pooled.started = { outputOffset: offset, outputSize: share.outputSize };
+      Atomics.store(pooled.flags, CONTROL.state, State.Work);
+      Atomics.notify(pooled.flags, CONTROL.state);
+    }
+  }
+
+  wait(): Float32Array[] {
+    const outputs: Float32Array[] = [];
+    const errors: string[] = [];
+    for (const pooled of this.workers) {
+      if (pooled.started === undefined) continue;
+      let state = Atomics.load(pooled.flags, CONTROL.state);
+      while (state === State.Work) {
+        Atomics.wait(pooled.flags, CONTROL.state, State.Work);
+        state = Atomics.load(pooled.flags, CONTROL.state);
+      }
+      if (state === State.Failed) {
+        const message = pooled.receive(pooled.port)?.message as { error?: string } | undefined;
+        errors.push(message?.error ?? 'unknown error');
+      }
+      const { outputOffset, outputSize } = pooled.started;
+      outputs.push(new Float32Array(pooled.buffer!, outputOffset * 4, outputSize));
+      pooled.started = undefined;
+      Atomics.store(pooled.flags, CONTROL.state, State.Idle);
+    }
+    if (errors.length > 0) throw new Error(`@regstack/backend: a convolution worker failed: ${errors.join('; ')}`);
+    return outputs;
+  }
+
+  async close(): Promise<void> {
+    for (const pooled of this.workers) {
+      Atomics.store(pooled.flags, CONTROL.state, State.Stop);
+      Atomics.notify(pooled.flags, CONTROL.state);
+    }
+    await Promise.all(this.workers.map((pooled) => pooled.worker.terminate()));
+    this.workers.length = 0;
+  }
+}
+
+/** A pool set aside by {@link stopConvPool}: its workers stay alive, warm, for a later start of the same size. */
+let parked: WorkerConvPool | undefined;
+
+/**
+ * Makes the convolution kernels share their batches with `workers` worker threads: the parked pool
+ * if it has that many, else new ones (a parked pool of another size is closed).
+ *
+ * @param workers Worker threads besides the main one (≥ 1).
+ */
+export async function startConvPool(workers: number): Promise<void> {
+  await stopConvPool();
+  if (parked !== undefined && parked.size === workers) {
+    setConvPool(parked);
+    parked = undefined;
+    return;
+  }
+  await parked?.close();
+  parked = undefined;
+  const node = await nodeModules();
+  const started = await Promise.all(Array.from({ length: workers }, () => startWorker(node)));
+  setConvPool(new WorkerConvPool(started));
+}
+
+/**
+ * The kernels run on the main thread alone again. The workers are parked (alive and idle, holding
+ * their wasm memory) for a later {@link startConvPool} of the same size, or ended with `terminate`.
+ */
+export async function stopConvPool(options: { terminate?: boolean } = {}): Promise<void> {
+  const previous = setConvPool(undefined) as WorkerConvPool | undefined;
+  if (previous !== undefined) {
+    await parked?.close();
+    parked = previous;
+  }
+  if (options.terminate) {
+    await parked?.close();
+    parked = undefined;
+  }
+}

@@ -1,0 +1,182 @@
+/**
+ * Splitting a convolution's batch between the main thread and a pool of workers (conv-pool.ts, Node
+ * only). Here is what the kernels need, with no Node imports: the pool's interface, where the active
+ * pool is kept, and how one forward, filter-gradient or input-gradient convolution is shared out.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import type { ConvJob } from './conv-protocol.js';
+
+/** One worker's share of a convolution, with its inputs' values (copied into shared memory on start). */
+export interface ConvShare {
+  kind: ConvJob['kind'];
+  inputs: [{ values: Float32Array; shape: number[] }, { values: Float32Array; shape: number[] }];
+  attributes: ConvJob['attributes'];
+  outputShape: number[];
+  outputSize: number;
+}
+
+/** Worker threads that compute shares of convolutions. */
+export interface ConvPool {
+  /** Number of workers. */
+  readonly size: number;
+  /** Copies each share's inputs and starts share i on worker i; returns at once. */
+  start(shares: ConvShare[]): void;
+  /** Blocks until the started shares are done; their outputs, valid until the next `start`. */
+  wait(): Float32Array[];
+  close(): Promise<void>;
+}
+
+// On the global object (as TF.js keeps its registries), so that every copy of this package, and the
+// pool module loaded apart from the main bundle, sees the same pool.
+const holder = ((globalThis as Record<symbol, unknown>)[Symbol.for('@regstack/backend:conv-pool')] ??= { pool: undefined, busy: false }) as {
+  pool: ConvPool | undefined;
+  /** A shared convolution is under way: the convolutions its main-thread share runs stay on this thread. */
+  busy: boolean;
+};
+
+/** Makes `pool` the active one (undefined: none); returns the previous one. */
+export function setConvPool(pool: ConvPool | undefined): ConvPool | undefined {
+  const previous = holder.pool;
+  holder.pool = pool;
+  return previous;
+}
+
+/** Threads that run convolutions now: 1 + the active pool's workers. */
+export function convolutionThreads(): number {
+  return 1 + (holder.pool?.size ?? 0);
+}
+
+/**
+ * Multiply-adds below which a convolution stays on the main thread: copying the shares and waking the
+ * workers costs about what a few million multiply-adds do.
+ */
+let minimumWork = 2 ** 23;
+
+/** For tests: the work below which convolutions are not shared (multiply-adds). Returns the previous value. */
+export function setMinimumParallelWork(multiplyAdds: number): number {
+  const previous = minimumWork;
+  minimumWork = multiplyAdds;
+  return previous;
+}
+
+interface HeapBackend {
+  typedArrayFromHeap(info: tf.TensorInfo): Float32Array;
+  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
+}
+
+function isHeapBackend(backend: unknown): backend is HeapBackend {
+  return typeof (backend as Partial<HeapBackend>).typedArrayFromHeap === 'function';
+}
+
+/** Batch ranges [start, end) for the main thread (first) and each worker, as even as integers allow. */
+function batchShares(batch: number, threads: number): Array<[number, number]> {
+  const shares: Array<[number, number]> = [];
+  for (let index = 0; index < threads; index++) {
+    shares.push([Math.floor((index * batch) / threads), Math.floor(((index + 1) * batch) / threads)]);
+  }
+  return shares.filter(([start, end]) => end > start);
+}
+
+type Rank4 = [number, number, number, number];
+
+function asTensor(info: tf.TensorInfo): tf.Tensor4D {
+  // The engine passes the op's own tensors; a bare TensorInfo only reaches us from a direct runKernel call.
+  return (info instanceof tf.Tensor ? info : tf.engine().makeTensorFromTensorInfo(info)) as tf.Tensor4D;
+}
+
+/**
+ * A convolution whose batch is shared between the main thread and the pool. `kind` says which:
+ * `forward` (a = x, b = filter → y), `filter` (a = x, b = dy → dW, the shares summed) or `input`
+ * (a = dy, b = filter → dx). `local` computes a share on the main thread from the sliced `a` (and
+ * `b`, sliced too for `filter`). Returns undefined when the pool should not be used: none is active, the
+ * backend is not wasm, the layout is not NHWC, the batch is 1, or the work is small.
+ */
+export function shareConvolution(
+  kind: ConvJob['kind'],
+  backend: unknown,
+  a: tf.TensorInfo,
+  b: tf.TensorInfo,
+  attributes: ConvJob['attributes'] & { dataFormat?: string },
+  outputShape: Rank4,
+  multiplyAdds: number,
+  local: (a: tf.Tensor4D, b: tf.Tensor4D, outputShape: Rank4) => tf.Tensor,
+): tf.TensorInfo | undefined {
+  const pool = holder.pool;
+  const batch = a.shape[0]!;
+  if (pool === undefined || holder.busy || !isHeapBackend(backend) || (attributes.dataFormat ?? 'NHWC') !== 'NHWC') return undefined;
+  if (batch < 2 || multiplyAdds < minimumWork || a.dtype !== 'float32' || b.dtype !== 'float32') return undefined;
+  const { dataFormat: _layout, ...jobAttributes } = attributes;
+  holder.busy = true;
+  try {
+    return shareOut(pool, kind, backend, a, b, jobAttributes, outputShape, local);
+  } finally {
+    holder.busy = false;
+  }
+}
+
+/** {@link shareConvolution} once it is decided: the workers' shares started, the main one computed, the results gathered. */
+function shareOut(
+  pool: ConvPool,
+  kind: ConvJob['kind'],
+  backend: HeapBackend,
+  a: tf.TensorInfo,
+  b: tf.TensorInfo,
+  jobAttributes: ConvJob['attributes'],
+  outputShape: Rank4,
+  local: (a: tf.Tensor4D, b: tf.Tensor4D, outputShape: Rank4) => tf.Tensor,
+): tf.TensorInfo {
+  const batch = a.shape[0]!;
+  const shares = batchShares(batch, Math.min(batch, pool.size + 1));
+  const perSampleA = tf.util.sizeFromShape(a.shape) / batch;
+  const perSampleB = kind === 'filter' ? tf.util.sizeFromShape(b.shape) / batch : 0;
+  const perSampleOutput = kind === 'filter' ? 0 : tf.util.sizeFromShape(outputShape) / batch;
+  const shareShape = (shape: readonly number[], count: number): Rank4 => [count, shape[1]!, shape[2]!, shape[3]!];
+  // Views of the inputs are taken now and copied into shared memory by start(), before anything on
+  // this thread allocates (an allocation can grow the wasm heap and detach them).
+  const aValues = backend.typedArrayFromHeap(a);
+  const bValues = backend.typedArrayFromHeap(b);
+  pool.start(
+    shares.slice(1).map(([start, end]) => {
+      const count = end - start;
+      const shareOutput = kind === 'filter' ? outputShape : shareShape(outputShape, count);
+      return {
+        kind,
+        inputs: [
+          { values: aValues.subarray(start * perSampleA, end * perSampleA), shape: shareShape(a.shape, count) },
+          kind === 'filter'
+            ? { values: bValues.subarray(start * perSampleB, end * perSampleB), shape: shareShape(b.shape, count) }
+            : { values: bValues, shape: [...b.shape] },
+        ],
+        attributes: jobAttributes,
+        outputShape: shareOutput,
+        outputSize: tf.util.sizeFromShape(shareOutput),
+      } satisfies ConvShare;
+    }),
+  );
+
+  let mine: tf.Tensor;
+  let workerOutputs: Float32Array[];
+  try {
+    const [, mainEnd] = shares[0]!;
+    mine = tf.tidy(() => {
+      const aShare = tf.slice(asTensor(a), [0, 0, 0, 0], shareShape(a.shape, mainEnd));
+      const bShare = kind === 'filter' ? tf.slice(asTensor(b), [0, 0, 0, 0], shareShape(b.shape, mainEnd)) : asTensor(b);
+      return local(aShare, bShare, kind === 'filter' ? outputShape : shareShape(outputShape, mainEnd));
+    });
+  } finally {
+    // Always collect the workers, so that none is left running into the next call.
+    workerOutputs = pool.wait();
+  }
+  const output = backend.makeOutput(outputShape, 'float32');
+  const values = backend.typedArrayFromHeap(output);
+  const mineValues = backend.typedArrayFromHeap(mine);
+  if (kind === 'filter') {
+    values.set(mineValues);
+    for (const share of workerOutputs) for (let index = 0; index < values.length; index++) values[index]! += share[index]!;
+  } else {
+    values.set(mineValues, 0);
+    for (const [index, share] of workerOutputs.entries()) values.set(share, shares[index + 1]![0] * perSampleOutput);
+  }
+  mine.dispose();
+  return output;
+}
