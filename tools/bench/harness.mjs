@@ -471,13 +471,13 @@ export function formatReport(report) {
             `${formatRatio(ratios.erm)} | ${ratios.rcad === undefined ? '—' : formatRatio(ratios.rcad)} |`,
         );
       }
-      for (const [threads, timings] of Object.entries(model.ours ?? {})) {
-        if (threads === '1') continue;
-        lines.push('', `Ours at ${threads} threads (${Number(threads) - 1} convolution worker thread(s)): ` +
-          Object.entries(timings).map(([variant, timing]) => `${variant} ${formatMs(timing.medianMs)} ms (${timing.speedUp.toFixed(2)}× one thread)`).join(', ') + '.');
-      }
     } else {
       lines.push(`PyTorch: not measured (${model.torch.reason}).`);
+    }
+    for (const [threads, timings] of Object.entries(model.ours ?? {})) {
+      if (threads === '1') continue;
+      lines.push('', `Ours at ${threads} threads (${Number(threads) - 1} convolution worker thread(s)): ` +
+        Object.entries(timings).map(([variant, timing]) => `${variant} ${formatMs(timing.medianMs)} ms (${timing.speedUp.toFixed(2)}× one thread)`).join(', ') + '.');
     }
     lines.push('');
     for (const name of ['erm', 'rcad']) {

@@ -2,10 +2,11 @@ import '@tensorflow/tfjs-backend-cpu';
 import '@tensorflow/tfjs-backend-wasm';
 import '@tensorflow/tfjs-core/dist/register_all_gradients';
 import * as tf from '@tensorflow/tfjs-core';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   conv2dFilterGradient,
   conv2dInputGradient,
+  setValueLoops,
   type ConvGradientAttributes,
   type FilterGradientMethod,
   type InputGradientMethod,
@@ -107,9 +108,14 @@ beforeAll(async () => {
 const filterMethods: FilterGradientMethod[] = ['im2col', 'per-tap', 'convolution'];
 const inputMethods: InputGradientMethod[] = ['sub-pixel', 'zero-insertion'];
 
-describe.each(['cpu', 'wasm'])('conv gradients on %s match the cpu backend', (backend) => {
+// 'wasm, tf ops' runs the helpers' tf-op forms, which other backends (webgl, webgpu) use.
+describe.each(['cpu', 'wasm', 'wasm, tf ops'])('conv gradients on %s match the cpu backend', (setup) => {
   beforeAll(async () => {
-    await tf.setBackend(backend);
+    await tf.setBackend(setup.startsWith('wasm') ? 'wasm' : 'cpu');
+    setValueLoops(setup !== 'wasm, tf ops');
+  });
+  afterAll(() => {
+    setValueLoops(true);
   });
 
   it.each(cases)('$label', (testCase) => {

@@ -6,6 +6,7 @@
  * the wasm `Conv2DBackpropInput` is a direct loop several times slower than the forward convolution.
  */
 import * as tf from '@tensorflow/tfjs-core';
+import { float32Buffers } from './typed-array-backend.js';
 
 /** Padding as the Conv2D kernels accept it: a mode, a single number, or explicit `[[0,0],[t,b],[l,r],[0,0]]`. */
 export type ConvPadding = 'valid' | 'same' | number | tf.backend_util.ExplicitPadding;
@@ -182,6 +183,51 @@ export function conv2dFilterGradient(
   });
 }
 
+let loopsEnabled = true;
+
+/** For tests: `false` makes the helpers below use tf ops on every backend. Returns the previous setting. */
+export function setValueLoops(enabled: boolean): boolean {
+  const previous = loopsEnabled;
+  loopsEnabled = enabled;
+  return previous;
+}
+
+/** Whether the active backend keeps values in CPU memory, where the loops below beat a chain of small ops. */
+function valuesInMemory(): boolean {
+  const name = tf.getBackend();
+  return loopsEnabled && (name === 'wasm' || name === 'cpu');
+}
+
+/**
+ * Taps of the filter flipped in both spatial axes with its channel axes swapped, as the input gradient
+ * convolves with it: `[i, j, o, c] = filter[h − 1 − rows[i], w − 1 − columns[j], c, o]` (rows and
+ * columns index the flipped filter). On wasm and cpu one loop over the values; `tf.reverse` and
+ * `tf.stridedSlice` on wasm took ≈1–4 ms each for a [3, 3, 128, 128] filter.
+ */
+function flippedTaps(filter: tf.Tensor4D, rows: number[], columns: number[]): tf.Tensor4D {
+  const [height, width, inChannels, outChannels] = filter.shape;
+  if (!valuesInMemory() || filter.dtype !== 'float32') {
+    const flipped = tf.transpose(tf.reverse(filter, [0, 1]), [0, 1, 3, 2]);
+    const tap = (row: number, column: number) => tf.reshape(tf.slice(flipped, [row, column, 0, 0], [1, 1, outChannels, inChannels]), [outChannels, inChannels]);
+    return tf.stack(rows.map((row) => tf.stack(columns.map((column) => tap(row, column))))) as tf.Tensor4D;
+  }
+  const buffers = float32Buffers('flippedTaps', tf.backend(), [filter], [[rows.length, columns.length, outChannels, inChannels]]);
+  const source = buffers.inputs[0]!;
+  const target = buffers.outputs[0]!.values;
+  let index = 0;
+  for (const row of rows) {
+    for (const column of columns) {
+      const tap = ((height - 1 - row) * width + (width - 1 - column)) * inChannels * outChannels;
+      for (let output = 0; output < outChannels; output++) {
+        for (let input = 0; input < inChannels; input++) target[index++] = source[tap + input * outChannels + output]!;
+      }
+    }
+  }
+  return tf.engine().makeTensorFromTensorInfo(buffers.outputs[0]!.info) as tf.Tensor4D;
+}
+
+const range = (start: number, end: number, step = 1): number[] => Array.from({ length: Math.max(0, Math.ceil((end - start) / step)) }, (_, index) => start + index * step);
+
 /**
  * Zero-insertion: scatter dy onto the stride grid, then one stride-1 convolution with the flipped filter.
  * Simple, but for stride s it multiplies s² times more zeros than values.
@@ -202,7 +248,7 @@ function inputGradientZeroInsertion(dy: tf.Tensor4D, filter: tf.Tensor4D, info: 
   }
   const top = filterHeight - 1 - padInfo.top;
   const left = filterWidth - 1 - padInfo.left;
-  const flipped = tf.transpose(tf.reverse(filter, [0, 1]), [0, 1, 3, 2]);
+  const flipped = flippedTaps(filter, range(0, filterHeight), range(0, filterWidth));
   return convolvePadded(spread, flipped, [
     top,
     info.inHeight + filterHeight - 1 - top - spread.shape[1],
@@ -221,42 +267,74 @@ function inputGradientSubPixel(dy: tf.Tensor4D, filter: tf.Tensor4D, info: tf.ba
   // Positions u = i + top on the padded grid split as u = q·s + phase; rows q run over [0, rowsPerPhase).
   const rowsPerPhase = Math.ceil((padInfo.top + inHeight) / strideHeight);
   const columnsPerPhase = Math.ceil((padInfo.left + inWidth) / strideWidth);
-  const flipped = tf.transpose(tf.reverse(filter, [0, 1]), [0, 1, 3, 2]);
   const { filterHeight, filterWidth } = info;
-  const rowPhases: tf.Tensor4D[] = [];
+  // phases[rowPhase][columnPhase]: [batch, rowsPerPhase, columnsPerPhase, inChannels], or null where no tap lands.
+  const phases: Array<Array<tf.Tensor4D | null>> = [];
   for (let rowPhase = 0; rowPhase < strideHeight; rowPhase++) {
-    const columnPhases: tf.Tensor4D[] = [];
+    const columnPhases: Array<tf.Tensor4D | null> = [];
     for (let columnPhase = 0; columnPhase < strideWidth; columnPhase++) {
       const tapRows = rowPhase < filterHeight ? Math.ceil((filterHeight - rowPhase) / strideHeight) : 0;
       const tapColumns = columnPhase < filterWidth ? Math.ceil((filterWidth - columnPhase) / strideWidth) : 0;
       if (tapRows === 0 || tapColumns === 0) {
-        columnPhases.push(tf.zeros([batchSize, rowsPerPhase, columnsPerPhase, inChannels]));
+        columnPhases.push(null);
         continue;
       }
-      // Taps rowPhase, rowPhase+s, … of the filter, already flipped: in `flipped` they sit at
-      // filterHeight−1−rowPhase−m·s, i.e. a strided slice running backwards from the end.
+      // Taps rowPhase, rowPhase+s, … of the filter, flipped: in the flipped filter they sit at
+      // filterHeight−1−rowPhase−m·s, i.e. every s-th row running backwards from the end.
       const lastRow = filterHeight - 1 - rowPhase - (tapRows - 1) * strideHeight;
       const lastColumn = filterWidth - 1 - columnPhase - (tapColumns - 1) * strideWidth;
-      const subFilter = tf.stridedSlice(
-        flipped,
-        [lastRow, lastColumn, 0, 0],
-        [filterHeight - rowPhase, filterWidth - columnPhase, flipped.shape[2], flipped.shape[3]],
-        [strideHeight, strideWidth, 1, 1],
-      ) as tf.Tensor4D;
+      const subFilter = flippedTaps(filter, range(lastRow, filterHeight - rowPhase, strideHeight), range(lastColumn, filterWidth - columnPhase, strideWidth));
       // dx at q reads dy[q − m] for m < taps: pad taps−1 in front, and enough behind to reach q = rowsPerPhase−1.
       columnPhases.push(convolvePadded(dy, subFilter, [tapRows - 1, rowsPerPhase - outHeight, tapColumns - 1, columnsPerPhase - outWidth]));
     }
-    // [batch, q_r, q_c, phase_c, channels]
-    rowPhases.push(tf.stack(columnPhases, 3) as unknown as tf.Tensor4D);
+    phases.push(columnPhases);
   }
-  // [batch, q_r, phase_r, q_c, phase_c, channels] → rows q_r·s + phase_r.
-  const interleaved = tf.reshape<tf.Rank.R4>(tf.stack(rowPhases, 2), [
-    batchSize,
-    rowsPerPhase * strideHeight,
-    columnsPerPhase * strideWidth,
-    inChannels,
-  ]);
-  return tf.slice(interleaved, [0, padInfo.top, padInfo.left, 0], [batchSize, inHeight, inWidth, inChannels]);
+  return interleavePhases(phases, info, rowsPerPhase, columnsPerPhase);
+}
+
+/**
+ * dx from its phases: dx[b, i, j] = phases[u mod s_h][v mod s_w][b, ⌊u/s_h⌋, ⌊v/s_w⌋] with u = i + top,
+ * v = j + left. On wasm and cpu one pass writing dx; elsewhere two stacks, a reshape and a slice.
+ */
+function interleavePhases(
+  phases: Array<Array<tf.Tensor4D | null>>,
+  info: tf.backend_util.Conv2DInfo,
+  rowsPerPhase: number,
+  columnsPerPhase: number,
+): tf.Tensor4D {
+  const { batchSize, inHeight, inWidth, inChannels, strideHeight, strideWidth, padInfo } = info;
+  const present = phases.flat().filter((phase): phase is tf.Tensor4D => phase !== null);
+  if (!valuesInMemory() || present.some((phase) => phase.dtype !== 'float32')) {
+    const zeros = () => tf.zeros([batchSize, rowsPerPhase, columnsPerPhase, inChannels]) as tf.Tensor4D;
+    // [batch, q_r, q_c, phase_c, channels], then [batch, q_r, phase_r, q_c, phase_c, channels] → rows q_r·s + phase_r.
+    const rows = phases.map((columnPhases) => tf.stack(columnPhases.map((phase) => phase ?? zeros()), 3));
+    const interleaved = tf.reshape<tf.Rank.R4>(tf.stack(rows, 2), [batchSize, rowsPerPhase * strideHeight, columnsPerPhase * strideWidth, inChannels]);
+    return tf.slice(interleaved, [0, padInfo.top, padInfo.left, 0], [batchSize, inHeight, inWidth, inChannels]);
+  }
+  const buffers = float32Buffers('interleavePhases', tf.backend(), present, [[batchSize, inHeight, inWidth, inChannels]]);
+  const views: Array<Array<Float32Array | null>> = [];
+  let next = 0;
+  for (const columnPhases of phases) views.push(columnPhases.map((phase) => (phase === null ? null : buffers.inputs[next++]!)));
+  const dx = buffers.outputs[0]!.values;
+  let target = 0;
+  for (let batch = 0; batch < batchSize; batch++) {
+    for (let row = 0; row < inHeight; row++) {
+      const u = row + padInfo.top;
+      const phaseRow = views[u % strideHeight]!;
+      const rowBase = (batch * rowsPerPhase + Math.floor(u / strideHeight)) * columnsPerPhase;
+      for (let column = 0; column < inWidth; column++, target += inChannels) {
+        const v = column + padInfo.left;
+        const phase = phaseRow[v % strideWidth];
+        if (phase === null || phase === undefined) {
+          dx.fill(0, target, target + inChannels);
+          continue;
+        }
+        const source = (rowBase + Math.floor(v / strideWidth)) * inChannels;
+        for (let channel = 0; channel < inChannels; channel++) dx[target + channel] = phase[source + channel]!;
+      }
+    }
+  }
+  return tf.engine().makeTensorFromTensorInfo(buffers.outputs[0]!.info) as tf.Tensor4D;
 }
 
 /**
