@@ -116,6 +116,36 @@ function tapWindow(xPadded: tf.Tensor4D, info: tf.backend_util.Conv2DInfo, row: 
   ) as tf.Tensor4D;
 }
 
+/** Output positions of the forward convolution: batch × height × width. */
+function positionCount(info: tf.backend_util.Conv2DInfo): number {
+  return info.batchSize * info.outHeight * info.outWidth;
+}
+
+/**
+ * The input pixels a 1×1 filter with no padding visits, `x[:, i·s_h, j·s_w, :]` for every output
+ * position: one copy loop on wasm and cpu (wasm's strided slices took 40-160 ms for these shapes).
+ */
+function subsample(x: tf.Tensor4D, info: tf.backend_util.Conv2DInfo): tf.Tensor4D {
+  const { batchSize, inHeight, inWidth, inChannels, outHeight, outWidth, strideHeight, strideWidth } = info;
+  if (strideHeight === 1 && strideWidth === 1 && outHeight === inHeight && outWidth === inWidth) return x;
+  if (!valuesInMemory() || x.dtype !== 'float32') {
+    return tf.stridedSlice(x, [0, 0, 0, 0], [batchSize, (outHeight - 1) * strideHeight + 1, (outWidth - 1) * strideWidth + 1, inChannels], [1, strideHeight, strideWidth, 1]) as tf.Tensor4D;
+  }
+  const buffers = float32Buffers('subsample', tf.backend(), [x], [[batchSize, outHeight, outWidth, inChannels]]);
+  const source = buffers.inputs[0]!;
+  const target = buffers.outputs[0]!.values;
+  let index = 0;
+  for (let batch = 0; batch < batchSize; batch++) {
+    for (let row = 0; row < outHeight; row++) {
+      for (let column = 0; column < outWidth; column++) {
+        const start = ((batch * inHeight + row * strideHeight) * inWidth + column * strideWidth) * inChannels;
+        for (let channel = 0; channel < inChannels; channel++) target[index++] = source[start + channel]!;
+      }
+    }
+  }
+  return tf.engine().makeTensorFromTensorInfo(buffers.outputs[0]!.info) as tf.Tensor4D;
+}
+
 /** Padding (or, negative, cropping) of `x` so that every filter window is in range and nothing past the last window remains. */
 function windowPadding(info: tf.backend_util.Conv2DInfo): [number, number, number, number] {
   const { inHeight, inWidth, outHeight, outWidth, strideHeight, strideWidth, filterHeight, filterWidth, padInfo } = info;
@@ -150,6 +180,17 @@ export function conv2dFilterGradient(
     const info = convolutionInfo(x.shape, filterShape, attributes);
     const { batchSize, outHeight, outWidth, inChannels, outChannels, filterHeight, filterWidth } = info;
     const dyNhwc = toNhwc(dy, attributes.dataFormat);
+
+    if (method === 'convolution' && filterHeight === 1 && filterWidth === 1 && info.padInfo.top === 0 && info.padInfo.left === 0) {
+      // A 1×1 filter's gradient is one GEMM over the positions it visits: dW = x_sᵀ·dy (4-6 ms → 1-4 ms
+      // for a ResNet shortcut, whose dilated-convolution form packs all of dy as a filter).
+      const visited = subsample(toNhwc(x, attributes.dataFormat), info);
+      // The transpose is explicit: wasm's shipped BatchMatMul (which a worker thread runs) loops in
+      // scalar code for transposeA.
+      const visitedT = tf.transpose(tf.reshape(visited, [positionCount(info), inChannels]));
+      const gradient = tf.matMul(visitedT, tf.reshape(dyNhwc, [positionCount(info), outChannels]));
+      return tf.reshape(gradient, filterShape);
+    }
 
     if (method === 'convolution') {
       // Batch becomes the reduced channel axis: a stride-1 convolution of x (channels as batch) with dy as

@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { convolutionThreads, setMinimumParallelWork } from './parallel-conv.js';
+import { convolutionThreads, setConvPool, setMinimumParallelWork } from './parallel-conv.js';
 import { relativeError } from './test-helpers.js';
 import { stopWorkerThreads, useBackend } from './use-backend.js';
 
@@ -91,6 +91,28 @@ describe('worker threads for convolutions on wasm (Node)', () => {
     await stopWorkerThreads();
     expect(convolutionThreads()).toBe(1);
     expect(tf.getKernel('Conv2D', 'wasm')?.kernelFunc.name).not.toBe('sharedConvolutionKernel');
+  });
+
+  it("reports a worker's failure to the caller with the worker's message, and keeps working", async () => {
+    await useBackend('wasm', { threads: 2 });
+    const pool = setConvPool(undefined)!;
+    setConvPool(pool);
+    const values = new Float32Array(4);
+    pool.start([
+      {
+        kind: 'bogus' as never,
+        inputs: [
+          { values, shape: [1, 2, 2, 1] },
+          { values, shape: [1, 2, 2, 1] },
+        ],
+        attributes: { strides: 1, pad: 'valid' },
+        outputShape: [1, 1, 1, 1],
+        outputSize: 1,
+      },
+    ]);
+    expect(() => pool.wait()).toThrow(/a convolution worker failed: conv worker: unknown job kind 'bogus'/);
+    const after = convolutionsAndGradients();
+    expect(relativeError(after[1]![2]!, oneThread[1]![2]!)).toBeLessThan(1e-6);
   });
 
   it('refuses worker threads without our kernels, naming the field', async () => {
