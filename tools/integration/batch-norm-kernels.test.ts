@@ -11,6 +11,7 @@ import {
 } from '@regstack/backend';
 import { CHANNEL_MOMENTS_KERNEL, CHANNEL_SUMS_KERNEL, batchNormalization, type BatchNormParameters } from '@regstack/models';
 import { Random, type ModelMode } from '@regstack/regularizer';
+import { relativeError } from '@regstack/regularizer/testing';
 import { describe, expect, it } from 'vitest';
 
 const CHANNELS = 6;
@@ -64,15 +65,6 @@ async function kernelsThatRan(mode: ModelMode): Promise<Set<string>> {
   return new Set(profile.kernelNames);
 }
 
-function relative(actual: Float32Array, expected: Float32Array): number {
-  let difference = 0;
-  let norm = 0;
-  for (let index = 0; index < expected.length; index++) {
-    difference += (actual[index]! - expected[index]!) ** 2;
-    norm += expected[index]! ** 2;
-  }
-  return Math.sqrt(difference / norm);
-}
 
 describe.each(['wasm', 'cpu'] as const)('batch normalisation with and without the reduction kernels on %s', (backend) => {
   it('agree on the kernel names', () => {
@@ -93,11 +85,11 @@ describe.each(['wasm', 'cpu'] as const)('batch normalisation with and without th
       const plain = run(mode);
       expect(fast.leaked).toBe(0);
       expect(plain.leaked).toBe(0);
-      expect(relative(fast.output, plain.output)).toBeLessThan(1e-6);
+      expect(relativeError(fast.output, plain.output)).toBeLessThan(1e-6);
       for (const [index, gradient] of fast.gradients.entries()) {
-        expect(relative(gradient, plain.gradients[index]!), `gradient ${['x', 'gamma', 'beta'][index]}`).toBeLessThan(1e-5);
+        expect(relativeError(gradient, plain.gradients[index]!), `gradient ${['x', 'gamma', 'beta'][index]}`).toBeLessThan(1e-5);
       }
-      for (const [index, statistic] of fast.running.entries()) expect(relative(statistic, plain.running[index]!)).toBeLessThan(1e-6);
+      for (const [index, statistic] of fast.running.entries()) expect(relativeError(statistic, plain.running[index]!)).toBeLessThan(1e-6);
     } finally {
       registerChannelReductionKernels([backend]);
     }

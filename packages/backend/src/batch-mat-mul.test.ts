@@ -2,7 +2,7 @@ import '@tensorflow/tfjs-backend-cpu';
 import * as tf from '@tensorflow/tfjs-core';
 import { describe, expect, it } from 'vitest';
 import { isBatchMatMulKernelRegistered, registerBatchMatMulKernel, unregisterBatchMatMulKernel } from './register-kernels.js';
-import { relativeError } from './test-helpers.js';
+import { relativeError } from '@regstack/regularizer/testing';
 import { useBackend } from './use-backend.js';
 
 function values(shape: number[], seed: number): number[] {

@@ -11,7 +11,7 @@ import {
   unregisterChannelReductionKernels,
   unregisterSharedIdentityKernel,
 } from './register-kernels.js';
-import { relativeError } from './test-helpers.js';
+import { relativeError } from '@regstack/regularizer/testing';
 
 /** Values with a channel-dependent offset and scale, so that a channel mix-up or a lost row shows. */
 function values(shape: number[], seed: number): Float32Array {

@@ -12,7 +12,7 @@ import {
   type InputGradientMethod,
 } from './conv-gradients.js';
 import { registerConvGradientKernels, registeredConvGradientKernels, unregisterConvGradientKernels } from './register-kernels.js';
-import { relativeError } from './test-helpers.js';
+import { relativeError } from '@regstack/regularizer/testing';
 
 type Rank4 = [number, number, number, number];
 

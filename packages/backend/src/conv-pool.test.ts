@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { convolutionThreads, setConvPool, setMinimumParallelWork } from './parallel-conv.js';
-import { relativeError } from './test-helpers.js';
+import { relativeError } from '@regstack/regularizer/testing';
 import { stopWorkerThreads, useBackend } from './use-backend.js';
 
 function values(shape: number[], seed: number): Float32Array {

@@ -5,7 +5,7 @@ import { ConfigError } from '@regstack/regularizer';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { registerConvGradientKernels, unregisterConvGradientKernels } from './register-kernels.js';
 import { BACKEND_NAMES, listBackends, useBackend, type BackendName } from './use-backend.js';
-import { relativeError } from './test-helpers.js';
+import { relativeError } from '@regstack/regularizer/testing';
 
 
 function values(shape: number[], seed: number): tf.Tensor {

@@ -1,6 +1,7 @@
 /**
  * Test helpers for plugin authors (`@regstack/regularizer/testing`): a tiny classifier that counts
- * its passes by mode, and the field of a typed error. Import them in tests only.
+ * its passes by mode, the field of a typed error, a leak-checked minimize loop and a relative error.
+ * Import them in tests only.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { classifierFromFunction } from './classifier.js';
@@ -91,4 +92,16 @@ export function minimizeSteps(
     tensorCounts.push(tf.memory().numTensors);
   }
   return { tensorCounts, terms };
+}
+
+/** ‖actual − expected‖₂ / ‖expected‖₂ over two flat arrays of the same length (tensors: pass `dataSync()`). */
+export function relativeError(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
+  if (actual.length !== expected.length) throw new Error(`relativeError: ${actual.length} values against ${expected.length}`);
+  let difference = 0;
+  let norm = 0;
+  for (let index = 0; index < expected.length; index++) {
+    difference += (actual[index]! - expected[index]!) ** 2;
+    norm += expected[index]! ** 2;
+  }
+  return Math.sqrt(difference / norm);
 }
