@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { convolutionThreads, setConvPool, setMinimumParallelWork } from './parallel-conv.js';
 import { relativeError } from '@regstack/regularizer/testing';
 import { stopWorkerThreads, useBackend } from './use-backend.js';
+import { setWorkerTimeout } from './conv-pool.js';
 
 function values(shape: number[], seed: number): Float32Array {
   let state = seed;
@@ -113,6 +114,25 @@ describe('worker threads for convolutions on wasm (Node)', () => {
     expect(() => pool.wait()).toThrow(/a convolution worker failed: conv worker: unknown job kind 'bogus'/);
     const after = convolutionsAndGradients();
     expect(relativeError(after[1]![2]!, oneThread[1]![2]!)).toBeLessThan(1e-6);
+  });
+
+  it('gives up on a worker that died, names it, and starts new workers on the next useBackend', async () => {
+    await useBackend('wasm', { threads: 2 });
+    const pool = setConvPool(undefined)!;
+    setConvPool(pool);
+    // A worker gone without a word (killed from outside): its share can never come back.
+    await (pool as unknown as { workers: Array<{ worker: { terminate(): Promise<number> } }> }).workers[0]!.worker.terminate();
+    const previous = setWorkerTimeout(200);
+    try {
+      expect(() => convolutionsAndGradients()).toThrow(/a convolution worker did not answer within 0.2 s; call useBackend again/);
+      expect(() => convolutionsAndGradients()).toThrow(/did not answer/);
+    } finally {
+      setWorkerTimeout(previous);
+    }
+    await useBackend('wasm');
+    await useBackend('wasm', { threads: 2 });
+    const after = convolutionsAndGradients();
+    expect(relativeError(after[0]![2]!, oneThread[0]![2]!)).toBeLessThan(1e-6);
   });
 
   it('refuses worker threads without our kernels, naming the field', async () => {

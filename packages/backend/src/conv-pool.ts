@@ -11,6 +11,16 @@ import type { MessagePort, Worker } from 'node:worker_threads';
 import { CONTROL, State, type ConvJob } from './conv-protocol.js';
 import { setConvPool, type ConvPool, type ConvShare } from './parallel-conv.js';
 
+/** How long the main thread waits for one share before it gives up on the worker. */
+let WORKER_TIMEOUT_MS = 300_000;
+
+/** For tests: how long to wait for a share before giving up on its worker. Returns the previous value. */
+export function setWorkerTimeout(milliseconds: number): number {
+  const previous = WORKER_TIMEOUT_MS;
+  WORKER_TIMEOUT_MS = milliseconds;
+  return previous;
+}
+
 interface NodeModules {
   fs: typeof import('node:fs');
   module: typeof import('node:module');
@@ -82,13 +92,22 @@ async function startWorker(node: NodeModules): Promise<PooledWorker> {
 }
 
 class WorkerConvPool implements ConvPool {
+  /** Why the pool can no longer be used, once a worker stopped answering. */
+  private broken: string | undefined;
+
   constructor(private readonly workers: PooledWorker[]) {}
 
   get size(): number {
     return this.workers.length;
   }
 
+  /** False once a worker stopped answering. */
+  get usable(): boolean {
+    return this.broken === undefined;
+  }
+
   start(shares: ConvShare[]): void {
+    if (this.broken !== undefined) throw new Error(`@regstack/backend: ${this.broken}; call useBackend again to start new workers`);
     if (shares.length > this.workers.length) throw new Error(`conv pool: ${shares.length} shares for ${this.workers.length} workers`);
     for (const [index, share] of shares.entries()) {
       const pooled = this.workers[index]!;
@@ -130,7 +149,11 @@ class WorkerConvPool implements ConvPool {
       if (pooled.started === undefined) continue;
       let state = Atomics.load(pooled.flags, CONTROL.state);
       while (state === State.Work) {
-        Atomics.wait(pooled.flags, CONTROL.state, State.Work);
+        // A worker that died outright can never answer: give up rather than block forever.
+        if (Atomics.wait(pooled.flags, CONTROL.state, State.Work, WORKER_TIMEOUT_MS) === 'timed-out') {
+          this.broken = `a convolution worker did not answer within ${WORKER_TIMEOUT_MS / 1000} s`;
+          throw new Error(`@regstack/backend: ${this.broken}; call useBackend again to start new workers`);
+        }
         state = Atomics.load(pooled.flags, CONTROL.state);
       }
       if (state === State.Failed) {
@@ -167,7 +190,7 @@ let parked: WorkerConvPool | undefined;
  */
 export async function startConvPool(workers: number): Promise<void> {
   await stopConvPool();
-  if (parked !== undefined && parked.size === workers) {
+  if (parked !== undefined && parked.size === workers && parked.usable) {
     setConvPool(parked);
     parked = undefined;
     return;
