@@ -12,12 +12,12 @@ import { CONTROL, State, type ConvJob } from './conv-protocol.js';
 import { setConvPool, type ConvPool, type ConvShare } from './parallel-conv.js';
 
 /** How long the main thread waits for one share before it gives up on the worker. */
-let WORKER_TIMEOUT_MS = 300_000;
+let workerTimeoutMs = 300_000;
 
 /** For tests: how long to wait for a share before giving up on its worker. Returns the previous value. */
 export function setWorkerTimeout(milliseconds: number): number {
-  const previous = WORKER_TIMEOUT_MS;
-  WORKER_TIMEOUT_MS = milliseconds;
+  const previous = workerTimeoutMs;
+  workerTimeoutMs = milliseconds;
   return previous;
 }
 
@@ -150,8 +150,8 @@ class WorkerConvPool implements ConvPool {
       let state = Atomics.load(pooled.flags, CONTROL.state);
       while (state === State.Work) {
         // A worker that died outright can never answer: give up rather than block forever.
-        if (Atomics.wait(pooled.flags, CONTROL.state, State.Work, WORKER_TIMEOUT_MS) === 'timed-out') {
-          this.broken = `a convolution worker did not answer within ${WORKER_TIMEOUT_MS / 1000} s`;
+        if (Atomics.wait(pooled.flags, CONTROL.state, State.Work, workerTimeoutMs) === 'timed-out') {
+          this.broken = `a convolution worker did not answer within ${workerTimeoutMs / 1000} s`;
           throw new Error(`@regstack/backend: ${this.broken}; call useBackend again to start new workers`);
         }
         state = Atomics.load(pooled.flags, CONTROL.state);

@@ -155,7 +155,6 @@ function shareOut(
   );
 
   let mine: tf.Tensor;
-  let workerOutputs: Float32Array[];
   try {
     const [, mainEnd] = shares[0]!;
     mine = tf.tidy(() => {
@@ -163,9 +162,22 @@ function shareOut(
       const bShare = kind === 'filter' ? tf.slice(asTensor(b), [0, 0, 0, 0], shareShape(b.shape, mainEnd)) : asTensor(b);
       return local(aShare, bShare, kind === 'filter' ? outputShape : shareShape(outputShape, mainEnd));
     });
-  } finally {
-    // Always collect the workers, so that none is left running into the next call.
+  } catch (error) {
+    // Collect the workers all the same, so that none is left running into the next call; this
+    // thread's error is the one to report.
+    try {
+      pool.wait();
+    } catch {
+      // reported through the error above
+    }
+    throw error;
+  }
+  let workerOutputs: Float32Array[];
+  try {
     workerOutputs = pool.wait();
+  } catch (error) {
+    mine.dispose();
+    throw error;
   }
   const output = backend.makeOutput(outputShape, 'float32');
   const values = backend.typedArrayFromHeap(output);
