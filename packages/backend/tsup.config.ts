@@ -1,13 +1,9 @@
 import { defineConfig } from 'tsup';
+import { libraryOptions } from '../../tools/build/tsup-library';
 
 export default defineConfig([
   {
-    entry: ['src/index.ts'],
-    format: ['esm', 'cjs'],
-    dts: true,
-    sourcemap: true,
-    clean: true,
-    target: 'node20',
+    ...libraryOptions,
     // import.meta.url in the CommonJS build, where conv-pool.ts finds the worker script.
     shims: true,
   },

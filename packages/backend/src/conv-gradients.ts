@@ -116,11 +116,6 @@ function tapWindow(xPadded: tf.Tensor4D, info: tf.backend_util.Conv2DInfo, row: 
   ) as tf.Tensor4D;
 }
 
-/** Output positions of the forward convolution: batch × height × width. */
-function positionCount(info: tf.backend_util.Conv2DInfo): number {
-  return info.batchSize * info.outHeight * info.outWidth;
-}
-
 /**
  * The input pixels a 1×1 filter with no padding visits, `x[:, i·s_h, j·s_w, :]` for every output
  * position: one copy loop on wasm and cpu (wasm's strided slices took 40-160 ms for these shapes).
@@ -128,9 +123,7 @@ function positionCount(info: tf.backend_util.Conv2DInfo): number {
 function subsample(x: tf.Tensor4D, info: tf.backend_util.Conv2DInfo): tf.Tensor4D {
   const { batchSize, inHeight, inWidth, inChannels, outHeight, outWidth, strideHeight, strideWidth } = info;
   if (strideHeight === 1 && strideWidth === 1 && outHeight === inHeight && outWidth === inWidth) return x;
-  if (!valuesInMemory() || x.dtype !== 'float32') {
-    return tf.stridedSlice(x, [0, 0, 0, 0], [batchSize, (outHeight - 1) * strideHeight + 1, (outWidth - 1) * strideWidth + 1, inChannels], [1, strideHeight, strideWidth, 1]) as tf.Tensor4D;
-  }
+  if (!valuesInMemory() || x.dtype !== 'float32') return tapWindow(x, info, 0, 0);
   const buffers = float32Buffers('subsample', tf.backend(), [x], [[batchSize, outHeight, outWidth, inChannels]]);
   const source = buffers.inputs[0]!;
   const target = buffers.outputs[0]!.values;
@@ -180,6 +173,7 @@ export function conv2dFilterGradient(
     const info = convolutionInfo(x.shape, filterShape, attributes);
     const { batchSize, outHeight, outWidth, inChannels, outChannels, filterHeight, filterWidth } = info;
     const dyNhwc = toNhwc(dy, attributes.dataFormat);
+    const positions = batchSize * outHeight * outWidth;
 
     if (method === 'convolution' && filterHeight === 1 && filterWidth === 1 && info.padInfo.top === 0 && info.padInfo.left === 0) {
       // A 1×1 filter's gradient is one GEMM over the positions it visits: dW = x_sᵀ·dy (4-6 ms → 1-4 ms
@@ -187,8 +181,8 @@ export function conv2dFilterGradient(
       const visited = subsample(toNhwc(x, attributes.dataFormat), info);
       // The transpose is explicit: wasm's shipped BatchMatMul (which a worker thread runs) loops in
       // scalar code for transposeA.
-      const visitedT = tf.transpose(tf.reshape(visited, [positionCount(info), inChannels]));
-      const gradient = tf.matMul(visitedT, tf.reshape(dyNhwc, [positionCount(info), outChannels]));
+      const visitedT = tf.transpose(tf.reshape(visited, [positions, inChannels]));
+      const gradient = tf.matMul(visitedT, tf.reshape(dyNhwc, [positions, outChannels]));
       return tf.reshape(gradient, filterShape);
     }
 
@@ -202,7 +196,6 @@ export function conv2dFilterGradient(
     }
 
     const xPadded = padForWindows(toNhwc(x, attributes.dataFormat), info);
-    const positions = batchSize * outHeight * outWidth;
     const dyMatrix = tf.reshape(dyNhwc, [positions, outChannels]);
 
     const taps: tf.Tensor4D[] = [];

@@ -13,10 +13,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-wasm';
 import { conv2dFilterGradient, conv2dInputGradient } from './conv-gradients.js';
 import { CONTROL, State, type ConvJob } from './conv-protocol.js';
-
-interface HeapBackend {
-  typedArrayFromHeap(info: tf.TensorInfo): Float32Array;
-}
+import type { WasmHeapBackend } from './typed-array-backend.js';
 
 const { control, port } = workerData as { control: SharedArrayBuffer; port: MessagePort };
 const flags = new Int32Array(control);
@@ -63,7 +60,7 @@ async function main(): Promise<void> {
       tf.tidy(() => {
         const result = compute(job);
         // The result's values in place on this worker's wasm heap, copied once into shared memory.
-        shared.set((tf.backend() as unknown as HeapBackend).typedArrayFromHeap(result), job.outputOffset);
+        shared.set((tf.backend() as unknown as WasmHeapBackend).typedArrayFromHeap(result), job.outputOffset);
       });
       Atomics.store(flags, CONTROL.state, State.Done);
     } catch (error) {

@@ -5,6 +5,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { ConvJob } from './conv-protocol.js';
+import { asTensor, isWasmHeapBackend, type WasmHeapBackend } from './typed-array-backend.js';
 
 /** One worker's share of a convolution, with its inputs' values (copied into shared memory on start). */
 export interface ConvShare {
@@ -59,15 +60,6 @@ export function setMinimumParallelWork(multiplyAdds: number): number {
   return previous;
 }
 
-interface HeapBackend {
-  typedArrayFromHeap(info: tf.TensorInfo): Float32Array;
-  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
-}
-
-function isHeapBackend(backend: unknown): backend is HeapBackend {
-  return typeof (backend as Partial<HeapBackend>).typedArrayFromHeap === 'function';
-}
-
 /** Batch ranges [start, end) for the main thread (first) and each worker, as even as integers allow. */
 function batchShares(batch: number, threads: number): Array<[number, number]> {
   const shares: Array<[number, number]> = [];
@@ -78,11 +70,6 @@ function batchShares(batch: number, threads: number): Array<[number, number]> {
 }
 
 type Rank4 = [number, number, number, number];
-
-function asTensor(info: tf.TensorInfo): tf.Tensor4D {
-  // The engine passes the op's own tensors; a bare TensorInfo only reaches us from a direct runKernel call.
-  return (info instanceof tf.Tensor ? info : tf.engine().makeTensorFromTensorInfo(info)) as tf.Tensor4D;
-}
 
 /**
  * A convolution whose batch is shared between the main thread and the pool. `kind` says which:
@@ -103,7 +90,7 @@ export function shareConvolution(
 ): tf.TensorInfo | undefined {
   const pool = holder.pool;
   const batch = a.shape[0]!;
-  if (pool === undefined || holder.busy || !isHeapBackend(backend) || (attributes.dataFormat ?? 'NHWC') !== 'NHWC') return undefined;
+  if (pool === undefined || holder.busy || !isWasmHeapBackend(backend) || (attributes.dataFormat ?? 'NHWC') !== 'NHWC') return undefined;
   if (batch < 2 || multiplyAdds < minimumWork || a.dtype !== 'float32' || b.dtype !== 'float32') return undefined;
   const { dataFormat: _layout, ...jobAttributes } = attributes;
   holder.busy = true;
@@ -118,7 +105,7 @@ export function shareConvolution(
 function shareOut(
   pool: ConvPool,
   kind: ConvJob['kind'],
-  backend: HeapBackend,
+  backend: WasmHeapBackend,
   a: tf.TensorInfo,
   b: tf.TensorInfo,
   jobAttributes: ConvJob['attributes'],
@@ -133,8 +120,8 @@ function shareOut(
   const shareShape = (shape: readonly number[], count: number): Rank4 => [count, shape[1]!, shape[2]!, shape[3]!];
   // Views of the inputs are taken now and copied into shared memory by start(), before anything on
   // this thread allocates (an allocation can grow the wasm heap and detach them).
-  const aValues = backend.typedArrayFromHeap(a);
-  const bValues = backend.typedArrayFromHeap(b);
+  const aValues = backend.typedArrayFromHeap(a) as Float32Array;
+  const bValues = backend.typedArrayFromHeap(b) as Float32Array;
   pool.start(
     shares.slice(1).map(([start, end]) => {
       const count = end - start;
@@ -180,8 +167,8 @@ function shareOut(
     throw error;
   }
   const output = backend.makeOutput(outputShape, 'float32');
-  const values = backend.typedArrayFromHeap(output);
-  const mineValues = backend.typedArrayFromHeap(mine);
+  const values = backend.typedArrayFromHeap(output) as Float32Array;
+  const mineValues = backend.typedArrayFromHeap(mine) as Float32Array;
   if (kind === 'filter') {
     values.set(mineValues);
     for (const share of workerOutputs) for (let index = 0; index < values.length; index++) values[index]! += share[index]!;

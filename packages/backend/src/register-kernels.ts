@@ -5,7 +5,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { conv2dFilterGradient, conv2dInputGradient, type ConvGradientAttributes } from './conv-gradients.js';
 import { maxPoolGradientInfo, maxPoolGradientValues, type MaxPoolGradientAttributes } from './max-pool-gradient.js';
-import { float32Buffers } from './typed-array-backend.js';
+import { asTensor, float32Buffers } from './typed-array-backend.js';
 import { shareConvolution } from './parallel-conv.js';
 import { CHANNEL_REDUCTION_KERNEL_NAMES, channelReductionKernelFunctions } from './channel-reductions.js';
 
@@ -39,12 +39,6 @@ type Rank4 = [number, number, number, number];
 const replaced: Map<string, tf.KernelConfig | undefined> = ((globalThis as Record<symbol, unknown>)[
   Symbol.for('@regstack/backend:replaced-kernels')
 ] ??= new Map()) as Map<string, tf.KernelConfig | undefined>;
-
-function asTensor(info: tf.TensorInfo): tf.Tensor4D {
-  // The engine passes the op's own tensors; a bare TensorInfo only reaches us from a direct runKernel call.
-  if (info instanceof tf.Tensor) return info as tf.Tensor4D;
-  return tf.engine().makeTensorFromTensorInfo(info) as tf.Tensor4D;
-}
 
 function attributesOf(attrs: tf.NamedAttrMap | undefined): ConvGradientAttributes {
   const { strides, pad, dataFormat, dimRoundingMode } = (attrs ?? {}) as unknown as ConvGradientAttributes;

@@ -4,7 +4,8 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 
-interface WasmHeapBackend {
+/** The wasm backend's access to its heap: a view of a tensor's values, and a new output tensor. */
+export interface WasmHeapBackend {
   typedArrayFromHeap(info: tf.TensorInfo): tf.backend_util.TypedArray;
   makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
 }
@@ -14,9 +15,15 @@ interface ValuesBackend {
   makeTensorInfo(shape: number[], dtype: tf.DataType, values: tf.backend_util.BackendValues): tf.TensorInfo;
 }
 
-function isWasmHeapBackend(backend: unknown): backend is WasmHeapBackend {
+/** Whether `backend` keeps its values on a wasm heap (the wasm backend). */
+export function isWasmHeapBackend(backend: unknown): backend is WasmHeapBackend {
   const candidate = backend as Partial<WasmHeapBackend>;
   return typeof candidate.typedArrayFromHeap === 'function' && typeof candidate.makeOutput === 'function';
+}
+
+/** A kernel's input as a tensor: the engine passes the op's own tensors; a bare TensorInfo only comes from a direct runKernel call. */
+export function asTensor(info: tf.TensorInfo): tf.Tensor4D {
+  return (info instanceof tf.Tensor ? info : tf.engine().makeTensorFromTensorInfo(info)) as tf.Tensor4D;
 }
 
 /** A kernel's float32 output: the tensor the engine receives and the values to fill. */

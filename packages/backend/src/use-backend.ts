@@ -316,6 +316,8 @@ export async function useBackend(name: BackendName = 'wasm', options: UseBackend
   }
 
   await ensureGradients();
+  // Convolution worker threads serve wasm only: any other backend ends them.
+  if (backend !== 'wasm') await stopWorkerThreads();
   let threads: number | undefined;
   if (backend === 'wasm' || backend === 'cpu') {
     // The backend module must load before our kernels register: its own registration would override ours.
@@ -331,15 +333,10 @@ export async function useBackend(name: BackendName = 'wasm', options: UseBackend
       }
     }
     if (backend === 'wasm') threads = await prepareWasm(options);
-    else {
-      await stopWorkerThreads();
-      await activate('cpu');
-    }
+    else await activate('cpu');
   } else if (backend === 'tensorflow') {
-    await stopWorkerThreads();
     await prepareTensorflow();
   } else {
-    await stopWorkerThreads();
     await prepareWebgpu();
   }
   const kernels = registeredConvGradientKernels(backend);

@@ -55,6 +55,13 @@ function channelSums(a: tf.Tensor, b: tf.Tensor): [tf.Tensor, tf.Tensor] {
   return [tf.sum(a, outerAxes(a)), tf.sum(tf.mul(a, b), outerAxes(a))];
 }
 
+/** y = x·scale + (β − μ·scale) with scale = γ/√(σ² + ε), the one affine map of every mode. */
+function normalizeWith(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, mean: tf.Tensor, variance: tf.Tensor, epsilon: number) {
+  const inverseStd = tf.rsqrt(tf.add(variance, epsilon));
+  const scale = tf.mul(gamma, inverseStd);
+  return { output: tf.add(tf.mul(x, scale), tf.sub(beta, tf.mul(mean, scale))), inverseStd, scale };
+}
+
 /**
  * Batch normalisation with PyTorch's semantics over every axis but the last (NHWC or [batch, features]).
  *
@@ -75,32 +82,22 @@ function channelSums(a: tf.Tensor, b: tf.Tensor): [tf.Tensor, tf.Tensor] {
 export function batchNormalization<T extends tf.Tensor>(x: T, parameters: BatchNormParameters, mode: ModelMode): T {
   const { gamma, beta, epsilon } = parameters;
   if (mode === 'eval') {
-    return tf.tidy(() => {
-      const scale = tf.mul(gamma, tf.rsqrt(tf.add(parameters.runningVariance, epsilon)));
-      const shift = tf.sub(beta, tf.mul(parameters.runningMean, scale));
-      return tf.add(tf.mul(x, scale), shift) as T;
-    });
+    return tf.tidy(() => normalizeWith(x, gamma, beta, parameters.runningMean, parameters.runningVariance, epsilon).output as T);
   }
   const count = x.size / (x.shape.at(-1) ?? 1);
   if (count < 2) {
     throw new DataError('inputs', `batch normalisation in '${mode}' mode needs more than 1 value per channel, got ${count}`);
   }
-  if (tf.engine().state.gradientDepth > 1) {
-    return tf.tidy(() => {
-      const [mean, variance] = channelMoments(x);
-      if (mode === 'train') updateRunningStatistics(parameters, mean, variance, count);
-      const scale = tf.mul(gamma, tf.rsqrt(tf.add(variance, epsilon)));
-      return tf.add(tf.mul(x, scale), tf.sub(beta, tf.mul(mean, scale))) as T;
-    });
-  }
+  const withBatchStatistics = (input: tf.Tensor, scaleParameter: tf.Tensor, shiftParameter: tf.Tensor) => {
+    const [mean, variance] = channelMoments(input);
+    if (mode === 'train') updateRunningStatistics(parameters, mean, variance, count);
+    return { mean, ...normalizeWith(input, scaleParameter, shiftParameter, mean, variance, epsilon) };
+  };
+  if (tf.engine().state.gradientDepth > 1) return tf.tidy(() => withBatchStatistics(x, gamma, beta).output as T);
   // With s = 1/√(σ² + ε) and x̂ = (x − μ)·s: dβ = Σdy, dγ = Σdy·x̂ = s·(Σdy·x − μ·Σdy) and
   // dx = γs·(dy − Σdy/n − x̂·dγ/n) = γs·dy + (B·x + K) per channel.
   const normalize = tf.customGrad((input, scaleParameter, shiftParameter, save: unknown) => {
-    const [mean, variance] = channelMoments(input as tf.Tensor);
-    if (mode === 'train') updateRunningStatistics(parameters, mean, variance, count);
-    const inverseStd = tf.rsqrt(tf.add(variance, epsilon));
-    const scale = tf.mul(scaleParameter as tf.Tensor, inverseStd);
-    const output = tf.add(tf.mul(input as tf.Tensor, scale), tf.sub(shiftParameter as tf.Tensor, tf.mul(mean, scale)));
+    const { output, mean, inverseStd, scale } = withBatchStatistics(input as tf.Tensor, scaleParameter as tf.Tensor, shiftParameter as tf.Tensor);
     (save as tf.GradSaveFunc)([input as tf.Tensor, mean, inverseStd, scale]);
     return {
       value: output,
