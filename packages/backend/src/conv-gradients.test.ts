@@ -47,6 +47,18 @@ const cases: Case[] = [
     attributes: { strides: 2, pad: 1, dimRoundingMode: 'ceil' },
   },
   { label: '3x3 stride 2 same NCHW, odd 7x7', input: [2, 3, 7, 7], filter: [3, 3, 3, 2], attributes: { strides: 2, pad: 'same', dataFormat: 'NCHW' } },
+  // Output channels in whole vectors of 4, as the direct SIMD filter gradient takes them: 8-wide
+  // blocks with a 4-wide remainder, input channels in blocks of 4 with a remainder.
+  { label: '3x3 stride 2 same 5 → 12 channels, odd 9x7', input: [2, 9, 7, 5], filter: [3, 3, 5, 12], attributes: { strides: 2, pad: 'same' } },
+  { label: '3x3 stride 2 valid 3 → 8 channels, even 8x8 (cropped)', input: [2, 8, 8, 3], filter: [3, 3, 3, 8], attributes: { strides: 2, pad: 'valid' } },
+  { label: '1x1 stride 2 valid 6 → 8 channels, odd 7x7', input: [3, 7, 7, 6], filter: [1, 1, 6, 8], attributes: { strides: 2, pad: 'valid' } },
+  {
+    label: '3x2 strides [2,1] explicit [2,0]x[1,3], 4 → 4 channels',
+    input: [2, 6, 5, 4],
+    filter: [3, 2, 4, 4],
+    attributes: { strides: [2, 1], pad: [[0, 0], [2, 0], [1, 3], [0, 0]] },
+  },
+  { label: '3x3 stride 1 same NCHW, 3 → 4 channels', input: [2, 3, 6, 5], filter: [3, 3, 3, 4], attributes: { strides: 1, pad: 'same', dataFormat: 'NCHW' } },
 ];
 
 interface Reference {
@@ -105,7 +117,7 @@ beforeAll(async () => {
   }
 });
 
-const filterMethods: FilterGradientMethod[] = ['im2col', 'per-tap', 'convolution'];
+const filterMethods: FilterGradientMethod[] = ['direct', 'im2col', 'per-tap', 'convolution'];
 const inputMethods: InputGradientMethod[] = ['sub-pixel', 'zero-insertion'];
 
 // 'wasm, tf ops' runs the helpers' tf-op forms, which other backends (webgl, webgpu) use.

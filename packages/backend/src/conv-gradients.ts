@@ -7,6 +7,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { float32Buffers } from './typed-array-backend.js';
+import { simdFilterGradient, simdFilterGradientAvailable, simdFilterGradientSupports, type FilterGradientGeometry } from './simd-filter-gradient.js';
 
 /** Padding as the Conv2D kernels accept it: a mode, a single number, or explicit `[[0,0],[t,b],[l,r],[0,0]]`. */
 export type ConvPadding = 'valid' | 'same' | number | tf.backend_util.ExplicitPadding;
@@ -23,8 +24,12 @@ export interface ConvGradientAttributes {
   dimRoundingMode?: 'floor' | 'round' | 'ceil';
 }
 
-/** How the filter gradient is formed; `convolution` is the fastest measured on wasm and cpu (see the package README). */
-export type FilterGradientMethod = 'im2col' | 'per-tap' | 'convolution';
+/**
+ * How the filter gradient is formed. `direct` (the default, the fastest measured: see the package README)
+ * is one WebAssembly SIMD loop over the positions on backends whose values are in memory (wasm, cpu)
+ * and `convolution` elsewhere (or without WebAssembly SIMD, or with output channels not a multiple of 4).
+ */
+export type FilterGradientMethod = 'direct' | 'im2col' | 'per-tap' | 'convolution';
 /** How the input gradient is formed; `sub-pixel` is the fastest measured (see the package README); both are the same at stride 1. */
 export type InputGradientMethod = 'sub-pixel' | 'zero-insertion';
 
@@ -167,13 +172,23 @@ export function conv2dFilterGradient(
   dy: tf.Tensor4D,
   filterShape: Rank4,
   attributes: ConvGradientAttributes,
-  method: FilterGradientMethod = 'convolution',
+  method: FilterGradientMethod = 'direct',
 ): tf.Tensor4D {
   return tf.tidy(() => {
     const info = convolutionInfo(x.shape, filterShape, attributes);
     const { batchSize, outHeight, outWidth, inChannels, outChannels, filterHeight, filterWidth } = info;
     const dyNhwc = toNhwc(dy, attributes.dataFormat);
     const positions = batchSize * outHeight * outWidth;
+
+    if (method === 'direct') {
+      const geometry: FilterGradientGeometry = { ...info, padTop: info.padInfo.top, padLeft: info.padInfo.left };
+      if (valuesInMemory() && x.dtype === 'float32' && dy.dtype === 'float32' && simdFilterGradientSupports(geometry) && simdFilterGradientAvailable()) {
+        const buffers = float32Buffers('Conv2DBackpropFilter', tf.backend(), [toNhwc(x, attributes.dataFormat), dyNhwc], [filterShape]);
+        simdFilterGradient(buffers.inputs[0]!, buffers.inputs[1]!, buffers.outputs[0]!.values, geometry);
+        return tf.engine().makeTensorFromTensorInfo(buffers.outputs[0]!.info) as tf.Tensor4D;
+      }
+      method = 'convolution';
+    }
 
     if (method === 'convolution' && filterHeight === 1 && filterWidth === 1 && info.padInfo.top === 0 && info.padInfo.left === 0) {
       // A 1×1 filter's gradient is one GEMM over the positions it visits: dW = x_sᵀ·dy (4-6 ms → 1-4 ms
