@@ -157,6 +157,24 @@ function padForWindows(x: tf.Tensor4D, info: tf.backend_util.Conv2DInfo): tf.Ten
   return padOrCrop(x, ...windowPadding(info));
 }
 
+/** The direct form's geometry, or undefined where `conv2dFilterGradient`'s default does not run it (backend, dtype, channels). */
+function directGeometry(
+  x: tf.TensorInfo,
+  dy: tf.TensorInfo,
+  filterShape: Rank4,
+  attributes: ConvGradientAttributes,
+): FilterGradientGeometry | undefined {
+  if (!valuesInMemory() || x.dtype !== 'float32' || dy.dtype !== 'float32' || !simdFilterGradientAvailable()) return undefined;
+  const info = convolutionInfo(x.shape as Rank4, filterShape, attributes);
+  const geometry: FilterGradientGeometry = { ...info, padTop: info.padInfo.top, padLeft: info.padInfo.left };
+  return simdFilterGradientSupports(geometry) ? geometry : undefined;
+}
+
+/** Whether {@link conv2dFilterGradient}'s default method runs the direct SIMD loop for these inputs on the active backend. */
+export function filterGradientIsDirect(x: tf.TensorInfo, dy: tf.TensorInfo, filterShape: Rank4, attributes: ConvGradientAttributes): boolean {
+  return directGeometry(x, dy, filterShape, attributes) !== undefined;
+}
+
 /**
  * Gradient of a Conv2D with respect to its filter: `dW[kh, kw, ci, co] = Σ x[b, oh·s+kh−top, ow·s+kw−left, ci] · dy[b, oh, ow, co]`.
  *
@@ -181,8 +199,8 @@ export function conv2dFilterGradient(
     const positions = batchSize * outHeight * outWidth;
 
     if (method === 'direct') {
-      const geometry: FilterGradientGeometry = { ...info, padTop: info.padInfo.top, padLeft: info.padInfo.left };
-      if (valuesInMemory() && x.dtype === 'float32' && dy.dtype === 'float32' && simdFilterGradientSupports(geometry) && simdFilterGradientAvailable()) {
+      const geometry = directGeometry(x, dy, filterShape, attributes);
+      if (geometry !== undefined) {
         const buffers = float32Buffers('Conv2DBackpropFilter', tf.backend(), [toNhwc(x, attributes.dataFormat), dyNhwc], [filterShape]);
         simdFilterGradient(buffers.inputs[0]!, buffers.inputs[1]!, buffers.outputs[0]!.values, geometry);
         return tf.engine().makeTensorFromTensorInfo(buffers.outputs[0]!.info) as tf.Tensor4D;

@@ -9,7 +9,7 @@
  */
 import type { MessagePort, Worker } from 'node:worker_threads';
 import { CONTROL, State, type ConvJob } from './conv-protocol.js';
-import { setConvPool, type ConvPool, type ConvShare } from './parallel-conv.js';
+import { setConvPool, type ConvPool, type ConvShare, type SimdShare } from './parallel-conv.js';
 
 /** How long the main thread waits for one share before it gives up on the worker. */
 let workerTimeoutMs = 300_000;
@@ -46,6 +46,8 @@ interface PooledWorker {
   /** The buffer is new since the worker last saw one. */
   bufferChanged: boolean;
   started: { outputOffset: number; outputSize: number } | undefined;
+  /** The shared memory of the direct SIMD kernels, once sent to this worker. */
+  memory: WebAssembly.Memory | undefined;
   receive: typeof import('node:worker_threads').receiveMessageOnPort;
 }
 
@@ -88,7 +90,7 @@ async function startWorker(node: NodeModules): Promise<PooledWorker> {
   // Idle workers must not keep the process alive.
   worker.unref();
   channel.port1.unref();
-  return { worker, flags, port: channel.port1, buffer: undefined, bufferChanged: false, started: undefined, receive: node.threads.receiveMessageOnPort };
+  return { worker, flags, port: channel.port1, buffer: undefined, bufferChanged: false, started: undefined, memory: undefined, receive: node.threads.receiveMessageOnPort };
 }
 
 class WorkerConvPool implements ConvPool {
@@ -106,11 +108,19 @@ class WorkerConvPool implements ConvPool {
     return this.broken === undefined;
   }
 
-  start(shares: ConvShare[]): void {
+  start(shares: Array<ConvShare | SimdShare>): void {
     if (this.broken !== undefined) throw new Error(`@regstack/backend: ${this.broken}; call useBackend again to start new workers`);
     if (shares.length > this.workers.length) throw new Error(`conv pool: ${shares.length} shares for ${this.workers.length} workers`);
     for (const [index, share] of shares.entries()) {
       const pooled = this.workers[index]!;
+      if (share.kind === 'simd') {
+        // Nothing to copy: the worker runs its images on the shared memory, sent with its first share.
+        const { memory, ...job } = share;
+        pooled.port.postMessage(pooled.memory === memory ? job : { ...job, memory });
+        pooled.memory = memory;
+        this.signal(pooled, { outputOffset: 0, outputSize: 0 });
+        continue;
+      }
       const inputSizes = share.inputs.map((input) => input.values.length);
       const needed = inputSizes.reduce((sum, size) => sum + size, 0) + share.outputSize;
       if (pooled.buffer === undefined || pooled.buffer.byteLength < needed * 4) {
@@ -136,10 +146,15 @@ class WorkerConvPool implements ConvPool {
       };
       pooled.bufferChanged = false;
       pooled.port.postMessage(job);
-      pooled.started = { outputOffset: offset, outputSize: share.outputSize };
-      Atomics.store(pooled.flags, CONTROL.state, State.Work);
-      Atomics.notify(pooled.flags, CONTROL.state);
+      this.signal(pooled, { outputOffset: offset, outputSize: share.outputSize });
     }
+  }
+
+  /** Wakes a worker to the job just posted to it. */
+  private signal(pooled: PooledWorker, started: { outputOffset: number; outputSize: number }): void {
+    pooled.started = started;
+    Atomics.store(pooled.flags, CONTROL.state, State.Work);
+    Atomics.notify(pooled.flags, CONTROL.state);
   }
 
   wait(): Float32Array[] {
@@ -161,7 +176,7 @@ class WorkerConvPool implements ConvPool {
         errors.push(message?.error ?? 'unknown error');
       }
       const { outputOffset, outputSize } = pooled.started;
-      outputs.push(new Float32Array(pooled.buffer!, outputOffset * 4, outputSize));
+      outputs.push(outputSize === 0 ? new Float32Array(0) : new Float32Array(pooled.buffer!, outputOffset * 4, outputSize));
       pooled.started = undefined;
       Atomics.store(pooled.flags, CONTROL.state, State.Idle);
     }

@@ -31,3 +31,51 @@ export interface ConvJob {
   outputOffset: number;
   buffer?: SharedArrayBuffer;
 }
+
+/** Geometry of a direct SIMD kernel call (NHWC, dilation 1), as `tf.backend_util.Conv2DInfo` gives it. */
+export interface SimdGeometry {
+  batchSize: number;
+  inHeight: number;
+  inWidth: number;
+  inChannels: number;
+  outHeight: number;
+  outWidth: number;
+  outChannels: number;
+  filterHeight: number;
+  filterWidth: number;
+  strideHeight: number;
+  strideWidth: number;
+  /** Rows and columns of zeros before the first input row and column. */
+  padTop: number;
+  padLeft: number;
+}
+
+/**
+ * Where a direct SIMD kernel call's data lies in the shared memory, and how it is cut: what every
+ * thread running a share needs besides its images.
+ */
+export interface SimdPlan {
+  /** `filter`: x, dy → dW (one region per thread, summed after); `forward`: x, w → y. */
+  family: 'filter' | 'forward';
+  geometry: SimdGeometry;
+  /** Offsets in floats: x zero-padded to every window's reach, the second input (dy or w), the output. */
+  xStart: number;
+  secondStart: number;
+  outputStart: number;
+  /** Floats from one thread's output region to the next (filter gradients). */
+  regionFloats: number;
+  /** Chunks of the batch that stay in cache: whole images, or rows of one image. */
+  imagesPerChunk: number;
+  rowsPerChunk: number;
+}
+
+/** A share of a direct SIMD kernel call: images [firstImage, endImage) into output region `region`. */
+export interface SimdJob {
+  kind: 'simd';
+  plan: SimdPlan;
+  firstImage: number;
+  endImage: number;
+  region: number;
+  /** The shared memory, sent with a worker's first share. */
+  memory?: WebAssembly.Memory;
+}

@@ -4,7 +4,7 @@
  * pool is kept, and how one forward, filter-gradient or input-gradient convolution is shared out.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import type { ConvJob } from './conv-protocol.js';
+import type { ConvJob, SimdJob } from './conv-protocol.js';
 import { asTensor, isWasmHeapBackend, type WasmHeapBackend } from './typed-array-backend.js';
 
 /** One worker's share of a convolution, with its inputs' values (copied into shared memory on start). */
@@ -16,12 +16,15 @@ export interface ConvShare {
   outputSize: number;
 }
 
+/** One worker's share of a direct SIMD kernel call: its images, run on the shared memory in place. */
+export type SimdShare = SimdJob & { memory: WebAssembly.Memory };
+
 /** Worker threads that compute shares of convolutions. */
 export interface ConvPool {
   /** Number of workers. */
   readonly size: number;
-  /** Copies each share's inputs and starts share i on worker i; returns at once. */
-  start(shares: ConvShare[]): void;
+  /** Starts share i on worker i (copying a {@link ConvShare}'s inputs first); returns at once. */
+  start(shares: Array<ConvShare | SimdShare>): void;
   /** Blocks until the started shares are done; their outputs, valid until the next `start`. */
   wait(): Float32Array[];
   close(): Promise<void>;
@@ -60,8 +63,29 @@ export function setMinimumParallelWork(multiplyAdds: number): number {
   return previous;
 }
 
+/**
+ * The active pool, when a call over `batch` images of `multiplyAdds` multiply-adds is worth sharing
+ * now: a pool is active and not already running a call, the batch has 2 images or more, and the work
+ * is at least the minimum.
+ */
+export function poolFor(batch: number, multiplyAdds: number): ConvPool | undefined {
+  const pool = holder.pool;
+  if (pool === undefined || holder.busy || batch < 2 || multiplyAdds < minimumWork) return undefined;
+  return pool;
+}
+
+/** Runs `body` with the pool marked busy, so that the kernels it calls on this thread do not share. */
+export function whilePoolBusy<T>(body: () => T): T {
+  holder.busy = true;
+  try {
+    return body();
+  } finally {
+    holder.busy = false;
+  }
+}
+
 /** Batch ranges [start, end) for the main thread (first) and each worker, as even as integers allow. */
-function batchShares(batch: number, threads: number): Array<[number, number]> {
+export function batchShares(batch: number, threads: number): Array<[number, number]> {
   const shares: Array<[number, number]> = [];
   for (let index = 0; index < threads; index++) {
     shares.push([Math.floor((index * batch) / threads), Math.floor(((index + 1) * batch) / threads)]);
@@ -88,17 +112,11 @@ export function shareConvolution(
   multiplyAdds: number,
   local: (a: tf.Tensor4D, b: tf.Tensor4D, outputShape: Rank4) => tf.Tensor,
 ): tf.TensorInfo | undefined {
-  const pool = holder.pool;
-  const batch = a.shape[0]!;
-  if (pool === undefined || holder.busy || !isWasmHeapBackend(backend) || (attributes.dataFormat ?? 'NHWC') !== 'NHWC') return undefined;
-  if (batch < 2 || multiplyAdds < minimumWork || a.dtype !== 'float32' || b.dtype !== 'float32') return undefined;
+  const pool = poolFor(a.shape[0]!, multiplyAdds);
+  if (pool === undefined || !isWasmHeapBackend(backend) || (attributes.dataFormat ?? 'NHWC') !== 'NHWC') return undefined;
+  if (a.dtype !== 'float32' || b.dtype !== 'float32') return undefined;
   const { dataFormat: _layout, ...jobAttributes } = attributes;
-  holder.busy = true;
-  try {
-    return shareOut(pool, kind, backend, a, b, jobAttributes, outputShape, local);
-  } finally {
-    holder.busy = false;
-  }
+  return whilePoolBusy(() => shareOut(pool, kind, backend, a, b, jobAttributes, outputShape, local));
 }
 
 /** {@link shareConvolution} once it is decided: the workers' shares started, the main one computed, the results gathered. */

@@ -3,7 +3,8 @@
  * side-effect import alive and a user can restore TF.js's own kernels.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { conv2dFilterGradient, conv2dInputGradient, type ConvGradientAttributes } from './conv-gradients.js';
+import { conv2dFilterGradient, conv2dInputGradient, filterGradientIsDirect, type ConvGradientAttributes } from './conv-gradients.js';
+import { simdConvolution, simdConvolutionSupports } from './simd-convolution.js';
 import { maxPoolGradientInfo, maxPoolGradientValues, type MaxPoolGradientAttributes } from './max-pool-gradient.js';
 import { asTensor, float32Buffers } from './typed-array-backend.js';
 import { shareConvolution } from './parallel-conv.js';
@@ -54,6 +55,8 @@ const filterGradientKernel: tf.KernelFunc = ({ inputs, attrs, backend }) => {
   const { x, dy } = inputs as tf.Conv2DBackpropFilterInputs;
   const filterShape = (attrs as unknown as tf.Conv2DBackpropFilterAttrs).filterShape as Rank4;
   const attributes = attributesOf(attrs);
+  // The direct SIMD form shares its batch with the worker threads itself, without copies.
+  if (filterGradientIsDirect(x!, dy!, filterShape, attributes)) return tf.tidy(() => conv2dFilterGradient(asTensor(x!), asTensor(dy!), filterShape, attributes));
   // With worker threads (useBackend's `threads` in Node), the batch is shared and the shares' sums added.
   const shared = shareConvolution('filter', backend, x!, dy!, attributes, filterShape, convolutionWork(dy!.shape, filterShape), (xs, dys, shape) =>
     conv2dFilterGradient(xs, dys, shape, attributes),
@@ -66,6 +69,12 @@ const inputGradientKernel: tf.KernelFunc = ({ inputs, attrs, backend }) => {
   const { dy, filter } = inputs as tf.Conv2DBackpropInputInputs;
   const inputShape = (attrs as unknown as tf.Conv2DBackpropInputAttrs).inputShape as Rank4;
   const attributes = attributesOf(attrs);
+  // Its convolutions have the forward input's channels as outputs: when our Conv2D runs them directly,
+  // they share their batches themselves.
+  const channels = attributes.dataFormat === 'NCHW' ? inputShape[1] : inputShape[3];
+  if (isConvolutionKernelRegistered(tf.getBackend()) && channels % 4 === 0) {
+    return tf.tidy(() => conv2dInputGradient(inputShape, asTensor(dy!), asTensor(filter!), attributes));
+  }
   const shared = shareConvolution('input', backend, dy!, filter!, attributes, inputShape, convolutionWork(dy!.shape, filter!.shape), (dys, f, shape) =>
     conv2dInputGradient(shape, dys, f, attributes),
   );
@@ -73,10 +82,12 @@ const inputGradientKernel: tf.KernelFunc = ({ inputs, attrs, backend }) => {
 };
 
 /**
- * wasm's `Conv2D`, its batch shared with the worker threads when there are any (see conv-pool.ts):
- * each share runs the shipped kernel (XNNPACK). Registered by `useBackend('wasm', { threads })` in Node.
+ * wasm's `Conv2D`: the direct WebAssembly SIMD convolution (simd-convolution.ts) for float32 NHWC
+ * inputs with dilation 1 and output channels in multiples of 4, which shares its batch with the worker
+ * threads itself; otherwise the shipped kernel (XNNPACK), its batch shared with the worker threads
+ * through copies when there are any (see conv-pool.ts).
  */
-const sharedConvolutionKernel: tf.KernelFunc = (args) => {
+const convolutionKernel: tf.KernelFunc = (args) => {
   const { x, filter } = args.inputs as tf.Conv2DInputs;
   const { strides, pad, dimRoundingMode, dilations, dataFormat } = args.attrs as unknown as tf.Conv2DAttrs;
   const shipped = shippedKernel('wasm', tf.Conv2D, args.backend);
@@ -91,6 +102,14 @@ const sharedConvolutionKernel: tf.KernelFunc = (args) => {
     tf.backend_util.convertConv2DDataFormat(dataFormat),
   );
   const outputShape: Rank4 = [info.batchSize, info.outHeight, info.outWidth, info.outChannels];
+  if (info.dataFormat === 'channelsLast' && info.dilationHeight === 1 && info.dilationWidth === 1 && x!.dtype === 'float32' && filter!.dtype === 'float32') {
+    const geometry = { ...info, padTop: info.padInfo.top, padLeft: info.padInfo.left };
+    if (simdConvolutionSupports(geometry)) {
+      const buffers = float32Buffers(tf.Conv2D, args.backend as tf.KernelBackend, [x!, filter!], [outputShape]);
+      simdConvolution(buffers.inputs[0]!, buffers.inputs[1]!, buffers.outputs[0]!.values, geometry);
+      return buffers.outputs[0]!.info;
+    }
+  }
   const attributes = { strides, pad: pad as ConvGradientAttributes['pad'], dilations, dataFormat, ...(dimRoundingMode ? { dimRoundingMode } : {}) };
   const shared = shareConvolution('forward', args.backend, x!, filter!, attributes, outputShape, convolutionWork(outputShape, filter!.shape), (xs, f) =>
     tf.engine().makeTensorFromTensorInfo(shipped.kernelFunc({ ...args, inputs: { x: xs, filter: f } }) as tf.TensorInfo),
@@ -181,7 +200,7 @@ const kernelFunctions: Record<string, tf.KernelFunc> = {
   [tf.MaxPoolGrad]: maxPoolGradientKernel,
   [tf.Identity]: sharedIdentityKernel,
   [tf.BatchMatMul]: batchMatMulKernel,
-  [tf.Conv2D]: sharedConvolutionKernel,
+  [tf.Conv2D]: convolutionKernel,
   ...channelReductionKernelFunctions,
 };
 
@@ -341,19 +360,20 @@ export function isBatchMatMulKernelRegistered(backendName: string): boolean {
 }
 
 /**
- * Registers a wasm `Conv2D` that shares each large convolution's batch with the worker threads of
- * `useBackend('wasm', { threads })` (Node) and otherwise runs the shipped kernel. Idempotent.
+ * Registers this package's wasm `Conv2D` (the direct WebAssembly SIMD convolution where it applies,
+ * sharing batches with the worker threads of `useBackend('wasm', { threads })`; the shipped kernel,
+ * kept for {@link unregisterConvolutionKernel}, otherwise). Idempotent; wasm only.
  */
-export function registerSharedConvolutionKernel(): void {
+export function registerConvolutionKernel(): void {
   replaceKernel('wasm', tf.Conv2D);
 }
 
 /** Puts back wasm's shipped `Conv2D`. */
-export function unregisterSharedConvolutionKernel(): void {
+export function unregisterConvolutionKernel(): void {
   restoreKernel('wasm', tf.Conv2D);
 }
 
-/** Whether this package's batch-sharing `Conv2D` is registered for `backendName`. */
-export function isSharedConvolutionKernelRegistered(backendName: string): boolean {
+/** Whether this package's `Conv2D` is registered for `backendName`. */
+export function isConvolutionKernelRegistered(backendName: string): boolean {
   return replaced.has(`${backendName}_${tf.Conv2D}`);
 }

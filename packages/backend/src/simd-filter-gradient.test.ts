@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { relativeError } from '@regstack/regularizer/testing';
-import { setSimdChunkBytes, simdFilterGradient, simdFilterGradientAvailable, simdFilterGradientSupports, type FilterGradientGeometry } from './simd-filter-gradient.js';
+import { simdFilterGradient, simdFilterGradientAvailable, simdFilterGradientSupports, type FilterGradientGeometry } from './simd-filter-gradient.js';
+import { setSimdChunkBytes } from './simd-kernels.js';
 import { FunctionBody, I32, encodeModule } from './wasm-module.js';
 
 function randomValues(size: number, seed: number): Float32Array {
@@ -126,7 +127,9 @@ describe('simdFilterGradient', () => {
   it('rejects output channels that are not a multiple of 4, and arrays of the wrong length, naming them', () => {
     const g = geometry([1, 4, 4, 2], [3, 3, 2, 4], [1, 1]);
     expect(simdFilterGradientSupports({ ...g, outChannels: 6 })).toBe(false);
-    expect(() => simdFilterGradient(new Float32Array(32), new Float32Array(96), new Float32Array(108), { ...g, outChannels: 6 })).toThrow(/outChannels must be a multiple of 4, got 6/);
+    expect(() => simdFilterGradient(new Float32Array(32), new Float32Array(96), new Float32Array(108), { ...g, outChannels: 6 })).toThrow(
+      /outChannels must be a multiple of 4, got 6/,
+    );
     expect(() => simdFilterGradient(new Float32Array(31), new Float32Array(64), new Float32Array(72), g)).toThrow(/x has 31 values, expected 32/);
     expect(() => simdFilterGradient(new Float32Array(32), new Float32Array(63), new Float32Array(72), g)).toThrow(/dy has 63 values, expected 64/);
     expect(() => simdFilterGradient(new Float32Array(32), new Float32Array(64), new Float32Array(71), g)).toThrow(/dw has 71 values, expected 72/);
@@ -144,10 +147,13 @@ describe('wasm-module', () => {
     });
     f.i32(0).get(total).i32(3).mul().i32(-5).sub();
     f.bytes.push(0x36, 0x02, 0x00); // i32.store: total·3 + 5 at address 0
-    const bytes = encodeModule([{ name: 'run', body: f }], 1);
-    expect(WebAssembly.validate(bytes)).toBe(true);
-    const exports = new WebAssembly.Instance(new WebAssembly.Module(bytes)).exports as { run: (n: number) => void; memory: WebAssembly.Memory };
-    exports.run(300);
-    expect(new Int32Array(exports.memory.buffer)[0]).toBe(((300 * 301) / 2) * 3 + 5);
+    for (const shared of [false, true]) {
+      const bytes = encodeModule([{ name: 'run', body: f }], { initial: 1, maximum: 2, shared });
+      expect(WebAssembly.validate(bytes)).toBe(true);
+      const memory = new WebAssembly.Memory({ initial: 1, maximum: 2, shared });
+      const exports = new WebAssembly.Instance(new WebAssembly.Module(bytes), { env: { memory } }).exports as { run: (n: number) => void };
+      exports.run(300);
+      expect(new Int32Array(memory.buffer)[0]).toBe(((300 * 301) / 2) * 3 + 5);
+    }
   });
 });

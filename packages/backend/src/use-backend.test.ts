@@ -51,7 +51,7 @@ describe('useBackend', () => {
     const info = await useBackend();
     expect(info).toEqual({
       name: 'wasm',
-      kernels: ['Conv2DBackpropFilter', 'Conv2DBackpropInput', 'MaxPoolGrad', 'RegstackChannelMoments', 'RegstackChannelSums', 'Identity', 'BatchMatMul'],
+      kernels: ['Conv2DBackpropFilter', 'Conv2DBackpropInput', 'MaxPoolGrad', 'RegstackChannelMoments', 'RegstackChannelSums', 'Identity', 'BatchMatMul', 'Conv2D'],
       threads: 1,
     });
     expect(tf.getBackend()).toBe('wasm');

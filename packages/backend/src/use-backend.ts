@@ -15,9 +15,8 @@ import {
   isSharedIdentityKernelRegistered,
   registerBatchMatMulKernel,
   isBatchMatMulKernelRegistered,
-  registerSharedConvolutionKernel,
-  unregisterSharedConvolutionKernel,
-  isSharedConvolutionKernelRegistered,
+  registerConvolutionKernel,
+  isConvolutionKernelRegistered,
 } from './register-kernels.js';
 import { convolutionThreads } from './parallel-conv.js';
 import { startConvPool, stopConvPool } from './conv-pool.js';
@@ -192,14 +191,12 @@ async function ensureGradients(): Promise<void> {
  */
 export async function stopWorkerThreads(): Promise<void> {
   await stopConvPool({ terminate: true });
-  unregisterSharedConvolutionKernel();
 }
 
 /** One thread again; the workers stay parked for a later call with the same count. */
 async function parkWorkerThreads(): Promise<void> {
   if (convolutionThreads() === 1) return;
   await stopConvPool();
-  unregisterSharedConvolutionKernel();
 }
 
 async function prepareWasm(options: UseBackendOptions): Promise<number> {
@@ -224,7 +221,6 @@ async function prepareWasm(options: UseBackendOptions): Promise<number> {
     throw new ConfigError('backend.threads', 'worker threads run our convolution kernels; they need registerKernels (leave it unset)');
   }
   await startConvPool(threads - 1);
-  registerSharedConvolutionKernel();
   return threads;
 }
 
@@ -330,6 +326,7 @@ export async function useBackend(name: BackendName = 'wasm', options: UseBackend
         registerMaxPoolGradientKernel(['wasm']);
         registerSharedIdentityKernel(['wasm']);
         registerBatchMatMulKernel();
+        registerConvolutionKernel();
       }
     }
     if (backend === 'wasm') threads = await prepareWasm(options);
@@ -344,7 +341,7 @@ export async function useBackend(name: BackendName = 'wasm', options: UseBackend
   if (areChannelReductionKernelsRegistered(backend)) kernels.push(...CHANNEL_REDUCTION_KERNEL_NAMES);
   if (isSharedIdentityKernelRegistered(backend)) kernels.push(tf.Identity);
   if (isBatchMatMulKernelRegistered(backend)) kernels.push(tf.BatchMatMul);
-  if (isSharedConvolutionKernelRegistered(backend)) kernels.push(tf.Conv2D);
+  if (isConvolutionKernelRegistered(backend)) kernels.push(tf.Conv2D);
   const info: BackendInfo = { name: backend, kernels };
   if (threads !== undefined) info.threads = threads;
   return info;

@@ -157,17 +157,28 @@ export class FunctionBody {
 }
 
 /**
- * A module of functions with no results, exported under their names, and one memory of `pages` 64 KiB
- * pages exported as `memory`.
+ * A module of functions with no results, exported under their names, that imports its memory as
+ * `env.memory`: shared (threads may run the functions on the same memory at once) or not.
+ *
+ * @param functions The functions, in order.
+ * @param memory The imported memory's limits in 64 KiB pages; `maximum` is required when shared.
  */
-export function encodeModule(functions: ReadonlyArray<{ name: string; body: FunctionBody }>, pages: number): Uint8Array {
+export function encodeModule(
+  functions: ReadonlyArray<{ name: string; body: FunctionBody }>,
+  memory: { initial: number; maximum?: number; shared: boolean },
+): Uint8Array<ArrayBuffer> {
   const types = functions.map(({ body }) => [0x60, ...vector(body.parameters.map((type) => [type])), 0x00]);
+  if (memory.shared && memory.maximum === undefined) throw new RangeError('encodeModule: a shared memory needs a maximum');
+  const limits =
+    memory.maximum === undefined
+      ? [0x00, ...unsigned(memory.initial)]
+      : [memory.shared ? 0x03 : 0x01, ...unsigned(memory.initial), ...unsigned(memory.maximum)];
   const bytes = [
     ...[0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00],
     ...section(1, vector(types)),
+    ...section(2, vector([[...name('env'), ...name('memory'), 0x02, ...limits]])),
     ...section(3, vector(functions.map((_, index) => unsigned(index)))),
-    ...section(5, vector([[0x00, ...unsigned(pages)]])),
-    ...section(7, vector([...functions.map(({ name: text }, index) => [...name(text), 0x00, ...unsigned(index)]), [...name('memory'), 0x02, 0x00]])),
+    ...section(7, vector(functions.map(({ name: text }, index) => [...name(text), 0x00, ...unsigned(index)]))),
     ...section(10, vector(functions.map(({ body }) => body.encode()))),
   ];
   return new Uint8Array(bytes);

@@ -1,0 +1,129 @@
+import '@tensorflow/tfjs-backend-wasm';
+import * as tf from '@tensorflow/tfjs-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { relativeError } from '@regstack/regularizer/testing';
+import type { SimdGeometry } from './conv-protocol.js';
+import { simdConvolution, simdConvolutionSupports } from './simd-convolution.js';
+import { setSimdChunkBytes } from './simd-kernels.js';
+import { isConvolutionKernelRegistered, registerConvolutionKernel, unregisterConvolutionKernel } from './register-kernels.js';
+
+function randomValues(size: number, seed: number): Float32Array {
+  const values = new Float32Array(size);
+  let state = seed;
+  for (let index = 0; index < size; index++) {
+    state = (state * 1664525 + 1013904223) >>> 0;
+    values[index] = state / 2 ** 32 - 0.5;
+  }
+  return values;
+}
+
+/** The definition, summed in float64. */
+function reference(x: Float32Array, w: Float32Array, g: SimdGeometry): Float64Array {
+  const y = new Float64Array(g.batchSize * g.outHeight * g.outWidth * g.outChannels);
+  for (let b = 0; b < g.batchSize; b++) {
+    for (let oh = 0; oh < g.outHeight; oh++) {
+      for (let ow = 0; ow < g.outWidth; ow++) {
+        const target = ((b * g.outHeight + oh) * g.outWidth + ow) * g.outChannels;
+        for (let kh = 0; kh < g.filterHeight; kh++) {
+          const row = oh * g.strideHeight + kh - g.padTop;
+          if (row < 0 || row >= g.inHeight) continue;
+          for (let kw = 0; kw < g.filterWidth; kw++) {
+            const column = ow * g.strideWidth + kw - g.padLeft;
+            if (column < 0 || column >= g.inWidth) continue;
+            for (let ci = 0; ci < g.inChannels; ci++) {
+              const xValue = x[((b * g.inHeight + row) * g.inWidth + column) * g.inChannels + ci]!;
+              const tap = ((kh * g.filterWidth + kw) * g.inChannels + ci) * g.outChannels;
+              for (let co = 0; co < g.outChannels; co++) y[target + co]! += xValue * w[tap + co]!;
+            }
+          }
+        }
+      }
+    }
+  }
+  return y;
+}
+
+function geometry(input: number[], filter: number[], strides: number[], pad: 'same' | 'valid' | number): SimdGeometry {
+  const info = tf.backend_util.computeConv2DInfo(input as [number, number, number, number], filter as [number, number, number, number], strides as [number, number], 1, pad);
+  return { ...info, padTop: info.padInfo.top, padLeft: info.padInfo.left };
+}
+
+function run(g: SimdGeometry, seed: number): { got: Float32Array; want: Float64Array } {
+  const x = randomValues(g.batchSize * g.inHeight * g.inWidth * g.inChannels, seed);
+  const w = randomValues(g.filterHeight * g.filterWidth * g.inChannels * g.outChannels, seed + 1);
+  const got = new Float32Array(g.batchSize * g.outHeight * g.outWidth * g.outChannels).fill(Number.NaN);
+  simdConvolution(x, w, got, g);
+  return { got, want: reference(x, w, g) };
+}
+
+describe('simdConvolution', () => {
+  // Widths 1-9 cover every remainder of the 4-position blocks; output channels 4, 8, 12, 20 the 8-wide
+  // blocks with and without a 4-wide remainder; input channels 1, 3, 5 odd tap counts.
+  it.each([
+    { input: [2, 5, 1, 1], filter: [3, 3, 1, 4], strides: [1, 1], pad: 'same' as const },
+    { input: [2, 7, 6, 3], filter: [3, 3, 3, 8], strides: [2, 2], pad: 'same' as const },
+    { input: [3, 5, 9, 5], filter: [3, 3, 5, 12], strides: [1, 2], pad: 'valid' as const },
+    { input: [1, 9, 7, 2], filter: [5, 5, 2, 20], strides: [2, 1], pad: 'same' as const },
+    { input: [2, 6, 6, 9], filter: [1, 1, 9, 12], strides: [2, 2], pad: 'valid' as const },
+    { input: [2, 4, 4, 16], filter: [3, 3, 16, 8], strides: [1, 1], pad: 1 },
+    { input: [1, 3, 11, 4], filter: [2, 3, 4, 4], strides: [1, 1], pad: 'same' as const },
+  ])('equals the definition for x $input, filter $filter, strides $strides, pad $pad', ({ input, filter, strides, pad }) => {
+    const { got, want } = run(geometry(input, filter, strides, pad), 3 + input[2]!);
+    expect(relativeError(got, want)).toBeLessThan(1e-6);
+  });
+
+  it.each([
+    ['one row per chunk', 1],
+    ['whole images, several per chunk', 1 << 22],
+  ])('gives the same outputs with %s', (_, bytes) => {
+    const previous = setSimdChunkBytes(bytes);
+    try {
+      const { got, want } = run(geometry([5, 8, 7, 6], [3, 3, 6, 12], [1, 1], 'same'), 29);
+      expect(relativeError(got, want)).toBeLessThan(1e-6);
+    } finally {
+      setSimdChunkBytes(previous);
+    }
+  });
+
+  it('rejects output channels that are not a multiple of 4, and arrays of the wrong length, naming them', () => {
+    const g = geometry([1, 4, 4, 2], [3, 3, 2, 4], [1, 1], 'same');
+    expect(simdConvolutionSupports({ ...g, outChannels: 6 })).toBe(false);
+    expect(simdConvolutionSupports(g)).toBe(true);
+    expect(() => simdConvolution(new Float32Array(32), new Float32Array(108), new Float32Array(96), { ...g, outChannels: 6 })).toThrow(
+      /outChannels must be a multiple of 4, got 6/,
+    );
+    expect(() => simdConvolution(new Float32Array(31), new Float32Array(72), new Float32Array(64), g)).toThrow(/x has 31 values, expected 32/);
+    expect(() => simdConvolution(new Float32Array(32), new Float32Array(71), new Float32Array(64), g)).toThrow(/w has 71 values, expected 72/);
+    expect(() => simdConvolution(new Float32Array(32), new Float32Array(72), new Float32Array(65), g)).toThrow(/y has 65 values, expected 64/);
+  });
+});
+
+describe("wasm's Conv2D with ours registered", () => {
+  beforeAll(async () => {
+    await tf.setBackend('wasm');
+  });
+  afterAll(() => {
+    unregisterConvolutionKernel();
+  });
+
+  // Direct cases and every fallback to the shipped kernel: channels not a multiple of 4, dilation, NCHW.
+  it.each([
+    { label: 'direct, 3×3 stride 2 same', x: [3, 9, 8, 5], filter: [3, 3, 5, 8], strides: 2, pad: 'same' as const, dilations: 1 },
+    { label: 'direct, 1×1 stride 1 valid', x: [2, 4, 4, 7], filter: [1, 1, 7, 4], strides: 1, pad: 'valid' as const, dilations: 1 },
+    { label: 'shipped, 6 output channels', x: [2, 6, 6, 3], filter: [3, 3, 3, 6], strides: 1, pad: 'same' as const, dilations: 1 },
+    { label: 'shipped, dilation 2', x: [2, 9, 9, 4], filter: [3, 3, 4, 8], strides: 1, pad: 'same' as const, dilations: 2 },
+  ])('equals the shipped kernel: $label', ({ x, filter, strides, pad, dilations }) => {
+    const inputs = tf.tidy(() => [tf.tensor4d(randomValues(tf.util.sizeFromShape(x), 5), x as [number, number, number, number]), tf.tensor4d(randomValues(tf.util.sizeFromShape(filter), 6), filter as [number, number, number, number])]);
+    const [input, weights] = inputs as [tf.Tensor4D, tf.Tensor4D];
+    unregisterConvolutionKernel();
+    expect(isConvolutionKernelRegistered('wasm')).toBe(false);
+    const shipped = tf.tidy(() => tf.conv2d(input, weights, strides, pad, 'NHWC', dilations).dataSync());
+    registerConvolutionKernel();
+    expect(isConvolutionKernelRegistered('wasm')).toBe(true);
+    const before = tf.memory().numTensors;
+    const ours = tf.tidy(() => tf.conv2d(input, weights, strides, pad, 'NHWC', dilations).dataSync());
+    expect(tf.memory().numTensors).toBe(before);
+    expect(relativeError(ours, shipped)).toBeLessThan(1e-6);
+    tf.dispose(inputs);
+  });
+});

@@ -1,0 +1,226 @@
+/**
+ * This thread's instance of the direct SIMD kernels (simd-kernel-code.ts) and the memory they run on,
+ * and the sharing of one kernel call's batch with the convolution worker threads.
+ *
+ * The memory is a shared WebAssembly memory where the engine allows one (Node; browsers with
+ * cross-origin isolation): the main thread copies a call's inputs into it once, each worker runs the
+ * same kernels on its share of the images in place, and nothing is copied back and forth between
+ * threads. Without shared memory the kernels run on the main thread alone.
+ */
+import { CHANNEL_BLOCK, POSITION_BLOCK, convolutionKernel, filterGradientKernel } from './simd-kernel-code.js';
+import { encodeModule, type FunctionBody } from './wasm-module.js';
+import { batchShares, poolFor, whilePoolBusy, type ConvPool } from './parallel-conv.js';
+import type { SimdGeometry, SimdPlan } from './conv-protocol.js';
+
+export type Kernel = (...args: number[]) => void;
+
+/** The kernels of one thread, on `memory`. */
+export interface SimdKernels {
+  memory: WebAssembly.Memory;
+  /** Whether `memory` is shared: worker threads can run kernels on it. */
+  shared: boolean;
+  /** filter[inputs − 1][vectors − 1]. */
+  filter: Kernel[][];
+  /** convolution[positions − 1][vectors − 1]. */
+  convolution: Kernel[][];
+}
+
+/** 4 GiB, wasm32's whole address space: reserved, not committed; a call that needs more falls back. */
+const MAXIMUM_PAGES = 65536;
+
+function moduleBytes(shared: boolean): Uint8Array<ArrayBuffer> {
+  const functions: Array<{ name: string; body: FunctionBody }> = [];
+  for (let inputs = 1; inputs <= CHANNEL_BLOCK; inputs++) {
+    for (const vectors of [1, 2]) functions.push({ name: `f${inputs}v${vectors}`, body: filterGradientKernel(inputs, vectors) });
+  }
+  for (let positions = 1; positions <= POSITION_BLOCK; positions++) {
+    for (const vectors of [1, 2]) functions.push({ name: `c${positions}v${vectors}`, body: convolutionKernel(positions, vectors) });
+  }
+  return encodeModule(functions, { initial: 1, maximum: MAXIMUM_PAGES, shared });
+}
+
+const compiled = new Map<boolean, WebAssembly.Module>();
+
+function instantiateOn(memory: WebAssembly.Memory, shared: boolean): SimdKernels {
+  let module = compiled.get(shared);
+  if (module === undefined) {
+    module = new WebAssembly.Module(moduleBytes(shared));
+    compiled.set(shared, module);
+  }
+  const exports = new WebAssembly.Instance(module, { env: { memory } }).exports as Record<string, Kernel>;
+  const family = (prefix: string, count: number) => Array.from({ length: count }, (_, i) => [1, 2].map((vectors) => exports[`${prefix}${i + 1}v${vectors}`]!));
+  return { memory, shared, filter: family('f', CHANNEL_BLOCK), convolution: family('c', POSITION_BLOCK) };
+}
+
+// undefined: not tried yet; null: this engine has no WebAssembly SIMD.
+let mine: SimdKernels | null | undefined;
+
+/** This thread's kernels (compiled on first use), or null where WebAssembly SIMD is unavailable. */
+export function simdKernels(): SimdKernels | null {
+  if (mine !== undefined) return mine;
+  mine = null;
+  if (typeof WebAssembly === 'undefined') return mine;
+  for (const shared of [true, false]) {
+    try {
+      if (!WebAssembly.validate(moduleBytes(shared))) continue;
+      mine = instantiateOn(new WebAssembly.Memory({ initial: 1, maximum: MAXIMUM_PAGES, shared }), shared);
+      return mine;
+    } catch {
+      // No shared memory here (a browser page without cross-origin isolation): try an unshared one.
+    }
+  }
+  return mine;
+}
+
+let attached: SimdKernels | undefined;
+
+/**
+ * In a worker thread: kernels on the main thread's shared memory, for the shares it hands over (kept
+ * apart from {@link simdKernels}, which the worker's own kernel calls use).
+ */
+export function attachSimdKernels(memory: WebAssembly.Memory): SimdKernels {
+  if (attached?.memory !== memory) attached = instantiateOn(memory, true);
+  return attached;
+}
+
+/** Whether a call needing `bytes` of memory fits a wasm32 memory. */
+export function fitsMemory(bytes: number): boolean {
+  return bytes <= MAXIMUM_PAGES * 65536;
+}
+
+/**
+ * The memory as floats, grown to at least `bytes`; undefined when that is more than a wasm32 memory
+ * holds (the caller falls back to another formulation).
+ */
+export function reserve(kernels: SimdKernels, bytes: number): Float32Array | undefined {
+  const pages = Math.ceil(bytes / 65536) - kernels.memory.buffer.byteLength / 65536;
+  if (pages > 0) {
+    try {
+      kernels.memory.grow(pages);
+    } catch {
+      return undefined;
+    }
+  }
+  return new Float32Array(kernels.memory.buffer);
+}
+
+/** Bytes of x and of the second input a chunk of the batch may hold: small enough to stay in a core's L2 cache across the blocks. */
+let chunkBytes = 128 * 1024;
+
+/** For benchmarks and tests: the chunk size in bytes (≥ 1: down to one row at a time). Returns the previous value. */
+export function setSimdChunkBytes(bytes: number): number {
+  const previous = chunkBytes;
+  chunkBytes = bytes;
+  return previous;
+}
+
+/** Rows and columns of x zero-padded (or cropped) to exactly what the windows reach: no bounds checks in the loops. */
+export function paddedExtent(geometry: SimdGeometry): { paddedHeight: number; paddedWidth: number } {
+  return {
+    paddedHeight: (geometry.outHeight - 1) * geometry.strideHeight + geometry.filterHeight,
+    paddedWidth: (geometry.outWidth - 1) * geometry.strideWidth + geometry.filterWidth,
+  };
+}
+
+/** Floats rounded up to whole 16-byte vectors. */
+export const alignFloats = (floats: number): number => Math.ceil(floats / 4) * 4;
+
+/**
+ * How a call's batch is cut into chunks: whole images when one image's x and second input (dy, or y for
+ * the forward convolution) fit the budget, else rows of one image.
+ *
+ * @param secondFloatsPerRow Floats of the second input per output row.
+ */
+export function chunking(geometry: SimdGeometry, secondFloatsPerRow: number): { imagesPerChunk: number; rowsPerChunk: number } {
+  const { paddedHeight, paddedWidth } = paddedExtent(geometry);
+  const rowFloats = paddedWidth * geometry.inChannels;
+  const imageBytes = (paddedHeight * rowFloats + geometry.outHeight * secondFloatsPerRow) * 4;
+  if (imageBytes <= chunkBytes) return { imagesPerChunk: Math.max(1, Math.floor(chunkBytes / imageBytes)), rowsPerChunk: geometry.outHeight };
+  const rowBytes = (geometry.strideHeight * rowFloats + secondFloatsPerRow) * 4;
+  return { imagesPerChunk: 1, rowsPerChunk: Math.max(1, Math.min(geometry.outHeight, Math.floor(chunkBytes / rowBytes))) };
+}
+
+/** Copies images [first, end) of x into the plan's zero-padded x. */
+export function copyPaddedImages(heap: Float32Array, x: Float32Array, plan: SimdPlan, first: number, end: number): void {
+  const { inHeight, inWidth, inChannels, padTop, padLeft } = plan.geometry;
+  const { paddedHeight, paddedWidth } = paddedExtent(plan.geometry);
+  const rowFloats = paddedWidth * inChannels;
+  const copiedColumns = Math.max(0, Math.min(inWidth, paddedWidth - padLeft));
+  for (let image = first; image < end; image++) {
+    for (let row = 0; row < paddedHeight; row++) {
+      const target = plan.xStart + (image * paddedHeight + row) * rowFloats;
+      const sourceRow = row - padTop;
+      if (sourceRow < 0 || sourceRow >= inHeight || copiedColumns === 0) {
+        heap.fill(0, target, target + rowFloats);
+        continue;
+      }
+      const source = (image * inHeight + sourceRow) * inWidth * inChannels;
+      heap.fill(0, target, target + padLeft * inChannels);
+      heap.set(x.subarray(source, source + copiedColumns * inChannels), target + padLeft * inChannels);
+      heap.fill(0, target + (padLeft + copiedColumns) * inChannels, target + rowFloats);
+    }
+  }
+}
+
+/**
+ * Threads that will run a call of `batch` images and `multiplyAdds` multiply-adds: 1, or 1 + the
+ * convolution pool's workers (capped at one image each) when the memory is shared, a pool is active
+ * and idle, and the work is large enough to share.
+ */
+export function simdThreads(kernels: SimdKernels, batch: number, multiplyAdds: number): number {
+  const pool = kernels.shared ? poolFor(batch, multiplyAdds) : undefined;
+  return pool === undefined ? 1 : Math.min(batch, pool.size + 1);
+}
+
+/**
+ * Runs a planned call on `threads` threads: each worker's images are copied in and its share started,
+ * then this thread copies and runs its own share (the first images) while they work.
+ *
+ * @param copyImages Copies the inputs of images [first, end) into the memory (this thread).
+ * @param runShare Runs images [first, end) into output region `region` on this thread.
+ * @returns The output regions written: region i holds share i.
+ */
+export function runShared(
+  kernels: SimdKernels,
+  plan: SimdPlan,
+  threads: number,
+  copyImages: (first: number, end: number) => void,
+  runShare: (first: number, end: number, region: number) => void,
+): number {
+  const batch = plan.geometry.batchSize;
+  const pool = threads > 1 ? poolFor(batch, Number.POSITIVE_INFINITY) : undefined;
+  if (pool === undefined) {
+    copyImages(0, batch);
+    runShare(0, batch, 0);
+    return 1;
+  }
+  const shares = batchShares(batch, Math.min(threads, pool.size + 1));
+  whilePoolBusy(() => runOnPool(pool, kernels, plan, shares, copyImages, runShare));
+  return shares.length;
+}
+
+function runOnPool(
+  pool: ConvPool,
+  kernels: SimdKernels,
+  plan: SimdPlan,
+  shares: Array<[number, number]>,
+  copyImages: (first: number, end: number) => void,
+  runShare: (first: number, end: number, region: number) => void,
+): void {
+  for (const [first, end] of shares.slice(1)) copyImages(first, end);
+  pool.start(shares.slice(1).map(([firstImage, endImage], index) => ({ kind: 'simd', plan, firstImage, endImage, region: index + 1, memory: kernels.memory })));
+  try {
+    const [first, end] = shares[0]!;
+    copyImages(first, end);
+    runShare(first, end, 0);
+  } catch (error) {
+    // Collect the workers all the same; this thread's error is the one to report.
+    try {
+      pool.wait();
+    } catch {
+      // reported through the error above
+    }
+    throw error;
+  }
+  pool.wait();
+}
