@@ -8,6 +8,9 @@ import {
   conv2dInputGradient,
   registerConvGradientKernels,
   unregisterConvGradientKernels,
+  registerConvolutionKernel,
+  unregisterConvolutionKernel,
+  isConvolutionKernelRegistered,
 } from '@regstack/backend';
 
 const backends = process.argv.slice(2).length > 0 ? process.argv.slice(2) : ['wasm', 'cpu'];
@@ -48,8 +51,9 @@ for (const backend of backends) {
   await useBackend(backend);
   const repeats = backend === 'cpu' ? 2 : 7;
   console.log(`\n### ${backend} (fastest of ${repeats} round-robin runs after a warm-up)\n`);
-  console.log('| layer | forward conv2d | filter grad: im2col | per-tap | convolution | shipped | input grad: sub-pixel | zero-insertion | shipped |');
-  console.log('|---|---|---|---|---|---|---|---|---|');
+  console.log('| layer | forward: ours | shipped | filter grad: direct | convolution | im2col | per-tap | shipped | input grad: sub-pixel | zero-insertion | shipped |');
+  console.log('|---|---|---|---|---|---|---|---|---|---|---|');
+  const oursForward = isConvolutionKernelRegistered(backend);
   for (const layer of layers) {
     const x = tf.randomNormal(layer.input);
     const filter = tf.randomNormal(layer.filter, 0, 0.1);
@@ -64,6 +68,17 @@ for (const backend of backends) {
     const row = timeFastest(
       {
         forward: () => tf.conv2d(x, filter, layer.strides, layer.pad),
+        // Ours is registered on wasm only; the shipped one answers while it is unregistered.
+        'shipped forward': () => {
+          if (!oursForward) return tf.conv2d(x, filter, layer.strides, layer.pad);
+          unregisterConvolutionKernel();
+          try {
+            return tf.conv2d(x, filter, layer.strides, layer.pad);
+          } finally {
+            registerConvolutionKernel();
+          }
+        },
+        'filter direct': () => conv2dFilterGradient(x, dy, layer.filter, attributes, 'direct'),
         'filter convolution': () => conv2dFilterGradient(x, dy, layer.filter, attributes, 'convolution'),
         'input sub-pixel': () => conv2dInputGradient(layer.input, dy, filter, attributes, 'sub-pixel'),
         'input zero-insertion': () => conv2dInputGradient(layer.input, dy, filter, attributes, 'zero-insertion'),
@@ -106,8 +121,8 @@ for (const backend of backends) {
 
     if (tf.memory().numTensors !== tensorsBefore) throw new Error(`leaked ${tf.memory().numTensors - tensorsBefore} tensors`);
     console.log(
-      `| ${layer.label} | ${format(row.forward)} | ${format(row['filter im2col'])} | ${format(row['filter per-tap'])} | ` +
-        `${format(row['filter convolution'])} | ${row.shippedFilter} | ${format(row['input sub-pixel'])} | ` +
+      `| ${layer.label} | ${oursForward ? format(row.forward) : '—'} | ${format(row['shipped forward'])} | ${format(row['filter direct'])} | ` +
+        `${format(row['filter convolution'])} | ${format(row['filter im2col'])} | ${format(row['filter per-tap'])} | ${row.shippedFilter} | ${format(row['input sub-pixel'])} | ` +
         `${format(row['input zero-insertion'])} | ${format(row['shipped input'])} |`,
     );
     tf.dispose([x, filter, dy]);

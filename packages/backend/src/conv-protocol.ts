@@ -76,6 +76,8 @@ export interface SimdJob {
   firstImage: number;
   endImage: number;
   region: number;
+  /** Whether the main thread's kernels use relaxed SIMD's multiply-add: the worker's do the same. */
+  fused: boolean;
   /** The shared memory, sent with a worker's first share. */
   memory?: WebAssembly.Memory;
 }

@@ -29,7 +29,7 @@ let simdMemory: WebAssembly.Memory | undefined;
 function runSimd(job: SimdJob): void {
   simdMemory = job.memory ?? simdMemory;
   if (simdMemory === undefined) throw new Error('conv worker: a SIMD share came before the shared memory');
-  const kernels = attachSimdKernels(simdMemory);
+  const kernels = attachSimdKernels(simdMemory, job.fused);
   if (job.plan.family === 'filter') runFilterGradientShare(kernels, job.plan, job.firstImage, job.endImage, job.region);
   else runConvolutionShare(kernels, job.plan, job.firstImage, job.endImage);
 }

@@ -24,6 +24,9 @@ export {
   registerBatchMatMulKernel,
   unregisterBatchMatMulKernel,
   isBatchMatMulKernelRegistered,
+  registerConvolutionKernel,
+  unregisterConvolutionKernel,
+  isConvolutionKernelRegistered,
   CONV_GRADIENT_KERNEL_NAMES,
   DEFAULT_CONV_GRADIENT_KERNELS,
   type ConvGradientKernelName,
@@ -38,5 +41,6 @@ export {
   type FilterGradientMethod,
   type InputGradientMethod,
 } from './conv-gradients.js';
+export { setFusedMultiplyAdd } from './simd-kernels.js';
 export { maxPoolGradient, type MaxPoolGradientAttributes } from './max-pool-gradient.js';
 export { CHANNEL_MOMENTS_KERNEL, CHANNEL_SUMS_KERNEL, CHANNEL_REDUCTION_KERNEL_NAMES } from './channel-reductions.js';

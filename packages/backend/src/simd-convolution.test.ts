@@ -1,10 +1,11 @@
+import v8 from 'node:v8';
 import '@tensorflow/tfjs-backend-wasm';
 import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { relativeError } from '@regstack/regularizer/testing';
 import type { SimdGeometry } from './conv-protocol.js';
 import { simdConvolution, simdConvolutionSupports } from './simd-convolution.js';
-import { setSimdChunkBytes } from './simd-kernels.js';
+import { setFusedMultiplyAdd, setSimdChunkBytes, simdKernels } from './simd-kernels.js';
 import { isConvolutionKernelRegistered, registerConvolutionKernel, unregisterConvolutionKernel } from './register-kernels.js';
 
 function randomValues(size: number, seed: number): Float32Array {
@@ -56,20 +57,55 @@ function run(g: SimdGeometry, seed: number): { got: Float32Array; want: Float64A
   return { got, want: reference(x, w, g) };
 }
 
+
+/**
+ * Relaxed SIMD (the fused multiply-add) is on by default from Node 22; on Node 20 its V8 flag turns it
+ * on for this test process, so both forms of the kernels are tested on every Node.
+ */
+function enableRelaxedSimd(): boolean {
+  const previous = setFusedMultiplyAdd(true);
+  try {
+    if (simdKernels()?.fused === true) return true;
+    v8.setFlagsFromString('--experimental-wasm-relaxed-simd');
+    setFusedMultiplyAdd(true);
+    return simdKernels()?.fused === true;
+  } finally {
+    setFusedMultiplyAdd(previous);
+  }
+}
+const relaxedSimd = enableRelaxedSimd();
+
 describe('simdConvolution', () => {
-  // Widths 1-9 cover every remainder of the 4-position blocks; output channels 4, 8, 12, 20 the 8-wide
-  // blocks with and without a 4-wide remainder; input channels 1, 3, 5 odd tap counts.
-  it.each([
-    { input: [2, 5, 1, 1], filter: [3, 3, 1, 4], strides: [1, 1], pad: 'same' as const },
-    { input: [2, 7, 6, 3], filter: [3, 3, 3, 8], strides: [2, 2], pad: 'same' as const },
-    { input: [3, 5, 9, 5], filter: [3, 3, 5, 12], strides: [1, 2], pad: 'valid' as const },
-    { input: [1, 9, 7, 2], filter: [5, 5, 2, 20], strides: [2, 1], pad: 'same' as const },
-    { input: [2, 6, 6, 9], filter: [1, 1, 9, 12], strides: [2, 2], pad: 'valid' as const },
-    { input: [2, 4, 4, 16], filter: [3, 3, 16, 8], strides: [1, 1], pad: 1 },
-    { input: [1, 3, 11, 4], filter: [2, 3, 4, 4], strides: [1, 1], pad: 'same' as const },
-  ])('equals the definition for x $input, filter $filter, strides $strides, pad $pad', ({ input, filter, strides, pad }) => {
-    const { got, want } = run(geometry(input, filter, strides, pad), 3 + input[2]!);
-    expect(relativeError(got, want)).toBeLessThan(1e-6);
+  it('has relaxed SIMD to test (Node ≥ 22, or Node 20 with its V8 flag)', () => {
+    expect(relaxedSimd).toBe(true);
+  });
+
+  describe.each([
+    { mode: 'f32x4.mul then f32x4.add', fused: false },
+    ...(relaxedSimd ? [{ mode: 'relaxed_madd', fused: true }] : []),
+  ])('with $mode', ({ fused }) => {
+    beforeAll(() => {
+      setFusedMultiplyAdd(fused);
+    });
+    afterAll(() => {
+      setFusedMultiplyAdd('auto');
+    });
+
+    // Widths 1-9 cover every remainder of the 4-position blocks; output channels 4, 8, 12, 20 the 8-wide
+    // blocks with and without a 4-wide remainder; input channels 1, 3, 5 odd tap counts.
+    it.each([
+      { input: [2, 5, 1, 1], filter: [3, 3, 1, 4], strides: [1, 1], pad: 'same' as const },
+      { input: [2, 7, 6, 3], filter: [3, 3, 3, 8], strides: [2, 2], pad: 'same' as const },
+      { input: [3, 5, 9, 5], filter: [3, 3, 5, 12], strides: [1, 2], pad: 'valid' as const },
+      { input: [1, 9, 7, 2], filter: [5, 5, 2, 20], strides: [2, 1], pad: 'same' as const },
+      { input: [2, 6, 6, 9], filter: [1, 1, 9, 12], strides: [2, 2], pad: 'valid' as const },
+      { input: [2, 4, 4, 16], filter: [3, 3, 16, 8], strides: [1, 1], pad: 1 },
+      { input: [1, 3, 11, 4], filter: [2, 3, 4, 4], strides: [1, 1], pad: 'same' as const },
+    ])('equals the definition for x $input, filter $filter, strides $strides, pad $pad', ({ input, filter, strides, pad }) => {
+      expect(simdKernels()!.fused).toBe(fused);
+      const { got, want } = run(geometry(input, filter, strides, pad), 3 + input[2]!);
+      expect(relativeError(got, want)).toBeLessThan(1e-6);
+    });
   });
 
   it.each([

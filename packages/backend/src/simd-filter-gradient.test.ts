@@ -1,7 +1,8 @@
-import { describe, expect, it } from 'vitest';
+import v8 from 'node:v8';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { relativeError } from '@regstack/regularizer/testing';
 import { simdFilterGradient, simdFilterGradientAvailable, simdFilterGradientSupports, type FilterGradientGeometry } from './simd-filter-gradient.js';
-import { setSimdChunkBytes } from './simd-kernels.js';
+import { setFusedMultiplyAdd, setSimdChunkBytes, simdKernels } from './simd-kernels.js';
 import { FunctionBody, I32, encodeModule } from './wasm-module.js';
 
 function randomValues(size: number, seed: number): Float32Array {
@@ -67,23 +68,58 @@ function run(g: FilterGradientGeometry, seed: number): { got: Float32Array; want
   return { got, want: reference(x, dy, g) };
 }
 
+
+/**
+ * Relaxed SIMD (the fused multiply-add) is on by default from Node 22; on Node 20 its V8 flag turns it
+ * on for this test process, so both forms of the kernels are tested on every Node.
+ */
+function enableRelaxedSimd(): boolean {
+  const previous = setFusedMultiplyAdd(true);
+  try {
+    if (simdKernels()?.fused === true) return true;
+    v8.setFlagsFromString('--experimental-wasm-relaxed-simd');
+    setFusedMultiplyAdd(true);
+    return simdKernels()?.fused === true;
+  } finally {
+    setFusedMultiplyAdd(previous);
+  }
+}
+const relaxedSimd = enableRelaxedSimd();
+
 describe('simdFilterGradient', () => {
   it('runs here (Node has WebAssembly SIMD)', () => {
     expect(simdFilterGradientAvailable()).toBe(true);
   });
 
-  // Input channels 1-9 cover every remainder of the 4-channel blocks; output channels 4, 8, 12, 20 the
-  // 8-wide blocks with and without a 4-wide remainder.
-  it.each([
-    { input: [2, 7, 6, 1], filter: [3, 3, 1, 4], strides: [1, 1] },
-    { input: [2, 7, 6, 2], filter: [3, 3, 2, 8], strides: [2, 2] },
-    { input: [3, 5, 9, 3], filter: [3, 3, 3, 12], strides: [1, 2] },
-    { input: [1, 9, 9, 5], filter: [5, 5, 5, 20], strides: [2, 1] },
-    { input: [2, 6, 6, 9], filter: [1, 1, 9, 12], strides: [2, 2] },
-    { input: [2, 4, 4, 16], filter: [3, 3, 16, 8], strides: [1, 1] },
-  ])('equals the definition for x $input, filter $filter, strides $strides', ({ input, filter, strides }) => {
-    const { got, want } = run(geometry(input, filter, strides), 7 + input[3]!);
-    expect(relativeError(got, want)).toBeLessThan(1e-6);
+  it('has relaxed SIMD to test (Node ≥ 22, or Node 20 with its V8 flag)', () => {
+    expect(relaxedSimd).toBe(true);
+  });
+
+  describe.each([
+    { mode: 'f32x4.mul then f32x4.add', fused: false },
+    ...(relaxedSimd ? [{ mode: 'relaxed_madd', fused: true }] : []),
+  ])('with $mode', ({ fused }) => {
+    beforeAll(() => {
+      setFusedMultiplyAdd(fused);
+    });
+    afterAll(() => {
+      setFusedMultiplyAdd('auto');
+    });
+
+    // Input channels 1-9 cover every remainder of the 4-channel blocks; output channels 4, 8, 12, 20 the
+    // 8-wide blocks with and without a 4-wide remainder.
+    it.each([
+      { input: [2, 7, 6, 1], filter: [3, 3, 1, 4], strides: [1, 1] },
+      { input: [2, 7, 6, 2], filter: [3, 3, 2, 8], strides: [2, 2] },
+      { input: [3, 5, 9, 3], filter: [3, 3, 3, 12], strides: [1, 2] },
+      { input: [1, 9, 9, 5], filter: [5, 5, 5, 20], strides: [2, 1] },
+      { input: [2, 6, 6, 9], filter: [1, 1, 9, 12], strides: [2, 2] },
+      { input: [2, 4, 4, 16], filter: [3, 3, 16, 8], strides: [1, 1] },
+    ])('equals the definition for x $input, filter $filter, strides $strides', ({ input, filter, strides }) => {
+      expect(simdKernels()!.fused).toBe(fused);
+      const { got, want } = run(geometry(input, filter, strides), 7 + input[3]!);
+      expect(relativeError(got, want)).toBeLessThan(1e-6);
+    });
   });
 
   it('crops rows and columns that no window reaches (a valid convolution whose stride skips the last)', () => {

@@ -22,7 +22,7 @@ const FILTER_PARAMETERS = ['x', 'dy', 'dw', 'images', 'rows', 'columns', 'xImage
  * of `outputBlocks` blocks side by side, sums over images × rows × columns positions and adds the sums
  * to dw's `inputs` rows (`dwRow` bytes apart).
  */
-export function filterGradientKernel(inputs: number, vectors: number): FunctionBody {
+export function filterGradientKernel(inputs: number, vectors: number, fused: boolean): FunctionBody {
   const f = new FunctionBody(FILTER_PARAMETERS.map(() => I32));
   const p = Object.fromEntries(FILTER_PARAMETERS.map((parameter, index) => [parameter, index])) as Record<(typeof FILTER_PARAMETERS)[number], number>;
   // Counters, pointers and strides (i32).
@@ -47,7 +47,7 @@ export function filterGradientKernel(inputs: number, vectors: number): FunctionB
             f.get(xp).loadSplat(4 * i).set(broadcast);
             for (const [v, dyVector] of dyVectors.entries()) {
               const accumulator = accumulators[i * vectors + v]!;
-              f.get(accumulator).get(broadcast).get(dyVector).mulF32x4().addF32x4().set(accumulator);
+              f.multiplyAccumulate(accumulator, broadcast, dyVector, fused);
             }
           }
           f.increment(xp, { local: p.xColumn }).increment(dyp, { local: p.dyPosition });
@@ -83,7 +83,7 @@ const CONVOLUTION_PARAMETERS = [
  * (1 or 2) per block: for each of `outputBlocks` channel blocks, every image × row × column block of
  * the chunk sums `filterRows` rows of `taps` (filter width × input channels) products and writes y.
  */
-export function convolutionKernel(positions: number, vectors: number): FunctionBody {
+export function convolutionKernel(positions: number, vectors: number, fused: boolean): FunctionBody {
   const f = new FunctionBody(CONVOLUTION_PARAMETERS.map(() => I32));
   const p = Object.fromEntries(CONVOLUTION_PARAMETERS.map((parameter, index) => [parameter, index])) as Record<(typeof CONVOLUTION_PARAMETERS)[number], number>;
   // Counters, pointers and strides (i32).
@@ -122,7 +122,7 @@ export function convolutionKernel(positions: number, vectors: number): FunctionB
                 f.loadSplat().set(broadcast);
                 for (const [v, wVector] of wVectors.entries()) {
                   const accumulator = accumulators[position * vectors + v]!;
-                  f.get(accumulator).get(broadcast).get(wVector).mulF32x4().addF32x4().set(accumulator);
+                  f.multiplyAccumulate(accumulator, broadcast, wVector, fused);
                 }
               }
               f.increment(xp, 4).increment(wp, { local: p.wTap });

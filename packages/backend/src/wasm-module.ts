@@ -143,6 +143,19 @@ export class FunctionBody {
     return this.simd(0xe6);
   }
 
+  /** f32x4.relaxed_madd (relaxed SIMD): a·b + c of the three vectors on the stack, fused where the CPU has FMA. */
+  maddF32x4(): this {
+    return this.simd(0x105);
+  }
+
+  /**
+   * `accumulator += a · b` (f32x4): one relaxed_madd when `fused`, else f32x4.mul then f32x4.add.
+   */
+  multiplyAccumulate(accumulator: number, a: number, b: number, fused: boolean): this {
+    if (fused) return this.get(a).get(b).get(accumulator).maddF32x4().set(accumulator);
+    return this.get(accumulator).get(a).get(b).mulF32x4().addF32x4().set(accumulator);
+  }
+
   /** The function as the code section holds it: its size, its locals and its instructions. */
   encode(): number[] {
     const groups: number[][] = [];
