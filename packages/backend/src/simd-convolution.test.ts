@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { relativeError } from '@regstack/regularizer/testing';
 import type { SimdGeometry } from './conv-protocol.js';
 import { simdConvolution, simdConvolutionSupports } from './simd-convolution.js';
-import { setFusedMultiplyAdd, setSimdChunkBytes, simdKernels } from './simd-kernels.js';
+import { prepareSimdKernels, setFusedMultiplyAdd, setSimdChunkBytes, simdKernels } from './simd-kernels.js';
 import { isConvolutionKernelRegistered, registerConvolutionKernel, unregisterConvolutionKernel } from './register-kernels.js';
 
 function randomValues(size: number, seed: number): Float32Array {
@@ -119,6 +119,16 @@ describe('simdConvolution', () => {
     } finally {
       setSimdChunkBytes(previous);
     }
+  });
+
+  it('can be compiled without blocking (browsers refuse synchronous compiles over 4 KB), and runs the same', async () => {
+    setFusedMultiplyAdd('auto'); // drops this thread's kernels: the next use compiles them again
+    await expect(prepareSimdKernels()).resolves.toBe(true);
+    const prepared = simdKernels();
+    expect(prepared).not.toBeNull();
+    const { got, want } = run(geometry([2, 6, 5, 3], [3, 3, 3, 8], [1, 1], 'same'), 31);
+    expect(simdKernels()).toBe(prepared);
+    expect(relativeError(got, want)).toBeLessThan(1e-6);
   });
 
   it('rejects output channels that are not a multiple of 4, and arrays of the wrong length, naming them', () => {

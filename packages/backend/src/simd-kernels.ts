@@ -43,6 +43,13 @@ function moduleBytes(shared: boolean, fused: boolean): Uint8Array<ArrayBuffer> {
 
 const compiled = new Map<string, WebAssembly.Module>();
 
+function kernelsOf(exports: WebAssembly.Exports, memory: WebAssembly.Memory, shared: boolean, fused: boolean): SimdKernels {
+  const functions = exports as Record<string, Kernel>;
+  const family = (prefix: string, count: number) => Array.from({ length: count }, (_, i) => [1, 2].map((vectors) => functions[`${prefix}${i + 1}v${vectors}`]!));
+  return { memory, shared, fused, filter: family('f', CHANNEL_BLOCK), convolution: family('c', POSITION_BLOCK) };
+}
+
+/** Compiles (once per variant and thread) and instantiates synchronously: fine in Node and in workers. */
 function instantiateOn(memory: WebAssembly.Memory, shared: boolean, fused: boolean): SimdKernels {
   const key = `${shared}/${fused}`;
   let module = compiled.get(key);
@@ -50,9 +57,7 @@ function instantiateOn(memory: WebAssembly.Memory, shared: boolean, fused: boole
     module = new WebAssembly.Module(moduleBytes(shared, fused));
     compiled.set(key, module);
   }
-  const exports = new WebAssembly.Instance(module, { env: { memory } }).exports as Record<string, Kernel>;
-  const family = (prefix: string, count: number) => Array.from({ length: count }, (_, i) => [1, 2].map((vectors) => exports[`${prefix}${i + 1}v${vectors}`]!));
-  return { memory, shared, fused, filter: family('f', CHANNEL_BLOCK), convolution: family('c', POSITION_BLOCK) };
+  return kernelsOf(new WebAssembly.Instance(module, { env: { memory } }).exports, memory, shared, fused);
 }
 
 /** Whether this engine has relaxed SIMD's fused multiply-add (Node ≥ 22, Chrome ≥ 114; not Node 20 without a flag). */
@@ -77,22 +82,55 @@ export function setFusedMultiplyAdd(setting: boolean | 'auto'): boolean | 'auto'
   return previous;
 }
 
-/** This thread's kernels (compiled on first use), or null where WebAssembly SIMD is unavailable. */
+/** The variants to try, best first: shared memory (for worker threads) where the engine allows it. */
+function variants(): Array<{ shared: boolean; fused: boolean }> {
+  const fused = fusedSetting === 'auto' ? relaxedSimd() : fusedSetting;
+  return [true, false].map((shared) => ({ shared, fused })).filter(({ shared }) => WebAssembly.validate(moduleBytes(shared, fused)));
+}
+
+/**
+ * This thread's kernels (compiled on first use), or null where WebAssembly SIMD is unavailable. A
+ * browser's main thread refuses to compile modules over 4 KB synchronously: there, `useBackend` has
+ * prepared them with {@link prepareSimdKernels}, and without that the callers fall back.
+ */
 export function simdKernels(): SimdKernels | null {
   if (mine !== undefined) return mine;
   mine = null;
   if (typeof WebAssembly === 'undefined') return mine;
-  const fused = fusedSetting === 'auto' ? relaxedSimd() : fusedSetting;
-  for (const shared of [true, false]) {
+  for (const { shared, fused } of variants()) {
     try {
-      if (!WebAssembly.validate(moduleBytes(shared, fused))) continue;
       mine = instantiateOn(new WebAssembly.Memory({ initial: 1, maximum: MAXIMUM_PAGES, shared }), shared, fused);
       return mine;
     } catch {
-      // No shared memory here (a browser page without cross-origin isolation): try an unshared one.
+      // No shared memory here (a browser page without cross-origin isolation), or no synchronous
+      // compiles (a browser's main thread): try the next.
     }
   }
   return mine;
+}
+
+/**
+ * Compiles and instantiates this thread's kernels without blocking, as browsers require on their main
+ * thread; `useBackend('wasm' | 'cpu')` awaits it. Resolves to whether they are available.
+ */
+export async function prepareSimdKernels(): Promise<boolean> {
+  // null here may be a synchronous compile a browser refused: the asynchronous one can still work.
+  if (mine) return true;
+  if (typeof WebAssembly === 'undefined') return simdKernels() !== null;
+  for (const { shared, fused } of variants()) {
+    try {
+      const key = `${shared}/${fused}`;
+      const module = compiled.get(key) ?? (await WebAssembly.compile(moduleBytes(shared, fused)));
+      compiled.set(key, module);
+      const memory = new WebAssembly.Memory({ initial: 1, maximum: MAXIMUM_PAGES, shared });
+      const instance = await WebAssembly.instantiate(module, { env: { memory } });
+      mine ??= kernelsOf(instance.exports, memory, shared, fused);
+      return true;
+    } catch {
+      // Try the next variant (see simdKernels).
+    }
+  }
+  return simdKernels() !== null;
 }
 
 let attached: SimdKernels | undefined;

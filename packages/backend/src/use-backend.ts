@@ -19,6 +19,7 @@ import {
   isConvolutionKernelRegistered,
 } from './register-kernels.js';
 import { convolutionThreads } from './parallel-conv.js';
+import { prepareSimdKernels } from './simd-kernels.js';
 import { startConvPool, stopConvPool } from './conv-pool.js';
 import { CHANNEL_REDUCTION_KERNEL_NAMES } from './channel-reductions.js';
 
@@ -328,6 +329,8 @@ export async function useBackend(name: BackendName = 'wasm', options: UseBackend
         registerBatchMatMulKernel();
         registerConvolutionKernel();
       }
+      // Browsers compile modules over 4 KB only asynchronously on their main thread.
+      await prepareSimdKernels();
     }
     if (backend === 'wasm') threads = await prepareWasm(options);
     else await activate('cpu');
