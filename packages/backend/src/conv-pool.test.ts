@@ -4,6 +4,7 @@ import { convolutionThreads, setConvPool, setMinimumParallelWork } from './paral
 import { relativeError } from '@regstack/regularizer/testing';
 import { stopWorkerThreads, useBackend } from './use-backend.js';
 import { setWorkerTimeout } from './conv-pool.js';
+import { simdKernels } from './simd-kernels.js';
 
 function values(shape: number[], seed: number): Float32Array {
   let state = seed;
@@ -128,8 +129,11 @@ describe('worker threads for convolutions on wasm (Node)', () => {
     // that the pool refuses every call.
     await (pool as unknown as { workers: Array<{ worker: { terminate(): Promise<number> } }> }).workers[0]!.worker.terminate();
     const previous = setWorkerTimeout(200);
+    const memoryBefore = simdKernels()!.memory;
     try {
       expect(() => convolutionsAndGradients()).toThrow(/a convolution worker did not answer within 0.2 s; call useBackend again/);
+      // The direct kernels leave the memory the dead worker had: the next call gets a new one.
+      expect(simdKernels()!.memory).not.toBe(memoryBefore);
       expect(() => convolutionsAndGradients()).toThrow(/did not answer/);
     } finally {
       setWorkerTimeout(previous);

@@ -270,6 +270,15 @@ function runOnPool(
 ): void {
   for (const [first, end] of shares.slice(1)) copyImages(first, end);
   pool.start(shares.slice(1).map(([firstImage, endImage], index) => ({ kind: 'simd', plan, firstImage, endImage, region: index + 1, fused: kernels.fused, memory: kernels.memory })));
+  // A worker that failed or timed out may still be running on this memory: later calls get a new one.
+  const waitForWorkers = () => {
+    try {
+      pool.wait();
+    } catch (error) {
+      if (mine === kernels) mine = undefined;
+      throw error;
+    }
+  };
   try {
     const [first, end] = shares[0]!;
     copyImages(first, end);
@@ -277,11 +286,11 @@ function runOnPool(
   } catch (error) {
     // Collect the workers all the same; this thread's error is the one to report.
     try {
-      pool.wait();
+      waitForWorkers();
     } catch {
       // reported through the error above
     }
     throw error;
   }
-  pool.wait();
+  waitForWorkers();
 }
