@@ -159,8 +159,8 @@ describe("wasm's Conv2D with ours registered", () => {
     { label: 'shipped, 6 output channels', x: [2, 6, 6, 3], filter: [3, 3, 3, 6], strides: 1, pad: 'same' as const, dilations: 1 },
     { label: 'shipped, dilation 2', x: [2, 9, 9, 4], filter: [3, 3, 4, 8], strides: 1, pad: 'same' as const, dilations: 2 },
   ])('equals the shipped kernel: $label', ({ x, filter, strides, pad, dilations }) => {
-    const inputs = tf.tidy(() => [tf.tensor4d(randomValues(tf.util.sizeFromShape(x), 5), x as [number, number, number, number]), tf.tensor4d(randomValues(tf.util.sizeFromShape(filter), 6), filter as [number, number, number, number])]);
-    const [input, weights] = inputs as [tf.Tensor4D, tf.Tensor4D];
+    const input = tf.tensor4d(randomValues(tf.util.sizeFromShape(x), 5), x as [number, number, number, number]);
+    const weights = tf.tensor4d(randomValues(tf.util.sizeFromShape(filter), 6), filter as [number, number, number, number]);
     unregisterConvolutionKernel();
     expect(isConvolutionKernelRegistered('wasm')).toBe(false);
     const shipped = tf.tidy(() => tf.conv2d(input, weights, strides, pad, 'NHWC', dilations).dataSync());
@@ -170,6 +170,6 @@ describe("wasm's Conv2D with ours registered", () => {
     const ours = tf.tidy(() => tf.conv2d(input, weights, strides, pad, 'NHWC', dilations).dataSync());
     expect(tf.memory().numTensors).toBe(before);
     expect(relativeError(ours, shipped)).toBeLessThan(1e-6);
-    tf.dispose(inputs);
+    tf.dispose([input, weights]);
   });
 });

@@ -9,7 +9,18 @@
  */
 import type { SimdGeometry, SimdPlan } from './conv-protocol.js';
 import { POSITION_BLOCK } from './simd-kernel-code.js';
-import { alignFloats, chunking, copyPaddedImages, fitsMemory, paddedExtent, reserve, runShared, simdKernels, simdThreads, type SimdKernels } from './simd-kernels.js';
+import {
+  alignFloats,
+  chunking,
+  copyPaddedImages,
+  fitsMemory,
+  paddedExtent,
+  reserve,
+  runShared,
+  simdKernels,
+  simdThreads,
+  type SimdKernels,
+} from './simd-kernels.js';
 
 /** Geometry of one convolution. */
 export type ConvolutionGeometry = SimdGeometry;
@@ -42,7 +53,11 @@ export function simdConvolution(x: Float32Array, w: Float32Array, y: Float32Arra
   if (kernels === null) throw new Error('simdConvolution: this engine has no WebAssembly SIMD');
   const { batchSize, inHeight, inWidth, inChannels, outHeight, outWidth, outChannels, filterHeight, filterWidth } = geometry;
   if (outChannels % 4 !== 0) throw new RangeError(`simdConvolution: outChannels must be a multiple of 4, got ${outChannels}`);
-  const expected = { x: batchSize * inHeight * inWidth * inChannels, w: filterHeight * filterWidth * inChannels * outChannels, y: batchSize * outHeight * outWidth * outChannels };
+  const expected = {
+    x: batchSize * inHeight * inWidth * inChannels,
+    w: filterHeight * filterWidth * inChannels * outChannels,
+    y: batchSize * outHeight * outWidth * outChannels,
+  };
   for (const [field, values] of [['x', x], ['w', w], ['y', y]] as const) {
     if (values.length !== expected[field]) throw new RangeError(`simdConvolution: ${field} has ${values.length} values, expected ${expected[field]}`);
   }
@@ -72,8 +87,19 @@ export function runConvolutionShare(kernels: SimdKernels, plan: SimdPlan, first:
   const remainder = outWidth - columnBlocks * POSITION_BLOCK;
   const xPosition = 4 * strideWidth * inChannels;
   const yPosition = 4 * outChannels;
-  // images, rows, column blocks are per call; then xImage, xRow, xPosition, yImage, yRow, yPosition, filterRows, taps, xFilterRow, wTap.
-  const strides = [4 * paddedHeight * rowFloats, 4 * strideHeight * rowFloats, xPosition, 4 * outHeight * outWidth * outChannels, 4 * outWidth * outChannels, yPosition, filterHeight, filterWidth * inChannels, 4 * rowFloats, 4 * outChannels] as const;
+  // The kernels' parameters after images, rows and column blocks (which vary per call).
+  const strides = [
+    4 * paddedHeight * rowFloats, // xImage
+    4 * strideHeight * rowFloats, // xRow
+    xPosition,
+    4 * outHeight * outWidth * outChannels, // yImage
+    4 * outWidth * outChannels, // yRow
+    yPosition,
+    filterHeight, // filterRows
+    filterWidth * inChannels, // taps
+    4 * rowFloats, // xFilterRow
+    4 * outChannels, // wTap
+  ] as const;
   for (let firstImage = first; firstImage < end; firstImage += plan.imagesPerChunk) {
     const images = Math.min(plan.imagesPerChunk, end - firstImage);
     for (let firstRow = 0; firstRow < outHeight; firstRow += plan.rowsPerChunk) {

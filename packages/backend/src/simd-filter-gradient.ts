@@ -10,7 +10,18 @@
  */
 import type { SimdGeometry, SimdPlan } from './conv-protocol.js';
 import { CHANNEL_BLOCK } from './simd-kernel-code.js';
-import { alignFloats, chunking, copyPaddedImages, fitsMemory, paddedExtent, reserve, runShared, simdKernels, simdThreads, type SimdKernels } from './simd-kernels.js';
+import {
+  alignFloats,
+  chunking,
+  copyPaddedImages,
+  fitsMemory,
+  paddedExtent,
+  reserve,
+  runShared,
+  simdKernels,
+  simdThreads,
+  type SimdKernels,
+} from './simd-kernels.js';
 
 /** Geometry of one filter gradient. */
 export type FilterGradientGeometry = SimdGeometry;
@@ -52,7 +63,11 @@ export function simdFilterGradient(x: Float32Array, dy: Float32Array, dw: Float3
   if (kernels === null) throw new Error('simdFilterGradient: this engine has no WebAssembly SIMD');
   const { batchSize, inHeight, inWidth, inChannels, outHeight, outWidth, outChannels, filterHeight, filterWidth } = geometry;
   if (outChannels % 4 !== 0) throw new RangeError(`simdFilterGradient: outChannels must be a multiple of 4, got ${outChannels}`);
-  const expected = { x: batchSize * inHeight * inWidth * inChannels, dy: batchSize * outHeight * outWidth * outChannels, dw: filterHeight * filterWidth * inChannels * outChannels };
+  const expected = {
+    x: batchSize * inHeight * inWidth * inChannels,
+    dy: batchSize * outHeight * outWidth * outChannels,
+    dw: filterHeight * filterWidth * inChannels * outChannels,
+  };
   for (const [field, values] of [['x', x], ['dy', dy], ['dw', dw]] as const) {
     if (values.length !== expected[field]) throw new RangeError(`simdFilterGradient: ${field} has ${values.length} values, expected ${expected[field]}`);
   }

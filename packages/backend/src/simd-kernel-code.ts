@@ -11,6 +11,11 @@
  */
 import { FunctionBody, I32, V128 } from './wasm-module.js';
 
+/** Each parameter's local index, by name. */
+function parameterIndices<Name extends string>(names: readonly Name[]): Record<Name, number> {
+  return Object.fromEntries(names.map((name, index) => [name, index])) as Record<Name, number>;
+}
+
 /** Input channels per block (1-4 for the remainder) and output channels per block (8, or 4 for the remainder). */
 export const CHANNEL_BLOCK = 4;
 
@@ -24,10 +29,11 @@ const FILTER_PARAMETERS = ['x', 'dy', 'dw', 'images', 'rows', 'columns', 'xImage
  */
 export function filterGradientKernel(inputs: number, vectors: number, fused: boolean): FunctionBody {
   const f = new FunctionBody(FILTER_PARAMETERS.map(() => I32));
-  const p = Object.fromEntries(FILTER_PARAMETERS.map((parameter, index) => [parameter, index])) as Record<(typeof FILTER_PARAMETERS)[number], number>;
+  const p = parameterIndices(FILTER_PARAMETERS);
   // Counters, pointers and strides (i32).
-  const blockCounter = f.local(I32), imageCounter = f.local(I32), rowCounter = f.local(I32), columnCounter = f.local(I32), xImage = f.local(I32), xRow = f.local(I32);
-  const xp = f.local(I32), dyp = f.local(I32), dyBlock = f.local(I32), dwBlock = f.local(I32), dwp = f.local(I32);
+  const blockCounter = f.local(I32), imageCounter = f.local(I32), rowCounter = f.local(I32), columnCounter = f.local(I32);
+  const xImage = f.local(I32), xRow = f.local(I32), xp = f.local(I32), dyp = f.local(I32);
+  const dyBlock = f.local(I32), dwBlock = f.local(I32), dwp = f.local(I32);
   const accumulators = Array.from({ length: inputs * vectors }, () => f.local(V128));
   const dyVectors = Array.from({ length: vectors }, () => f.local(V128));
   const broadcast = f.local(V128);
@@ -85,11 +91,13 @@ const CONVOLUTION_PARAMETERS = [
  */
 export function convolutionKernel(positions: number, vectors: number, fused: boolean): FunctionBody {
   const f = new FunctionBody(CONVOLUTION_PARAMETERS.map(() => I32));
-  const p = Object.fromEntries(CONVOLUTION_PARAMETERS.map((parameter, index) => [parameter, index])) as Record<(typeof CONVOLUTION_PARAMETERS)[number], number>;
+  const p = parameterIndices(CONVOLUTION_PARAMETERS);
   // Counters, pointers and strides (i32).
-  const blockCounter = f.local(I32), imageCounter = f.local(I32), rowCounter = f.local(I32), columnCounter = f.local(I32), filterRowCounter = f.local(I32), tapCounter = f.local(I32);
-  const wBlock = f.local(I32), yBlock = f.local(I32), xImage = f.local(I32), yImage = f.local(I32), xRow = f.local(I32), yRow = f.local(I32);
-  const xColumn = f.local(I32), yColumn = f.local(I32), xFilterRow = f.local(I32), xp = f.local(I32), wp = f.local(I32), yp = f.local(I32);
+  const blockCounter = f.local(I32), imageCounter = f.local(I32), rowCounter = f.local(I32), columnCounter = f.local(I32);
+  const filterRowCounter = f.local(I32), tapCounter = f.local(I32), wBlock = f.local(I32), yBlock = f.local(I32);
+  const xImage = f.local(I32), yImage = f.local(I32), xRow = f.local(I32), yRow = f.local(I32);
+  const xColumn = f.local(I32), yColumn = f.local(I32), xFilterRow = f.local(I32), xp = f.local(I32);
+  const wp = f.local(I32), yp = f.local(I32);
   // positionOffsets[i]: bytes from a block's first position to its i-th; xBlockStep: to the next block.
   const positionOffsets = Array.from({ length: positions }, () => f.local(I32));
   // Counters, pointers and strides (i32).

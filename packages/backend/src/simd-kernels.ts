@@ -269,7 +269,8 @@ function runOnPool(
   runShare: (first: number, end: number, region: number) => void,
 ): void {
   for (const [first, end] of shares.slice(1)) copyImages(first, end);
-  pool.start(shares.slice(1).map(([firstImage, endImage], index) => ({ kind: 'simd', plan, firstImage, endImage, region: index + 1, fused: kernels.fused, memory: kernels.memory })));
+  const { fused, memory } = kernels;
+  pool.start(shares.slice(1).map(([firstImage, endImage], index) => ({ kind: 'simd', plan, firstImage, endImage, region: index + 1, fused, memory })));
   // A worker that failed or timed out may still be running on this memory: later calls get a new one.
   const waitForWorkers = () => {
     try {
