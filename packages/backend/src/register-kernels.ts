@@ -110,12 +110,38 @@ const convolutionKernel: tf.KernelFunc = (args) => {
       return buffers.outputs[0]!.info;
     }
   }
-  const attributes = { strides, pad: pad as ConvGradientAttributes['pad'], dilations, dataFormat, ...(dimRoundingMode ? { dimRoundingMode } : {}) };
+  const fixed = reachingPadding(info, args.attrs as unknown as tf.Conv2DAttrs);
+  const attrs = fixed ? (fixed as unknown as tf.NamedAttrMap) : args.attrs;
+  const attributes = fixed
+    ? { strides, pad: fixed.pad, dilations, dataFormat }
+    : { strides, pad: pad as ConvGradientAttributes['pad'], dilations, dataFormat, ...(dimRoundingMode ? { dimRoundingMode } : {}) };
   const shared = shareConvolution('forward', args.backend, x!, filter!, attributes, outputShape, convolutionWork(outputShape, filter!.shape), (xs, f) =>
-    tf.engine().makeTensorFromTensorInfo(shipped.kernelFunc({ ...args, inputs: { x: xs, filter: f } }) as tf.TensorInfo),
+    tf.engine().makeTensorFromTensorInfo(shipped.kernelFunc({ ...args, attrs, inputs: { x: xs, filter: f } }) as tf.TensorInfo),
   );
-  return shared ?? shipped.kernelFunc(args);
+  return shared ?? shipped.kernelFunc({ ...args, attrs });
 };
+
+/**
+ * Explicit padding for the shipped kernel when the last windows reach past the padding (numeric
+ * padding rounded up by `dimRoundingMode`): TF.js 4.22 hands XNNPACK the padding alone, so XNNPACK
+ * computes fewer rows or columns than TF.js allocated and every value lands in the wrong place. With
+ * the padding extended to what the windows reach, both agree. Undefined when nothing reaches past it.
+ */
+function reachingPadding(info: tf.backend_util.Conv2DInfo, attrs: tf.Conv2DAttrs): (tf.Conv2DAttrs & { pad: tf.backend_util.ExplicitPadding }) | undefined {
+  if (info.dataFormat !== 'channelsLast') return undefined;
+  const { inHeight, inWidth, outHeight, outWidth, strideHeight, strideWidth, effectiveFilterHeight, effectiveFilterWidth, padInfo } = info;
+  const bottom = (outHeight - 1) * strideHeight + effectiveFilterHeight - inHeight - padInfo.top;
+  const right = (outWidth - 1) * strideWidth + effectiveFilterWidth - inWidth - padInfo.left;
+  if (bottom <= padInfo.bottom && right <= padInfo.right) return undefined;
+  const pad: tf.backend_util.ExplicitPadding = [
+    [0, 0],
+    [padInfo.top, Math.max(bottom, padInfo.bottom)],
+    [padInfo.left, Math.max(right, padInfo.right)],
+    [0, 0],
+  ];
+  const { dimRoundingMode: _rounding, ...rest } = attrs;
+  return { ...rest, pad };
+}
 
 const maxPoolGradientKernel: tf.KernelFunc = ({ inputs, attrs, backend }) => {
   const { dy, input } = inputs as tf.MaxPoolGradInputs;
