@@ -13,6 +13,7 @@ import {
 } from './conv-gradients.js';
 import { registerConvGradientKernels, registeredConvGradientKernels, unregisterConvGradientKernels } from './register-kernels.js';
 import { relativeError } from '@regstack/regularizer/testing';
+import { randomValues } from './test-values.js';
 
 type Rank4 = [number, number, number, number];
 
@@ -78,16 +79,6 @@ function runKernel(name: string, inputs: tf.NamedTensorMap, attributes: object):
 }
 
 
-function randomValues(size: number, seed: number): Float32Array {
-  // A fixed linear congruential sequence: reproducible without touching TF.js's global seed.
-  const values = new Float32Array(size);
-  let state = seed;
-  for (let index = 0; index < size; index++) {
-    state = (state * 1664525 + 1013904223) >>> 0;
-    values[index] = state / 2 ** 32 - 0.5;
-  }
-  return values;
-}
 
 beforeAll(async () => {
   await tf.setBackend('cpu');

@@ -90,7 +90,6 @@ const inputGradientKernel: tf.KernelFunc = ({ inputs, attrs, backend }) => {
 const convolutionKernel: tf.KernelFunc = (args) => {
   const { x, filter } = args.inputs as tf.Conv2DInputs;
   const { strides, pad, dimRoundingMode, dilations, dataFormat } = args.attrs as unknown as tf.Conv2DAttrs;
-  const shipped = shippedKernel('wasm', tf.Conv2D, args.backend);
   const info = tf.backend_util.computeConv2DInfo(
     x!.shape as Rank4,
     filter!.shape as Rank4,
@@ -110,6 +109,7 @@ const convolutionKernel: tf.KernelFunc = (args) => {
       return buffers.outputs[0]!.info;
     }
   }
+  const shipped = shippedKernel('wasm', tf.Conv2D, args.backend);
   const fixed = reachingPadding(info, args.attrs as unknown as tf.Conv2DAttrs);
   const attrs = fixed ? (fixed as unknown as tf.NamedAttrMap) : args.attrs;
   const attributes = fixed

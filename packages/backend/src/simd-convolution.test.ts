@@ -4,20 +4,11 @@ import '@tensorflow/tfjs-backend-wasm';
 import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { relativeError } from '@regstack/regularizer/testing';
+import { randomValues } from './test-values.js';
 import type { SimdGeometry } from './conv-protocol.js';
 import { simdConvolution, simdConvolutionSupports } from './simd-convolution.js';
 import { prepareSimdKernels, setFusedMultiplyAdd, setSimdChunkBytes, simdKernels } from './simd-kernels.js';
 import { isConvolutionKernelRegistered, registerConvolutionKernel, unregisterConvolutionKernel } from './register-kernels.js';
-
-function randomValues(size: number, seed: number): Float32Array {
-  const values = new Float32Array(size);
-  let state = seed;
-  for (let index = 0; index < size; index++) {
-    state = (state * 1664525 + 1013904223) >>> 0;
-    values[index] = state / 2 ** 32 - 0.5;
-  }
-  return values;
-}
 
 /** The definition, summed in float64. */
 function reference(x: Float32Array, w: Float32Array, g: SimdGeometry): Float64Array {

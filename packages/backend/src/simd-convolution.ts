@@ -14,6 +14,7 @@ import {
   chunking,
   copyPaddedImages,
   fitsMemory,
+  kernelsFor,
   paddedExtent,
   reserve,
   runShared,
@@ -49,18 +50,12 @@ export function simdConvolutionSupports(geometry: ConvolutionGeometry): boolean 
  * @param y Receives `[batch, outHeight, outWidth, outChannels]`; every value is written.
  */
 export function simdConvolution(x: Float32Array, w: Float32Array, y: Float32Array, geometry: ConvolutionGeometry): void {
-  const kernels = simdKernels();
-  if (kernels === null) throw new Error('simdConvolution: this engine has no WebAssembly SIMD');
-  const { batchSize, inHeight, inWidth, inChannels, outHeight, outWidth, outChannels, filterHeight, filterWidth } = geometry;
-  if (outChannels % 4 !== 0) throw new RangeError(`simdConvolution: outChannels must be a multiple of 4, got ${outChannels}`);
-  const expected = {
-    x: batchSize * inHeight * inWidth * inChannels,
-    w: filterHeight * filterWidth * inChannels * outChannels,
-    y: batchSize * outHeight * outWidth * outChannels,
-  };
-  for (const [field, values] of [['x', x], ['w', w], ['y', y]] as const) {
-    if (values.length !== expected[field]) throw new RangeError(`simdConvolution: ${field} has ${values.length} values, expected ${expected[field]}`);
-  }
+  const kernels = kernelsFor('simdConvolution', geometry, [
+    ['x', x, 'input'],
+    ['w', w, 'filter'],
+    ['y', y, 'output'],
+  ]);
+  const { batchSize, inChannels, filterHeight, filterWidth } = geometry;
   const { plan, bytes } = layout(geometry);
   const heap = reserve(kernels, bytes);
   if (heap === undefined) throw new RangeError(`simdConvolution: ${bytes} bytes of x, w and y do not fit a WebAssembly memory`);

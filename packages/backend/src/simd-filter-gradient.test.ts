@@ -1,19 +1,10 @@
 import v8 from 'node:v8';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { relativeError } from '@regstack/regularizer/testing';
+import { randomValues } from './test-values.js';
 import { simdFilterGradient, simdFilterGradientAvailable, simdFilterGradientSupports, type FilterGradientGeometry } from './simd-filter-gradient.js';
 import { setFusedMultiplyAdd, setSimdChunkBytes, simdKernels } from './simd-kernels.js';
 import { FunctionBody, I32, encodeModule } from './wasm-module.js';
-
-function randomValues(size: number, seed: number): Float32Array {
-  const values = new Float32Array(size);
-  let state = seed;
-  for (let index = 0; index < size; index++) {
-    state = (state * 1664525 + 1013904223) >>> 0;
-    values[index] = state / 2 ** 32 - 0.5;
-  }
-  return values;
-}
 
 /** The definition, summed in float64: dW[kh,kw,ci,co] = Σ x[b, oh·s+kh−top, ow·s+kw−left, ci] · dy[b, oh, ow, co]. */
 function reference(x: Float32Array, dy: Float32Array, g: FilterGradientGeometry): Float64Array {

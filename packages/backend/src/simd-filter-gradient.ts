@@ -15,6 +15,7 @@ import {
   chunking,
   copyPaddedImages,
   fitsMemory,
+  kernelsFor,
   paddedExtent,
   reserve,
   runShared,
@@ -59,18 +60,12 @@ export function simdFilterGradientSupports(geometry: FilterGradientGeometry): bo
  * @param dw Receives `[filterHeight, filterWidth, inChannels, outChannels]`; every value is written.
  */
 export function simdFilterGradient(x: Float32Array, dy: Float32Array, dw: Float32Array, geometry: FilterGradientGeometry): void {
-  const kernels = simdKernels();
-  if (kernels === null) throw new Error('simdFilterGradient: this engine has no WebAssembly SIMD');
-  const { batchSize, inHeight, inWidth, inChannels, outHeight, outWidth, outChannels, filterHeight, filterWidth } = geometry;
-  if (outChannels % 4 !== 0) throw new RangeError(`simdFilterGradient: outChannels must be a multiple of 4, got ${outChannels}`);
-  const expected = {
-    x: batchSize * inHeight * inWidth * inChannels,
-    dy: batchSize * outHeight * outWidth * outChannels,
-    dw: filterHeight * filterWidth * inChannels * outChannels,
-  };
-  for (const [field, values] of [['x', x], ['dy', dy], ['dw', dw]] as const) {
-    if (values.length !== expected[field]) throw new RangeError(`simdFilterGradient: ${field} has ${values.length} values, expected ${expected[field]}`);
-  }
+  const kernels = kernelsFor('simdFilterGradient', geometry, [
+    ['x', x, 'input'],
+    ['dy', dy, 'output'],
+    ['dw', dw, 'filter'],
+  ]);
+  const { batchSize, inChannels, outHeight, outWidth, outChannels, filterHeight, filterWidth } = geometry;
   const threads = simdThreads(kernels, batchSize, batchSize * outHeight * outWidth * outChannels * filterHeight * filterWidth * inChannels);
   const { plan, bytes } = layout(geometry, threads);
   const heap = reserve(kernels, bytes);

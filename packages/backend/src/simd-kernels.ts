@@ -144,6 +144,31 @@ export function attachSimdKernels(memory: WebAssembly.Memory, fused: boolean): S
   return attached;
 }
 
+/**
+ * This thread's kernels for a call of `caller`, after checking that the output channels come in whole
+ * vectors of 4 and that each array holds the values of its shape (the input x, the filter, or the
+ * output); the errors name the caller and the field.
+ */
+export function kernelsFor(
+  caller: string,
+  geometry: SimdGeometry,
+  arrays: ReadonlyArray<readonly [field: string, values: Float32Array, shape: 'input' | 'filter' | 'output']>,
+): SimdKernels {
+  const kernels = simdKernels();
+  if (kernels === null) throw new Error(`${caller}: this engine has no WebAssembly SIMD`);
+  const { batchSize, inHeight, inWidth, inChannels, outHeight, outWidth, outChannels, filterHeight, filterWidth } = geometry;
+  if (outChannels % 4 !== 0) throw new RangeError(`${caller}: outChannels must be a multiple of 4, got ${outChannels}`);
+  const sizes = {
+    input: batchSize * inHeight * inWidth * inChannels,
+    filter: filterHeight * filterWidth * inChannels * outChannels,
+    output: batchSize * outHeight * outWidth * outChannels,
+  };
+  for (const [field, values, shape] of arrays) {
+    if (values.length !== sizes[shape]) throw new RangeError(`${caller}: ${field} has ${values.length} values, expected ${sizes[shape]}`);
+  }
+  return kernels;
+}
+
 /** Whether a call needing `bytes` of memory fits a wasm32 memory. */
 export function fitsMemory(bytes: number): boolean {
   return bytes <= MAXIMUM_PAGES * 65536;

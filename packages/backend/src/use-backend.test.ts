@@ -6,17 +6,11 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { registerConvGradientKernels, unregisterConvGradientKernels } from './register-kernels.js';
 import { BACKEND_NAMES, listBackends, useBackend, type BackendName } from './use-backend.js';
 import { relativeError } from '@regstack/regularizer/testing';
+import { randomValues } from './test-values.js';
 
 
 function values(shape: number[], seed: number): tf.Tensor {
-  const size = shape.reduce((a, b) => a * b, 1);
-  const data = new Float32Array(size);
-  let state = seed;
-  for (let index = 0; index < size; index++) {
-    state = (state * 1664525 + 1013904223) >>> 0;
-    data[index] = state / 2 ** 32 - 0.5;
-  }
-  return tf.tensor(data, shape);
+  return tf.tensor(randomValues(tf.util.sizeFromShape(shape), seed), shape);
 }
 
 /** A three-layer conv net (stride 1 same, stride 2 valid, 1x1 stride 2) and the gradient of its loss. */
