@@ -80,6 +80,23 @@ describe('regstack command line', () => {
     expect(lines).toHaveLength(2); // the read-back run is not appended twice
   });
 
+  it('trains without a hold-out (--validation none): every training image, the final epoch tested, the rerun command says so', async () => {
+    const out = join(directory, 'no-hold-out');
+    const result = await run(['train', '--model', 'linear', '--validation', 'none', '--train-size', '96', '--test-size', '50', '--epochs', '2', '--batch-size', '10', '--out', out]);
+    expect(result.exitCode ?? 0).toBe(0);
+    expect(result.stderr).toContain('final epoch 2:');
+    const saved = JSON.parse(await readFile(join(out, 'result.json'), 'utf8')) as JobResult;
+    expect(saved.validation).toBeUndefined();
+    expect(saved.steps).toBe(2 * 10); // 96 images, none held out, batch 10
+    expect(saved.bestEpoch).toBe(2);
+    const spec = JSON.parse(await readFile(join(out, 'job.json'), 'utf8')) as JobSpec;
+    expect(jobCommand(spec)).toContain('--validation none');
+    const heldOut = await run(['train', '--model', 'linear', '--train-size', '96', '--test-size', '50', '--epochs', '2', '--batch-size', '10', '--out', join(directory, 'hold-out')]);
+    expect(heldOut.stderr).toContain('best epoch');
+    const withHoldOut = JSON.parse(await readFile(join(directory, 'hold-out', 'result.json'), 'utf8')) as JobResult;
+    expect(withHoldOut.steps).toBe(2 * 9); // 10 of 96 held out: 86 images
+  });
+
   it('trains with worker threads for the convolutions and writes the thread count into the rerun command', async () => {
     const out = join(directory, 'threads');
     try {

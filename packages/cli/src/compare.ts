@@ -109,7 +109,7 @@ export async function compare(options: CompareOptions): Promise<CompareResult> {
       // One line per finished run, appended as it finishes: a partial comparison is never lost.
       const { history: _, validation, test, ...summary } = results[index]!;
       const brief = (m: typeof test) => ({ accuracy: m.accuracy, nll: m.nll, ece: m.ece, count: m.count });
-      await appendFile(join(options.directory, 'results.jsonl'), JSON.stringify({ ...summary, validation: brief(validation), test: brief(test) }) + '\n');
+      await appendFile(join(options.directory, 'results.jsonl'), JSON.stringify({ ...summary, ...(validation ? { validation: brief(validation) } : {}), test: brief(test) }) + '\n');
     }
   };
   await Promise.all(Array.from({ length: Math.min(script ? options.workers : 1, jobs.length) }, worker));

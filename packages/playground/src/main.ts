@@ -183,12 +183,13 @@ function start(): void {
       }
       case 'epoch': {
         const { record } = message;
+        const validation = record.validation!; // the worker always holds out a validation set
         epochSeconds.push(record.trainSeconds);
-        charts.addEpoch(record.epoch, record.validation.accuracy, record.validation.ece);
+        charts.addEpoch(record.epoch, validation.accuracy, validation.ece);
         cell(row, 'epochs', `${record.epoch}/${settings.epochs}`);
         cell(row, 'seconds-per-epoch', (epochSeconds.reduce((sum, value) => sum + value, 0) / epochSeconds.length).toFixed(1));
-        cell(row, 'validation-accuracy', record.validation.accuracy.toFixed(3));
-        cell(row, 'validation-ece', record.validation.ece.toFixed(3));
+        cell(row, 'validation-accuracy', validation.accuracy.toFixed(3));
+        cell(row, 'validation-ece', validation.ece.toFixed(3));
         renderPreview(previewElement, message.preview, classNames, record.epoch);
         break;
       }

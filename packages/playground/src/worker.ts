@@ -99,7 +99,7 @@ async function run(message: StartMessage): Promise<void> {
       type: 'done',
       bestEpoch: result.bestEpoch,
       steps: result.steps,
-      validation: result.validation,
+      validation: result.validation!, // held out above
       test: result.test!,
       totalSeconds: (performance.now() - started) / 1000,
     });
