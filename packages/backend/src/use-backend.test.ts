@@ -94,9 +94,18 @@ describe('useBackend', () => {
     await expect(attempt).rejects.toThrow(/npm install @tensorflow\/tfjs-backend-webgpu@4\.22\.0/);
   });
 
+  it("'webgl' in Node names the field, says a browser is needed, and loads nothing", async () => {
+    const attempt = useBackend('webgl');
+    await expect(attempt).rejects.toBeInstanceOf(ConfigError);
+    await expect(attempt).rejects.toMatchObject({ field: 'backend' });
+    await expect(attempt).rejects.toThrow(/'webgl' needs a browser: Node has no WebGL/);
+    // Loading the package anyway would register a backend that TF.js then tries, and fails, at every tf.ready().
+    expect(tf.findBackendFactory('webgl')).toBeNull();
+  });
+
   it('rejects unknown backends and options with the field at fault', async () => {
     await expect(useBackend('gpu' as BackendName)).rejects.toMatchObject({ field: 'backend' });
-    await expect(useBackend('gpu' as BackendName)).rejects.toThrow(/wasm, cpu, webgpu, tensorflow/);
+    await expect(useBackend('gpu' as BackendName)).rejects.toThrow(/wasm, cpu, webgl, webgpu, tensorflow/);
     await expect(useBackend('wasm', { thread: 2 } as never)).rejects.toMatchObject({ field: 'backend.thread' });
     await expect(useBackend('wasm', { threads: 0 })).rejects.toMatchObject({ field: 'backend.threads' });
     await expect(useBackend('wasm', { wasmPaths: null as never })).rejects.toMatchObject({ field: 'backend.wasmPaths' });
