@@ -8,7 +8,7 @@ import '@tensorflow/tfjs-core/dist/register_all_gradients';
 import * as tf from '@tensorflow/tfjs-core';
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { unregisterChannelReductionKernels, unregisterConvGradientKernels, useBackend } from '@regstack/backend';
+import { unregisterKernels, useBackend } from '@regstack/backend';
 import { adversarialTraining, type AdversarialTrainingOptions } from '@regstack/adversarial-training';
 import { entropyMinimization } from '@regstack/entropy-min';
 import { labelSmoothing } from '@regstack/label-smoothing';
@@ -137,8 +137,7 @@ const setups = [
     prepare: async () => {
       floor = TOLERANCE;
       await tf.setBackend('cpu');
-      unregisterConvGradientKernels(['cpu']);
-      unregisterChannelReductionKernels(['cpu']);
+      unregisterKernels('cpu');
       expect(tf.getKernel('RegstackChannelMoments', 'cpu')).toBeUndefined();
     },
   },

@@ -4,11 +4,12 @@ import '@tensorflow/tfjs-backend-wasm';
 import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { relativeError } from '@regstack/regularizer/testing';
-import { randomValues } from './test-values.js';
-import type { SimdGeometry } from './conv-protocol.js';
-import { simdConvolution, simdConvolutionSupports } from './simd-convolution.js';
-import { prepareSimdKernels, setFusedMultiplyAdd, setSimdChunkBytes, simdKernels } from './simd-kernels.js';
-import { isConvolutionKernelRegistered, registerConvolutionKernel, unregisterConvolutionKernel } from './register-kernels.js';
+import { randomValues } from '../test-values.js';
+import type { SimdGeometry } from '../threads/conv-protocol.js';
+import { simdConvolution, simdConvolutionSupports } from './convolution.js';
+import { prepareSimdKernels, setFusedMultiplyAdd, simdKernels } from './instance.js';
+import { setSimdChunkBytes } from './memory.js';
+import { registerKernels, registeredKernels, unregisterKernels } from '../kernels/register-kernels.js';
 
 /** The definition, summed in float64. */
 function reference(x: Float32Array, w: Float32Array, g: SimdGeometry): Float64Array {
@@ -138,7 +139,7 @@ describe('simdConvolution', () => {
 
 describe("wasm's Conv2D with ours registered", () => {
   afterAll(async () => {
-    unregisterConvolutionKernel();
+    unregisterKernels('wasm', [tf.Conv2D]);
     await tf.setBackend('wasm');
   });
 
@@ -147,9 +148,9 @@ describe("wasm's Conv2D with ours registered", () => {
   /** The convolution on `backend` (cpu: TF.js's reference loop), with ours registered on wasm or not. */
   async function convolve({ x, filter, strides, pad, dilations, rounding }: Case, backend: 'cpu' | 'wasm', ours: boolean): Promise<Float32Array> {
     await tf.setBackend(backend);
-    if (ours) registerConvolutionKernel();
-    else unregisterConvolutionKernel();
-    expect(isConvolutionKernelRegistered('wasm')).toBe(ours);
+    if (ours) registerKernels('wasm', [tf.Conv2D]);
+    else unregisterKernels('wasm', [tf.Conv2D]);
+    expect(registeredKernels('wasm').includes(tf.Conv2D)).toBe(ours);
     const before = tf.memory().numTensors;
     const values = tf.tidy(() => {
       const input = tf.tensor4d(randomValues(tf.util.sizeFromShape(x), 5), x as [number, number, number, number]);

@@ -1,9 +1,10 @@
 import v8 from 'node:v8';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { relativeError } from '@regstack/regularizer/testing';
-import { randomValues } from './test-values.js';
-import { simdFilterGradient, simdFilterGradientAvailable, simdFilterGradientSupports, type FilterGradientGeometry } from './simd-filter-gradient.js';
-import { setFusedMultiplyAdd, setSimdChunkBytes, simdKernels } from './simd-kernels.js';
+import { randomValues } from '../test-values.js';
+import { simdFilterGradient, simdFilterGradientAvailable, simdFilterGradientSupports, type FilterGradientGeometry } from './filter-gradient.js';
+import { setFusedMultiplyAdd, simdKernels } from './instance.js';
+import { setSimdChunkBytes } from './memory.js';
 import { FunctionBody, I32, encodeModule } from './wasm-module.js';
 
 /** The definition, summed in float64: dW[kh,kw,ci,co] = Σ x[b, oh·s+kh−top, ow·s+kw−left, ci] · dy[b, oh, ow, co]. */
