@@ -3,8 +3,6 @@
 // backend with @regstack/backend's kernels (conv gradients, max-pool gradient, batch-norm reductions),
 // must reproduce the reference's loss terms, generated inputs, weight gradients and running statistics
 // to a relative L2 error of at most 1e-5 per tensor on cpu and 3e-5 on wasm.
-import '@tensorflow/tfjs-backend-cpu';
-import '@tensorflow/tfjs-core/dist/register_all_gradients';
 import * as tf from '@tensorflow/tfjs-core';
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';

@@ -1,4 +1,3 @@
-import '@tensorflow/tfjs-backend-cpu';
 import * as tf from '@tensorflow/tfjs-core';
 import { ConfigError } from '@regstack/regularizer';
 import { afterEach, describe, expect, it } from 'vitest';

@@ -1,6 +1,4 @@
-import '@tensorflow/tfjs-backend-cpu';
 import '@tensorflow/tfjs-backend-wasm';
-import '@tensorflow/tfjs-core/dist/register_all_gradients';
 import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { maxPoolGradient, type MaxPoolGradientAttributes } from './max-pool-gradient.js';
@@ -55,8 +53,7 @@ function data(testCase: Case) {
 /** The cpu backend's shipped MaxPoolGrad, through tf.grad: the reference. */
 const references = new Map<string, Float32Array>();
 
-beforeAll(async () => {
-  await tf.setBackend('cpu');
+beforeAll(() => {
   expect(oursRegistered('cpu')).toBe(false);
   for (const testCase of cases) {
     const { input, weights, pooledShape } = data(testCase);
