@@ -1,6 +1,7 @@
 // Micro-benchmark of the conv-gradient kernels against forward convolution and TF.js's shipped kernels.
-// Runs from source (it also times two GEMM forms of the filter gradient that the package does not export):
-// `cd packages/backend && node --import tsx --conditions=@regstack/source bench/conv-gradients.mjs [wasm|cpu ...]`.
+// Run after a build: `cd packages/backend && npx tsup && node --import tsx bench/conv-gradients.mjs [wasm|cpu ...]`
+// (tsx loads the two GEMM forms of the filter gradient that the package does not export from source;
+// they are tf ops only, so their module's own copy of the helpers changes nothing).
 // Prints one markdown table per backend (median milliseconds over the repeats).
 import * as tf from '@tensorflow/tfjs-core';
 import { useBackend, conv2dFilterGradient, conv2dInputGradient, registerKernels, registeredKernels, unregisterKernels } from '@regstack/backend';
