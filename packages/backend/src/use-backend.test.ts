@@ -1,12 +1,12 @@
-import '@tensorflow/tfjs-backend-cpu';
-import '@tensorflow/tfjs-core/dist/register_all_gradients';
 import * as tf from '@tensorflow/tfjs-core';
 import { ConfigError } from '@regstack/regularizer';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { registerConvGradientKernels, unregisterConvGradientKernels } from './register-kernels.js';
+import { registerKernels, unregisterKernels } from './kernels/register-kernels.js';
 import { BACKEND_NAMES, listBackends, useBackend, type BackendName } from './use-backend.js';
 import { relativeError } from '@regstack/regularizer/testing';
 import { randomValues } from './test-values.js';
+
+const CONV_GRADIENT_KERNELS = [tf.Conv2DBackpropFilter, tf.Conv2DBackpropInput];
 
 
 function values(shape: number[], seed: number): tf.Tensor {
@@ -33,10 +33,9 @@ function convNetGradients(): Float32Array[] {
 
 let cpuReference: Float32Array[];
 
-beforeAll(async () => {
-  await tf.setBackend('cpu');
+beforeAll(() => {
   // The reference uses TF.js's shipped cpu kernels.
-  unregisterConvGradientKernels(['cpu']);
+  unregisterKernels('cpu', CONV_GRADIENT_KERNELS);
   cpuReference = convNetGradients();
 });
 
@@ -61,11 +60,11 @@ describe('useBackend', () => {
 
   it('is needed: TF.js as shipped cannot differentiate a conv net on wasm', async () => {
     await useBackend('wasm');
-    unregisterConvGradientKernels(['wasm']);
+    unregisterKernels('wasm', CONV_GRADIENT_KERNELS);
     try {
       expect(() => convNetGradients()).toThrow(/Conv2DBackpropFilter/);
     } finally {
-      registerConvGradientKernels(['wasm']);
+      registerKernels('wasm', CONV_GRADIENT_KERNELS);
     }
   });
 

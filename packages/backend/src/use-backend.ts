@@ -4,24 +4,10 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { ConfigError, assertChoice, assertKnownOptions, assertNumber } from '@regstack/regularizer';
-import {
-  isMaxPoolGradientKernelRegistered,
-  registerConvGradientKernels,
-  registerMaxPoolGradientKernel,
-  registeredConvGradientKernels,
-  registerChannelReductionKernels,
-  areChannelReductionKernelsRegistered,
-  registerSharedIdentityKernel,
-  isSharedIdentityKernelRegistered,
-  registerBatchMatMulKernel,
-  isBatchMatMulKernelRegistered,
-  registerConvolutionKernel,
-  isConvolutionKernelRegistered,
-} from './register-kernels.js';
-import { convolutionThreads } from './parallel-conv.js';
-import { prepareSimdKernels } from './simd-kernels.js';
-import { startConvPool, stopConvPool } from './conv-pool.js';
-import { CHANNEL_REDUCTION_KERNEL_NAMES } from './channel-reductions.js';
+import { registerKernels, registeredKernels } from './kernels/register-kernels.js';
+import { convolutionThreads } from './threads/parallel-conv.js';
+import { prepareSimdKernels } from './simd/instance.js';
+import { startConvPool, stopConvPool } from './threads/conv-pool.js';
 
 /** Backends {@link useBackend} can select. */
 export const BACKEND_NAMES = ['wasm', 'cpu', 'webgl', 'webgpu', 'tensorflow'] as const;
@@ -46,11 +32,12 @@ export interface UseBackendOptions {
    */
   threads?: number;
   /**
-   * Register this package's kernels: conv gradients (wasm: filter and input gradients; cpu: filter
-   * gradient, see `DEFAULT_CONV_GRADIENT_KERNELS`), per-channel reductions (wasm and cpu: batch
-   * normalisation's statistics and gradient sums in `@regstack/models`), and on wasm its `MaxPoolGrad`
-   * (the shipped one loses gradients, see `maxPoolGradient`), an `Identity` that shares data instead
-   * of copying and a `BatchMatMul` that keeps transposed products on XNNPACK's GEMM. Default true.
+   * Register this package's kernels for the backend, those `listKernels()` gives it by default: conv
+   * gradients (wasm: filter and input gradients; cpu: filter gradient), per-channel reductions (wasm
+   * and cpu: batch normalisation's statistics and gradient sums in `@regstack/models`), and on wasm its
+   * `Conv2D`, `MaxPoolGrad` (the shipped one loses gradients, see `maxPoolGradient`), an `Identity`
+   * that shares data instead of copying and a `BatchMatMul` that keeps transposed products on
+   * XNNPACK's GEMM. Default true.
    */
   registerKernels?: boolean;
 }
@@ -379,14 +366,7 @@ export async function useBackend(name: BackendName = 'wasm', options: UseBackend
     if (backend === 'wasm') await import('@tensorflow/tfjs-backend-wasm');
     else await import('@tensorflow/tfjs-backend-cpu');
     if (options.registerKernels !== false) {
-      registerConvGradientKernels([backend]);
-      registerChannelReductionKernels([backend]);
-      if (backend === 'wasm') {
-        registerMaxPoolGradientKernel(['wasm']);
-        registerSharedIdentityKernel(['wasm']);
-        registerBatchMatMulKernel();
-        registerConvolutionKernel();
-      }
+      registerKernels(backend);
       // Browsers compile modules over 4 KB only asynchronously on their main thread.
       await prepareSimdKernels();
     }
@@ -399,13 +379,7 @@ export async function useBackend(name: BackendName = 'wasm', options: UseBackend
   } else {
     await prepareWebgpu();
   }
-  const kernels = registeredConvGradientKernels(backend);
-  if (isMaxPoolGradientKernelRegistered(backend)) kernels.push(tf.MaxPoolGrad);
-  if (areChannelReductionKernelsRegistered(backend)) kernels.push(...CHANNEL_REDUCTION_KERNEL_NAMES);
-  if (isSharedIdentityKernelRegistered(backend)) kernels.push(tf.Identity);
-  if (isBatchMatMulKernelRegistered(backend)) kernels.push(tf.BatchMatMul);
-  if (isConvolutionKernelRegistered(backend)) kernels.push(tf.Conv2D);
-  const info: BackendInfo = { name: backend, kernels };
+  const info: BackendInfo = { name: backend, kernels: registeredKernels(backend) };
   if (threads !== undefined) info.threads = threads;
   return info;
 }
