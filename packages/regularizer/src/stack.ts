@@ -346,7 +346,7 @@ function buildStep(plugins: readonly RegularizerPlugin[], input: StepInput, opti
     });
     if (mixTotal > 1 + 1e-9) {
       const parts = plugins.filter((plugin) => plugin.stage === 'generated-loss' && plugin.loss).map((plugin) => `${plugin.name} ${round(weights[plugin.name]!)}`);
-      throw new ConfigError('stack', `the generated-loss plugins' mixWeights add up to ${round(mixTotal)} > 1 at step ${step} (${parts.join(' + ')})`);
+      throw new ConfigError('stack', `the generated-loss plugins' mix weights add up to ${round(mixTotal)} > 1 at step ${step} (${parts.join(' + ')})`);
     }
     return { terms, weights, parts, mixTotal };
   };
