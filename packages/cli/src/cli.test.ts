@@ -51,6 +51,17 @@ describe('regstack command line', () => {
     expect(result.stderr).toMatch(/rcad\.alpah: unknown option; known options: alpha, lambda, mode/);
   });
 
+  it('compare checks every stack before its first job: mix weights adding up to 1.3 fail at once, naming the stack', async () => {
+    const out = join(directory, 'overweight');
+    const stack = 'adversarial:weight=0.7+me-ada:weight=0.6';
+    const result = await run(['compare', '--stack', 'erm', '--stack', stack, '--train-size', '96', '--test-size', '100', '--epochs', '1', '--workers', '1', '--out', out]);
+    expect(result.exitCode).toBe(2);
+    expect(result.stderr).toBe(
+      `regstack: --stack: '${stack}' cannot be composed: stack: the generated-loss plugins' mix weights add up to 1.3 > 1 (adversarial 0.7 + me-ada 0.6); lower them so that they sum to at most 1\n`,
+    );
+    expect(existsSync(join(out, 'runs'))).toBe(false); // no job started, not even erm's
+  });
+
   it('compares two stacks end to end: table, plots, report and per-run results', async () => {
     const out = join(directory, 'compare');
     const { stdout } = await run([
