@@ -367,11 +367,16 @@ export class TorchWorker {
       for (const { reject } of this.pending.splice(0)) reject(this.failure);
     };
     this.process.on('error', (error) => fail(`${python} failed to start: ${error.message}`));
-    this.process.on('exit', (code) => fail(`torch_step.py exited with ${code}: ${this.stderr.trim().split('\n').slice(-3).join(' | ')}`));
-    // The child may exit at any moment (without torch it answers once and exits): a write to its closed
-    // stdin then fails with EPIPE, which, unhandled, would kill the whole process (a test runner's too).
+    // 'close', not 'exit': it comes after the child's stdout has ended, so an answer it wrote before
+    // exiting (without torch it answers once and exits) reaches its request first.
+    this.process.on('close', (code) => fail(`torch_step.py exited with ${code}: ${this.stderr.trim().split('\n').slice(-3).join(' | ')}`));
+    // The child may exit at any moment: a write to its closed stdin then fails with EPIPE, which,
+    // unhandled, would kill the whole process (a test runner's too). Handled, and left to 'close' to
+    // report, so that the child's own reason wins over the broken pipe it caused.
     for (const stream of [this.process.stdin, this.process.stdout, this.process.stderr]) {
-      stream.on('error', (error) => fail(`torch_step.py's pipe failed: ${error.message}`));
+      stream.on('error', (error) => {
+        this.pipeError ??= error;
+      });
     }
     createInterface({ input: this.process.stdout }).on('line', (line) => {
       const next = this.pending.shift();
