@@ -1,13 +1,13 @@
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import * as tfd from '@tensorflow/tfjs-data';
-import { ConfigError, DataError, type RegularizerPlugin } from '@regstack/regularizer';
+import { ConfigError, DataError, DivergenceError, crossEntropy, type RegularizerPlugin } from '@regstack/regularizer';
 import { mixup } from '@regstack/mixup';
 import { rcad } from '@regstack/rcad';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it, vi } from 'vitest';
 import { fit, type FitLogs } from './fit.js';
 import './node.js'; // registers the file:// router
 import { linearModel, prototypeData } from './test-models.js';
@@ -264,6 +264,57 @@ describe('fit with tensors and with a data set', () => {
     const [first, second, other] = [await run(1), await run(1), await run(2)];
     expect(second).toEqual(first);
     expect(other).not.toEqual(first);
+    tf.dispose([data.x, data.y]);
+  });
+
+  it('clips to the global norm, then adds weight decay, then steps: as computed by hand', async () => {
+    const x = tf.tensor2d([[1, 0.5, 0, 0, 0, 0, 0, 0.2], [0.2, 0.9, 0.1, 0, 0, 0, 0, 0]]);
+    const y = tf.tensor1d([0, 2], 'int32');
+    const model = linearModel(FEATURES, CLASSES, 3);
+    const [weight, bias] = model.trainableVariables as tf.Variable[];
+    const before = [weight!.clone(), bias!.clone()];
+    const { grads } = tf.variableGrads(() => crossEntropy(model.apply(x, { mode: 'train' }).logits, y), [weight!, bias!]);
+    const g = [grads[weight!.name]!, grads[bias!.name]!];
+    const norm = Math.sqrt(g.reduce((sum, t) => sum + tf.sum(tf.square(t)).dataSync()[0]!, 0));
+    const clipNorm = 0.05;
+    expect(norm).toBeGreaterThan(clipNorm); // so that clipping matters
+    const [rate, decay] = [0.4, 0.01];
+    const expected = before.map((w, i) => tf.sub(w, tf.mul(rate, tf.add(tf.mul(g[i]!, clipNorm / (norm + 1e-6)), tf.mul(w, decay)))));
+    await fit(model, x, y, { optimizer: 'sgd', learningRate: rate, clipNorm, weightDecay: decay, batchSize: 2, seed: 0 });
+    model.trainableVariables.forEach((variable, i) => {
+      expect(tf.max(tf.abs(tf.sub(variable, expected[i]!))).dataSync()[0]).toBeLessThan(1e-6);
+    });
+    tf.dispose([x, y, ...before, ...g, ...expected]);
+    model.dispose();
+  });
+
+  it('augments each batch, prints a line per epoch when verbose, and stops before an update whose loss is not finite', async () => {
+    const data = problem(24, 5);
+    const model = linearModel(FEATURES, CLASSES, 6);
+    let augmented = 0;
+    const log = vi.spyOn(console, 'log').mockImplementation(() => {});
+    try {
+      await fit(model, data.x, data.y, {
+        optimizer: 'sgd', epochs: 2, batchSize: 10, seed: 2, verbose: 1,
+        augment: (inputs) => {
+          augmented++;
+          return tf.mul(inputs, 0.9);
+        },
+      });
+      expect(augmented).toBe(6); // 3 batches × 2 epochs
+      expect(log.mock.calls.map(([line]) => String(line).replace(/ - [\d.]+s - /, ' - ')).map((line) => line.split(' - ')[0])).toEqual(['Epoch 1/2', 'Epoch 2/2']);
+      expect(String(log.mock.calls[1]![0])).toMatch(/loss: \d+\.\d{4} - acc: \d\.\d{4} - base: /);
+    } finally {
+      log.mockRestore();
+    }
+    const weights = Array.from(model.trainableVariables[0]!.dataSync());
+    const tensors = tf.memory().numTensors;
+    const poison: RegularizerPlugin = { name: 'poison', stage: 'loss-term', loss: () => ({ value: tf.scalar(NaN) }) };
+    const error = await fit(model, data.x, data.y, { optimizer: 'sgd', regularizers: [poison], seed: 2 }).catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(DivergenceError);
+    expect(Array.from(model.trainableVariables[0]!.dataSync())).toEqual(weights); // no update applied
+    expect(tf.memory().numTensors).toBe(tensors);
+    model.dispose();
     tf.dispose([data.x, data.y]);
   });
 
