@@ -252,6 +252,30 @@ describe('fit with tensors and with a data set', () => {
     [initial, fromTensors, fromDataset].forEach((model) => model.dispose());
   });
 
+  it('reports acc against the targets the base loss used (the arg max of a transform), not the raw labels', async () => {
+    const data = problem(30, 12);
+    const model = linearModel(FEATURES, CLASSES, 5);
+    const predictions = tf.tidy(() => tf.argMax(model.apply(data.x, { mode: 'eval' }).logits, 1).dataSync());
+    const shifted = Array.from(data.labels, (label) => (label + 1) % CLASSES);
+    // A batch transform whose targets name the next class: acc must count agreement with those.
+    const shift: RegularizerPlugin = {
+      name: 'shift',
+      stage: 'batch-transform',
+      transformBatch: (batch) => ({ inputs: batch.inputs, targets: tf.tidy(() => tf.cast(tf.oneHot(tf.tensor1d(shifted, 'int32'), CLASSES), 'float32') as tf.Tensor2D) }),
+    };
+    let acc = NaN;
+    await fit(model, data.x, data.y, {
+      optimizer: 'sgd', batchSize: 30, shuffle: false, seed: 0, regularizers: [shift],
+      callbacks: { onBatchEnd: (_batch, logs) => void (acc = logs!.acc!) },
+    });
+    const expected = Array.from(predictions).filter((p, i) => p === shifted[i]).length / 30;
+    const againstLabels = Array.from(predictions).filter((p, i) => p === data.labels[i]).length / 30;
+    expect(expected).not.toBeCloseTo(againstLabels, 6); // so the test tells the two apart
+    expect(acc).toBeCloseTo(expected, 6);
+    model.dispose();
+    tf.dispose([data.x, data.y]);
+  });
+
   it('shuffles each epoch from the seed: the same seed gives the same weights, another seed others', async () => {
     const data = problem(40, 8);
     const run = async (seed: number) => {

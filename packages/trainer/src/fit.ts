@@ -164,8 +164,8 @@ const RESERVED_LOG_NAMES = ['loss', 'acc', 'batch', 'size'];
  * `model.stopTraining = true` (what `tf.callbacks.earlyStopping` sets) ends training after the
  * current batch. Afterwards a LayersModel is an ordinary LayersModel: `predict`, `save`.
  *
- * Logs: `loss` (the stack's total), `acc` (the training pass's accuracy on the inputs the base loss
- * saw, against the batch's labels: with mixing plugins it reads lower than a clean pass would),
+ * Logs: `loss` (the stack's total), `acc` (the training pass's accuracy against the targets the
+ * base loss used: their arg max, i.e. the dominant class of a mixed example),
  * `base` (the cross-entropy part), one entry per plugin with a term (by its name), and, with
  * validation, `val_loss` (mean cross-entropy, eval mode) and `val_acc`. Epoch logs average over
  * examples.
@@ -569,12 +569,15 @@ async function* sourceBatches(source: DataSource, order: ArrayLike<number>, batc
 }
 
 /**
- * The classifier with a tap on its training-mode pass: the stack runs exactly one per step (the
- * base loss; plugins use `frozen-stats` or `eval`), so its predictions give the step's accuracy
- * without another forward pass.
+ * Taps for the step's training accuracy without another forward pass. The classifier's
+ * training-mode pass: the stack runs exactly one per step (the base loss; plugins use
+ * `frozen-stats` or `eval`). The stack's transforms: the targets the base loss used, whose arg max
+ * is the class to predict (under mixup the dominant one; a Keras user mixing in the data pipeline
+ * sees the same), where there are transforms; the batch's labels otherwise.
  */
-function withTrainingAccuracy(model: Classifier) {
+function withTrainingAccuracy(model: Classifier, stack: RegularizerStack) {
   let labels: tf.Tensor1D | null = null;
+  let targetClasses: tf.Tensor1D | null = null;
   let correct: tf.Scalar | null = null;
   const tapped: Classifier = {
     get numClasses() {
@@ -591,16 +594,45 @@ function withTrainingAccuracy(model: Classifier) {
     },
     apply(inputs, options) {
       const output = model.apply(inputs, options);
-      if (options.mode === 'train' && labels !== null && correct === null && output.logits.shape[0] === labels.shape[0]) {
-        const target = labels;
+      const reference = targetClasses ?? labels;
+      if (options.mode === 'train' && reference !== null && correct === null && output.logits.shape[0] === reference.shape[0]) {
         // Kept: this runs inside the stack's gradient tape and tidy scopes.
-        correct = tf.keep(tf.tidy(() => tf.sum(tf.cast(tf.equal(tf.argMax(output.logits, 1), target), 'float32')) as tf.Scalar));
+        correct = tf.keep(tf.tidy(() => tf.sum(tf.cast(tf.equal(tf.argMax(output.logits, 1), reference), 'float32')) as tf.Scalar));
       }
       return output;
     },
   };
+  const recordTargets = (targets: tf.Tensor2D) => {
+    targetClasses?.dispose();
+    targetClasses = tf.keep(tf.argMax(targets, 1) as tf.Tensor1D);
+  };
+  // Each transform plugin, seen through an object that delegates to it and records what it returns.
+  const tappedStack = stack.plugins.some((plugin) => plugin.transformBatch || plugin.transformTargets)
+    ? composeRegularizers(
+        stack.plugins.map((plugin) => {
+          if (!plugin.transformBatch && !plugin.transformTargets) return plugin;
+          const view = Object.create(plugin) as RegularizerPlugin;
+          if (plugin.transformBatch) {
+            view.transformBatch = (batch, context) => {
+              const result = plugin.transformBatch!(batch, context);
+              recordTargets(result.targets);
+              return result;
+            };
+          }
+          if (plugin.transformTargets) {
+            view.transformTargets = (targets, context) => {
+              const result = plugin.transformTargets!(targets, context);
+              recordTargets(result);
+              return result;
+            };
+          }
+          return view;
+        }),
+      )
+    : stack;
   return {
     model: tapped,
+    stack: tappedStack,
     begin(batchLabels: tf.Tensor1D) {
       labels = batchLabels;
       correct = null;
@@ -609,7 +641,9 @@ function withTrainingAccuracy(model: Classifier) {
     end(): number {
       const count = correct === null ? NaN : correct.dataSync()[0]!;
       correct?.dispose();
+      targetClasses?.dispose();
       correct = null;
+      targetClasses = null;
       labels = null;
       return count;
     },
@@ -619,7 +653,7 @@ function withTrainingAccuracy(model: Classifier) {
 async function fitLoop(run: ResolvedFit, data: FitData): Promise<FitHistory> {
   const { classifier, stack, optimizer, layersModel } = run;
   const random = new Random(run.seed);
-  const tap = withTrainingAccuracy(classifier);
+  const tap = withTrainingAccuracy(classifier, stack);
   const variables = classifier.trainableVariables as tf.Variable[];
   const doValidation = data.validation !== null;
   const termNames = stack.plugins.filter((plugin) => plugin.loss !== undefined).map((plugin) => plugin.name);
@@ -730,7 +764,7 @@ function trainStep(
   let correct = NaN;
   let terms: Record<string, number>;
   try {
-    const result = run.stack.gradients({
+    const result = tap.stack.gradients({
       model: tap.model,
       batch,
       random,
