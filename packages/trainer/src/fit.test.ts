@@ -276,6 +276,24 @@ describe('fit with tensors and with a data set', () => {
     tf.dispose([data.x, data.y]);
   });
 
+  it('trains on float32 inputs as they are (no copy) and casts other dtypes once', async () => {
+    const data = problem(20, 13);
+    const model = linearModel(FEATURES, CLASSES, 7);
+    const optimizer = tf.train.sgd(0.1);
+    const extraTensors = async (x: tf.Tensor) => {
+      const before = tf.memory().numTensors;
+      let during = NaN;
+      await fit(model, x, data.y, { optimizer, batchSize: 20, seed: 0, callbacks: { onTrainBegin: () => void (during = tf.memory().numTensors) } });
+      return during - before;
+    };
+    expect(await extraTensors(data.x)).toBe(1); // the int32 labels only
+    const integers = tf.cast(tf.mul(data.x, 10), 'int32');
+    expect(await extraTensors(integers)).toBe(2); // the labels and one float32 copy of the inputs
+    tf.dispose([integers, data.x, data.y]);
+    optimizer.dispose();
+    model.dispose();
+  });
+
   it('shuffles each epoch from the seed: the same seed gives the same weights, another seed others', async () => {
     const data = problem(40, 8);
     const run = async (seed: number) => {

@@ -408,7 +408,9 @@ function tensorSource(x: tf.Tensor, y: tf.Tensor, run: ResolvedFit, owned: tf.Te
     owned.push(tensor);
     return tensor;
   };
-  const inputs = own(checkInputs('x', x));
+  const converted = floatInputs('x', x); // the user's tensor when it is float32 already: no copy of the data set
+  if (converted.copied) own(converted.inputs);
+  const inputs = converted.inputs;
   const labels = own(labelsFrom('y', y, numClasses));
   if (labels.shape[0] !== inputs.shape[0]) throw new DataError('y', `has ${labels.shape[0]} labels for ${inputs.shape[0]} inputs`);
   let validation: FitData['validation'] = null;
@@ -453,8 +455,8 @@ function validationOf(run: ResolvedFit, owned: tf.Tensor[]): FitData['validation
       },
     };
   }
-  const inputs = checkInputs('validationData[0]', data[0]);
-  owned.push(inputs);
+  const { inputs, copied } = floatInputs('validationData[0]', data[0]);
+  if (copied) owned.push(inputs);
   const labels = labelsFrom('validationData[1]', data[1], numClasses);
   owned.push(labels);
   if (labels.shape[0] !== inputs.shape[0]) throw new DataError('validationData[1]', `has ${labels.shape[0]} labels for ${inputs.shape[0]} inputs`);
@@ -496,28 +498,30 @@ function elementBatch(field: string, element: unknown, numClasses: number): Batc
     tf.dispose(element as tf.TensorContainer);
     throw new DataError(field, 'each element must be { xs, ys } (or [xs, ys]) tensors; build it with tf.data.zip({ xs, ys }).batch(n)');
   }
-  const made: tf.Tensor[] = [];
+  let inputs: tf.Tensor | null = null;
   try {
-    const inputs = checkInputs(`${field}.xs`, xs);
-    made.push(inputs);
+    inputs = floatInputs(`${field}.xs`, xs).inputs;
     const labels = labelsFrom(`${field}.ys`, ys, numClasses);
-    made.push(labels);
-    if (labels.shape[0] !== inputs.shape[0]) throw new DataError(`${field}.ys`, `has ${labels.shape[0]} labels for ${inputs.shape[0]} inputs`);
+    if (labels.shape[0] !== inputs.shape[0]) {
+      labels.dispose();
+      throw new DataError(`${field}.ys`, `has ${labels.shape[0]} labels for ${inputs.shape[0]} inputs`);
+    }
     return { inputs, labels };
   } catch (error) {
-    tf.dispose(made);
+    inputs?.dispose();
     throw error;
   } finally {
-    tf.dispose([xs, ys]);
+    // The element's own tensors, except the inputs when they are handed on as they are.
+    tf.dispose(xs === inputs ? [ys] : [xs, ys]);
   }
 }
 
-/** A float32 copy of the inputs (owned by the caller), after checking their shape. */
-function checkInputs(field: string, inputs: unknown): tf.Tensor {
+/** The inputs as float32 after checking their shape: the tensor itself, or a cast copy (then `copied`). */
+function floatInputs(field: string, inputs: unknown): { inputs: tf.Tensor; copied: boolean } {
   if (!(inputs instanceof tf.Tensor)) throw new DataError(field, 'expected a tf.Tensor');
   if (inputs.rank < 2) throw new DataError(field, `expected [examples, ...features], got shape [${inputs.shape}]`);
   if (inputs.shape[0] === 0) throw new DataError(field, 'holds no examples');
-  return inputs.dtype === 'float32' ? tf.clone(inputs) : tf.cast(inputs, 'float32');
+  return inputs.dtype === 'float32' ? { inputs, copied: false } : { inputs: tf.cast(inputs, 'float32'), copied: true };
 }
 
 /**
