@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import * as tfd from '@tensorflow/tfjs-data';
-import { ConfigError, DataError, DivergenceError, crossEntropy, type RegularizerPlugin } from '@regstack/regularizer';
+import { ConfigError, DataError, DivergenceError, classifierFromLayersModel, composeRegularizers, crossEntropy, type RegularizerPlugin, type RegularizerStack } from '@regstack/regularizer';
 import { mixup } from '@regstack/mixup';
 import { rcad } from '@regstack/rcad';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
@@ -154,6 +154,36 @@ describe('fit with a LayersModel', () => {
       await rm(directory, { recursive: true, force: true });
     }
     model.dispose();
+    tf.dispose([data.x, data.y]);
+  });
+
+  it('keeps the moving statistics to the base pass on the fused path too (a deterministic model, RCAD alone)', async () => {
+    const data = problem(64, 14);
+    const layers = tfl.sequential();
+    layers.add(tfl.layers.batchNormalization({ inputShape: [FEATURES] }));
+    layers.add(tfl.layers.dense({ units: CLASSES, kernelInitializer: tfl.initializers.glorotUniform({ seed: 3 }) }));
+    // Declared deterministic, so the stack's fused path (one base pass also serving RCAD's input gradient) runs.
+    const model = { ...classifierFromLayersModel(layers), stochastic: false };
+    const stack = composeRegularizers([rcad()]);
+    const fused: boolean[] = [];
+    const watched: RegularizerStack = { ...stack, gradients: (input) => {
+      const result = stack.gradients(input);
+      fused.push(result.fused);
+      return result;
+    } };
+    await fit(model, data.x, data.y, { regularizers: watched, optimizer: 'sgd', batchSize: 16, shuffle: false, seed: 0 });
+    expect(fused).toEqual([true, true, true, true]);
+    const expectedMean = new Array<number>(FEATURES).fill(0);
+    for (let start = 0; start < 64; start += 16) {
+      for (let j = 0; j < FEATURES; j++) {
+        let sum = 0;
+        for (let i = start; i < start + 16; i++) sum += data.inputs[i * FEATURES + j]!;
+        expectedMean[j] = 0.99 * expectedMean[j]! + 0.01 * (sum / 16);
+      }
+    }
+    const movingMean = layers.layers[0]!.getWeights()[2]!.dataSync();
+    for (let j = 0; j < FEATURES; j++) expect(Math.abs(movingMean[j]! - expectedMean[j]!)).toBeLessThan(1e-6);
+    layers.dispose();
     tf.dispose([data.x, data.y]);
   });
 
