@@ -1,6 +1,6 @@
 // Writes the boilerplate of one workspace package (package.json, tsconfig, tsup config) so every
 // package publishes the same way. Usage: node tools/scaffold-package.mjs <dir> "<description>" [dep ...]
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 const [dir, description, ...deps] = process.argv.slice(2);
@@ -15,6 +15,10 @@ const pkg = {
   version: '0.1.0',
   description,
   license: 'MIT',
+  repository: { type: 'git', url: 'git+https://github.com/regstack/regstack.git', directory: `packages/${dir}` },
+  homepage: `https://github.com/regstack/regstack/tree/main/packages/${dir}#readme`,
+  bugs: { url: 'https://github.com/regstack/regstack/issues' },
+  keywords: ['regstack', 'tensorflowjs', 'tfjs', 'machine-learning', 'deep-learning', 'regularization'],
   type: 'module',
   sideEffects: false,
   exports: {
@@ -44,6 +48,8 @@ const write = (file, text) => {
   if (!existsSync(join(root, file))) writeFileSync(join(root, file), text);
 };
 write('package.json', JSON.stringify(pkg, null, 2) + '\n');
+// npm ships a LICENSE file found in the package whatever packs it; each package holds a copy of the root's.
+write('LICENSE', readFileSync('LICENSE', 'utf8'));
 write(
   'tsconfig.json',
   JSON.stringify({ extends: '../../tsconfig.base.json', include: ['src'] }, null, 2) + '\n',
