@@ -37,7 +37,9 @@ type Program = (typeof programs)[number];
 
 interface CommandResult {
   code: number;
+  /** stdout and stderr together, for messages. */
   output: string;
+  stdout: string;
 }
 
 /**
@@ -57,7 +59,7 @@ function run(command: string, commandArguments: string[], cwd: string, timeoutMs
     execFile(command, commandArguments, { cwd, env: environment, timeout: timeoutMs, maxBuffer: 64 * 1024 * 1024, killSignal: 'SIGKILL' }, (error, stdout, stderr) => {
       const code = error ? (typeof error.code === 'number' ? error.code : 1) : 0;
       const timedOut = error && 'killed' in error && error.killed ? `\n(killed after ${timeoutMs} ms)` : '';
-      resolve({ code, output: `${stdout}${stderr}${timedOut}` });
+      resolve({ code, output: `${stdout}${stderr}${timedOut}`, stdout });
     });
   });
 }
@@ -87,7 +89,7 @@ function resultOf(output: string): Record<string, any> {
 let work = '';
 let project = '';
 let packed: { name: string; filename: string; files: { path: string; size: number }[] }[] = [];
-let install: CommandResult = { code: -1, output: 'not run' };
+let install: CommandResult = { code: -1, output: 'not run', stdout: '' };
 const typeErrors: Record<'node16' | 'bundler', Record<Program, string[]>> = { node16: errorsByProgram('', ''), bundler: errorsByProgram('', '') };
 let node16Output = '';
 let bundlerOutput = '';
@@ -117,7 +119,7 @@ beforeAll(async () => {
     run('npm', ['pack', '--json', '--ignore-scripts', '--pack-destination', tarballs, ...publishable.flatMap((directory) => ['-w', `packages/${directory}`])], repositoryRoot, 120_000),
   );
   if (pack.code !== 0) throw new Error(`npm pack failed:\n${pack.output}`);
-  packed = JSON.parse(pack.output.slice(pack.output.indexOf('['), pack.output.lastIndexOf(']') + 1));
+  packed = JSON.parse(pack.stdout);
 
   // file: tarballs, and overrides so that the packages' own dependencies on each other (0.1.0) resolve to
   // these tarballs too, never to the registry.
@@ -165,7 +167,7 @@ beforeAll(async () => {
     const worker = async () => {
       for (let next = queue.shift(); next; next = queue.shift()) {
         const file = join(project, next.folder, `${next.program}.js`);
-        const result = existsSync(file) ? await run(process.execPath, [file], project, 120_000) : { code: 1, output: `${file} was not emitted` };
+        const result = existsSync(file) ? await run(process.execPath, [file], project, 120_000) : { code: 1, output: `${file} was not emitted`, stdout: '' };
         runs.set(`${next.program}/${next.folder}`, result);
       }
     };
