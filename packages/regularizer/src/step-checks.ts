@@ -44,14 +44,29 @@ export function assertOutsideTape(where: string): void {
  */
 export const REGSTACK_BACKEND_MARKER_KERNEL = 'RegstackChannelMoments';
 
-/** Forward kernels whose gradients TF.js's own wasm backend lacks or computes wrongly. */
-const WASM_FORWARD_KERNELS_NEEDING_OURS: Record<string, string> = {
-  Conv2D: "TF.js's wasm backend has no 'Conv2DBackpropFilter' kernel, so the weight update fails",
-  FusedConv2D: "TF.js's wasm backend has no 'Conv2DBackpropFilter' kernel, so the weight update fails",
-  DepthwiseConv2dNative: "TF.js's wasm backend has no 'DepthwiseConv2dNativeBackpropFilter' kernel, so the weight update fails",
-  FusedDepthwiseConv2D: "TF.js's wasm backend has no 'DepthwiseConv2dNativeBackpropFilter' kernel, so the weight update fails",
-  MaxPool: "TF.js's wasm 'MaxPoolGrad' drops gradients (whole pooling windows get none), so training runs silently wrong",
+/**
+ * Forward kernels whose weight gradient needs a kernel TF.js's wasm backend does not ship
+ * (`@regstack/backend` registers the convolution's; none registers the depthwise one yet).
+ */
+const WASM_GRADIENT_KERNELS: Record<string, string> = {
+  Conv2D: 'Conv2DBackpropFilter',
+  FusedConv2D: 'Conv2DBackpropFilter',
+  DepthwiseConv2dNative: 'DepthwiseConv2dNativeBackpropFilter',
+  FusedDepthwiseConv2D: 'DepthwiseConv2dNativeBackpropFilter',
 };
+
+/** Why a model with these forward kernels cannot train on wasm as it is set up, if it cannot. */
+function wasmFault(kernels: Set<string>): string | undefined {
+  for (const kernel of kernels) {
+    const gradient = WASM_GRADIENT_KERNELS[kernel];
+    if (gradient !== undefined && tf.getKernel(gradient, 'wasm') === undefined) {
+      return `TF.js's wasm backend has no '${gradient}' kernel, so the weight update fails`;
+    }
+  }
+  // The shipped MaxPoolGrad is registered, so only our marker tells ours from it.
+  if (kernels.has('MaxPool')) return "TF.js's wasm 'MaxPoolGrad' drops gradients (whole pooling windows get none), so training runs silently wrong";
+  return undefined;
+}
 
 const warned = new Set<string>();
 
@@ -124,7 +139,7 @@ export function checkBackendOnce(model: Classifier, batch: Batch | undefined): v
   // wasm without our kernels: find out whether this model can train here at all.
   if (!(batch?.inputs instanceof tf.Tensor) || batch.inputs.rank < 2 || batch.inputs.shape[0] === 0) return; // the batch check says what is wrong
   const { kernels, missing } = forwardKernels(model, batch.inputs);
-  const fault = missing !== undefined ? `TF.js's wasm backend has no '${missing}' kernel, so the weight update fails` : [...kernels].map((name) => WASM_FORWARD_KERNELS_NEEDING_OURS[name]).find(Boolean);
+  const fault = missing !== undefined ? `TF.js's wasm backend has no '${missing}' kernel, so the weight update fails` : wasmFault(kernels);
   if (fault !== undefined) {
     throw new ConfigError('backend', `${fault}. @regstack/backend registers the training kernels wasm lacks; call once before training: ${USE_BACKEND}`);
   }
