@@ -4,7 +4,7 @@
 // tools/bench/results/bench-<time>.json (and latest.json).
 //
 //   --quick                 a third of the rounds, one warm-up step
-//   --models a,b            from: small-cnn, resnet18-w16 (default both)
+//   --models a,b            from: small-cnn, layers-cnn (the small CNN as a tf.LayersModel), resnet18-w16 (default all)
 //   --variants a,b          from harness.mjs VARIANTS (default all; erm is always included)
 //   --rounds-scale x        multiply every model's rounds
 //   --batch n               batch size (default 64)
