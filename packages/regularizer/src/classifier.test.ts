@@ -97,11 +97,20 @@ describe('classifierFromLayersModel', () => {
     expect(classifierFromLayersModel(spatial).stochastic).toBe(true);
   });
 
-  it('gives a deterministic Layers model the fused path of stack.gradients, with the plain path\'s gradients', () => {
-    const model = tfl.sequential({
-      layers: [tfl.layers.dense({ inputShape: [4], units: 6, activation: 'tanh', kernelInitializer: tfl.initializers.glorotNormal({ seed: 3 }) }), tfl.layers.dense({ units: 3, kernelInitializer: tfl.initializers.glorotNormal({ seed: 4 }) })],
-    });
+  it('gives a deterministic Layers model the fused path of stack.gradients, with the plain path\'s gradients and statistics', () => {
+    const build = () =>
+      tfl.sequential({
+        layers: [
+          tfl.layers.dense({ inputShape: [4], units: 6, kernelInitializer: tfl.initializers.glorotNormal({ seed: 3 }) }),
+          tfl.layers.batchNormalization(),
+          tfl.layers.activation({ activation: 'tanh' }),
+          tfl.layers.dense({ units: 3, kernelInitializer: tfl.initializers.glorotNormal({ seed: 4 }) }),
+        ],
+      });
+    const model = build();
+    const twin = build();
     const classifier = classifierFromLayersModel(model);
+    const twinClassifier = classifierFromLayersModel(twin);
     // A loss term with a prepare that asks for the clean input gradient, as RCAD does.
     const stack = composeRegularizers([
       {
@@ -114,15 +123,24 @@ describe('classifierFromLayersModel', () => {
     const batch = { inputs: tf.randomUniform([8, 4], 0, 1, 'float32', 5), labels: tf.tensor1d([0, 1, 2, 0, 1, 2, 0, 1], 'int32') };
     const fused = stack.gradients({ model: classifier, batch, random: new Random(1) });
     expect(fused.fused).toBe(true);
-    const prepared = stack.prepare({ model: classifier, batch, random: new Random(1) });
+    const prepared = stack.prepare({ model: twinClassifier, batch, random: new Random(1) });
     const plain = prepared.gradients();
     prepared.dispose();
-    for (const name of Object.keys(plain.grads)) {
-      const difference = tf.tidy(() => tf.max(tf.abs(tf.sub(fused.grads[name]!, plain.grads[name]!))).dataSync()[0]!);
+    // The twins' variables have names of their own: compare in order.
+    const fusedGrads = classifier.trainableVariables.map((variable) => fused.grads[variable.name]!);
+    const plainGrads = twinClassifier.trainableVariables.map((variable) => plain.grads[variable.name]!);
+    expect(fusedGrads).toHaveLength(6);
+    fusedGrads.forEach((gradient, index) => {
+      const difference = tf.tidy(() => tf.max(tf.abs(tf.sub(gradient, plainGrads[index]!))).dataSync()[0]!);
       expect(difference).toBeLessThan(1e-5);
-    }
+    });
     expect(fused.value.dataSync()[0]).toBeCloseTo(plain.value.dataSync()[0]!, 5);
+    // The moving statistics moved once, by the base pass, on both paths.
+    const statistics = (c: typeof classifier) => c.nonTrainableVariables.flatMap((variable) => Array.from(variable.dataSync()));
+    expect(statistics(classifier)).not.toEqual([0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1]);
+    statistics(classifier).forEach((value, index) => expect(value).toBeCloseTo(statistics(twinClassifier)[index]!, 6));
     tf.dispose([fused.value, plain.value, ...Object.values(fused.grads), ...Object.values(plain.grads), batch.inputs, batch.labels]);
     model.dispose();
+    twin.dispose();
   });
 });
