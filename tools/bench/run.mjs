@@ -14,7 +14,8 @@
 //   --python path           Python with torch (default /usr/bin/python3)
 //   --output file           JSON path (default tools/bench/results/bench-<time>.json)
 //
-// The full run takes about 9 minutes on the idle 2-core VM (13 at a load of 4–7 from other jobs).
+// The full run took about 9 minutes on the idle 2-core VM (13 at a load of 4–7 from other jobs) before
+// layers-cnn, which adds about a third (its steps are slower than the small CNN's; no PyTorch twin).
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
