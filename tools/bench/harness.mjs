@@ -9,6 +9,7 @@ import * as tfl from '@tensorflow/tfjs-layers';
 import { useBackend } from '@regstack/backend';
 import { Random, addWeightDecay, classifierFromLayersModel, clipByGlobalNorm, composeRegularizers } from '@regstack/regularizer';
 import { resnet18, smallCnn } from '@regstack/models';
+import { standardAugmentation } from '@regstack/datasets';
 import { rcad } from '@regstack/rcad';
 import { labelSmoothing } from '@regstack/label-smoothing';
 import { mixup } from '@regstack/mixup';
@@ -20,6 +21,9 @@ import { profileKernels } from './kernel-profile.mjs';
 /** CIFAR-10 channel statistics: the models normalise inside, as a real run would (torch_step.py matches). */
 const CIFAR_MEAN = [0.4914, 0.4822, 0.4465];
 const CIFAR_STD = [0.247, 0.2435, 0.2616];
+/** Fashion-MNIST's pixel statistics, for the recipe's model (torch_step.py gets them from init). */
+const FASHION_MNIST_MEAN = [0.286];
+const FASHION_MNIST_STD = [0.353];
 
 /** The trainer's defaults (packages/trainer): SGD with Nesterov momentum, clip at 1, coupled decay. */
 const LEARNING_RATE = 0.01;
@@ -50,6 +54,11 @@ export const VARIANTS = {
 /** Variants timed through `stack.prepare(...).gradients()` instead of the trainer's `stack.gradients`. */
 const PREPARE_PATH = new Set(['rcad-unfused']);
 
+/** Variants timed again at each larger thread count, and those torch_step.py has twins of. */
+const THREADED_VARIANTS = new Set(['erm', 'rcad', 'rcad+label-smoothing']);
+const TORCH_VARIANTS = new Set(['erm', 'rcad']);
+const TORCH_TWO_VIEW_VARIANTS = new Set(['erm', 'rcad', 'rcad+label-smoothing']);
+
 /**
  * @typedef {object} ModelSpec
  * @property {string} id Name in tables and JSON, e.g. `resnet18-w16`.
@@ -60,6 +69,13 @@ const PREPARE_PATH = new Set(['rcad-unfused']);
  * @property {[number, number, number]} inputShape [height, width, channels].
  * @property {number} numClasses
  * @property {number} rounds Timed rounds (each times every variant once).
+ * @property {number} [batchSize] This model's batch size, over the run's (the recipe's is 32).
+ * @property {'single' | 'two-view'} [baseLoss] `two-view`: the reference script's base loss
+ *   0.5·[CE(x) + CE(augment(x))], with `standardAugmentation` (crop with 4-pixel zero padding + flip)
+ *   drawn in every step, as `regstack train --augment two-view` runs it. Default single, no augmentation.
+ * @property {number[]} [mean] Input normalisation inside the model (default CIFAR-10's).
+ * @property {number[]} [std]
+ * @property {string[]} [variants] The only variants this model runs (with the run's); default all.
  */
 
 /**
@@ -70,6 +86,20 @@ export const MODELS = /** @type {Record<string, ModelSpec>} */ ({
   'small-cnn': { id: 'small-cnn', architecture: 'small-cnn', width: 32, inputShape: [32, 32, 3], numClasses: 10, rounds: 9 },
   'layers-cnn': { id: 'layers-cnn', architecture: 'layers-cnn', width: 32, inputShape: [32, 32, 3], numClasses: 10, rounds: 9 },
   'resnet18-w16': { id: 'resnet18-w16', architecture: 'resnet18', width: 16, inputShape: [32, 32, 3], numClasses: 10, rounds: 5 },
+  // The reference recipe as users run it (issue 18): Fashion-MNIST-sized inputs, batch 32, two views.
+  'recipe-resnet18-w16': {
+    id: 'recipe-resnet18-w16',
+    architecture: 'resnet18',
+    width: 16,
+    inputShape: [28, 28, 1],
+    numClasses: 10,
+    rounds: 7,
+    batchSize: 32,
+    baseLoss: 'two-view',
+    mean: FASHION_MNIST_MEAN,
+    std: FASHION_MNIST_STD,
+    variants: ['erm', 'rcad', 'rcad+label-smoothing'],
+  },
 });
 
 /**
@@ -89,6 +119,11 @@ export const MODELS = /** @type {Record<string, ModelSpec>} */ ({
  * @property {number} [seed] Default 0.
  * @property {(line: string) => void} [log] Progress lines.
  */
+
+/** Median, smallest and largest of per-round ratios. */
+function spread(values) {
+  return { median: median(values), min: Math.min(...values), max: Math.max(...values) };
+}
 
 function median(values) {
   const sorted = [...values].sort((a, b) => a - b);
@@ -130,7 +165,7 @@ function createLayersModel(spec, seed) {
 
 function createModel(spec, seed) {
   if (spec.architecture === 'layers-cnn') return createLayersModel(spec, seed);
-  const options = { width: spec.width, inputShape: spec.inputShape, numClasses: spec.numClasses, mean: CIFAR_MEAN, std: CIFAR_STD, seed };
+  const options = { width: spec.width, inputShape: spec.inputShape, numClasses: spec.numClasses, mean: spec.mean ?? CIFAR_MEAN, std: spec.std ?? CIFAR_STD, seed };
   return spec.architecture === 'resnet18' ? resnet18(options) : smallCnn(options);
 }
 
@@ -140,8 +175,22 @@ function createModel(spec, seed) {
  * update. Variants in {@link PREPARE_PATH} run `stack.prepare` and `step.gradients()` instead, timed
  * apart. Returns the time of each part and whether the stack fused the input gradient into the base pass.
  */
-function createStepRunner(variant, model, optimizer, seed) {
+function createStepRunner(variant, model, optimizer, seed, spec) {
   const variables = model.trainableVariables;
+  // The second view's augmentation runs inside the stack's step; timed apart to say what it costs.
+  let augmentMs = 0;
+  const views =
+    spec.baseLoss === 'two-view'
+      ? {
+          baseLoss: /** @type {const} */ ('two-view'),
+          augment: (inputs, random) => {
+            const start = performance.now();
+            const augmented = standardAugmentation(inputs, random);
+            augmentMs += performance.now() - start;
+            return augmented;
+          },
+        }
+      : {};
   const stack = composeRegularizers(VARIANTS[variant]());
   const random = new Random(seed);
   const preparePath = PREPARE_PATH.has(variant) || typeof stack.gradients !== 'function';
@@ -155,8 +204,9 @@ function createStepRunner(variant, model, optimizer, seed) {
   /** @param {{ inputs: tf.Tensor, labels: tf.Tensor1D }} batch */
   return (batch, label = () => {}) => {
     const start = performance.now();
-    const input = { model, batch, random, step, epoch: 0 };
+    const input = { model, batch, random, step, epoch: 0, ...views };
     step += 1;
+    augmentMs = 0;
     if (!preparePath) {
       label('gradients');
       const { value, grads, fused } = stack.gradients(input);
@@ -166,7 +216,7 @@ function createStepRunner(variant, model, optimizer, seed) {
       label('update');
       update(grads);
       const end = performance.now();
-      return { totalMs: end - start, prepareMs: 0, gradientsMs: gradientsEnd - start, updateMs: end - gradientsEnd, fused };
+      return { totalMs: end - start, prepareMs: 0, gradientsMs: gradientsEnd - start, updateMs: end - gradientsEnd, augmentMs, fused };
     }
     label('prepare');
     const prepared = stack.prepare(input);
@@ -185,7 +235,7 @@ function createStepRunner(variant, model, optimizer, seed) {
       prepared.dispose();
     }
     const end = performance.now();
-    return { totalMs: end - start, prepareMs: prepareEnd - start, gradientsMs: gradientsEnd - prepareEnd, updateMs: end - gradientsEnd, fused: false };
+    return { totalMs: end - start, prepareMs: prepareEnd - start, gradientsMs: gradientsEnd - prepareEnd, updateMs: end - gradientsEnd, augmentMs, fused: false };
   };
 }
 
@@ -202,8 +252,9 @@ function disposeOptimizer(optimizer) {
  * the same variant, followed by PyTorch's ERM and RCAD steps at each thread count. Then one profiled
  * step per variant (kernels, memory), untimed.
  */
-async function benchmarkModel(spec, variants, options) {
-  const batchSize = options.batchSize;
+async function benchmarkModel(spec, runVariants, options) {
+  const batchSize = spec.batchSize ?? options.batchSize;
+  const variants = spec.variants ? runVariants.filter((variant) => spec.variants.includes(variant)) : runVariants;
   const model = createModel(spec, options.seed);
   const optimizer = tf.train.momentum(LEARNING_RATE, MOMENTUM, true);
   const dataRandom = new Random(options.seed + 1);
@@ -212,13 +263,14 @@ async function benchmarkModel(spec, variants, options) {
     inputs: tf.tensor4d(Float32Array.from({ length: batchSize * height * width * channels }, () => dataRandom.uniform()), [batchSize, height, width, channels]),
     labels: tf.tensor1d(Int32Array.from({ length: batchSize }, () => dataRandom.int(spec.numClasses)), 'int32'),
   };
-  const runners = Object.fromEntries(variants.map((variant, index) => [variant, createStepRunner(variant, model, optimizer, options.seed + 100 + index)]));
+  const runners = Object.fromEntries(variants.map((variant, index) => [variant, createStepRunner(variant, model, optimizer, options.seed + 100 + index, spec)]));
   const rounds = Math.max(1, Math.round(spec.rounds * options.roundsScale));
   options.log(`${spec.id}: warm-up (${options.warmup} step(s) per variant), then ${rounds} interleaved round(s) of ${variants.length} variants`);
   for (let index = 0; index < options.warmup; index++) for (const variant of variants) runners[variant](batch);
   // Our multi-threaded steps (wasm in Node: convolution worker threads), for ERM and RCAD.
   const threadCounts = options.backend === 'wasm' ? (options.threads ?? [1, 2]).filter((threads) => threads > 1) : [];
-  const threadedVariants = variants.filter((variant) => variant === 'erm' || variant === 'rcad');
+  // The batch-64 models keep their rows (ERM and RCAD); the recipe times each of its variants.
+  const threadedVariants = variants.filter((variant) => variant === 'erm' || variant === 'rcad' || (spec.variants !== undefined && THREADED_VARIANTS.has(variant)));
   /** @type {Record<string, Record<string, number[]>>} */
   const threadedSamples = Object.fromEntries(threadCounts.map((threads) => [threads, Object.fromEntries(threadedVariants.map((variant) => [variant, []]))]));
   const withThreads = async (threads, run) => {
@@ -238,7 +290,7 @@ async function benchmarkModel(spec, variants, options) {
   // The Layers model has no PyTorch twin in torch_step.py; its comparison is with our own models.
   const torchSettings = options.torch === false || spec.architecture === 'layers-cnn' ? undefined : options.torch === true ? {} : options.torch;
   const torchThreads = torchSettings?.threads ?? [1, 2];
-  const torchVariants = variants.includes('rcad') ? ['erm', 'rcad'] : ['erm'];
+  const torchVariants = variants.filter((variant) => (spec.baseLoss === 'two-view' ? TORCH_TWO_VIEW_VARIANTS : TORCH_VARIANTS).has(variant));
   /** @type {Record<string, Record<string, number[]>>} */
   const torchSamples = Object.fromEntries(torchThreads.map((threads) => [threads, Object.fromEntries(torchVariants.map((variant) => [variant, []]))]));
   let torch = { available: false, reason: spec.architecture === 'layers-cnn' && options.torch !== false ? 'no PyTorch twin of the tf.LayersModel' : 'disabled (--no-torch)' };
@@ -301,6 +353,7 @@ async function benchmarkModel(spec, variants, options) {
         prepare: median(samples[variant].map((sample) => sample.prepareMs)),
         gradients: median(samples[variant].map((sample) => sample.gradientsMs)),
         update: median(samples[variant].map((sample) => sample.updateMs)),
+        augment: median(samples[variant].map((sample) => sample.augmentMs)),
       },
       memory: {
         tensorsAfterStep: memory.numTensors,
@@ -337,11 +390,26 @@ async function benchmarkModel(spec, variants, options) {
     ours[threads] = Object.fromEntries(
       threadedVariants.map((variant) => {
         const values = threadedSamples[threads][variant];
-        return [variant, { medianMs: median(values), minMs: Math.min(...values), samplesMs: values, speedUp: results[variant].medianMs / median(values) }];
+        // Per round: the one-thread step over this one, timed seconds apart.
+        const speedUps = spread(values.map((value, round) => samples[variant][round].totalMs / value));
+        return [variant, { medianMs: median(values), minMs: Math.min(...values), samplesMs: values, speedUp: results[variant].medianMs / median(values), speedUpPerRound: speedUps }];
       }),
     );
   }
-  const result = { id: spec.id, architecture: spec.architecture, width: spec.width, inputShape: spec.inputShape, numClasses: spec.numClasses, parameters, rounds, variants: results, ours, torch };
+  const result = {
+    id: spec.id,
+    architecture: spec.architecture,
+    width: spec.width,
+    inputShape: spec.inputShape,
+    numClasses: spec.numClasses,
+    batchSize,
+    baseLoss: spec.baseLoss ?? 'single',
+    parameters,
+    rounds,
+    variants: results,
+    ours,
+    torch,
+  };
   if (torch.available) {
     torch.threads = {};
     result.oursOverTorch = {};
@@ -358,6 +426,16 @@ async function benchmarkModel(spec, variants, options) {
         torchVariants.map((variant) => [variant, (oursAt[variant]?.medianMs ?? results[variant].medianMs) / torch.threads[threads][variant].medianMs]),
       );
       result.oursOverTorch[threads].oursThreads = ours[threads] ? Number(threads) : 1;
+      // Per round: our step over the median of PyTorch's steps of the same round.
+      const perRound = torchSettings.stepsPerRound ?? 2;
+      result.oursOverTorchPerRound ??= {};
+      result.oursOverTorchPerRound[threads] = Object.fromEntries(
+        torchVariants.map((variant) => {
+          const ourSamples = ours[threads]?.[variant]?.samplesMs ?? samples[variant].map((sample) => sample.totalMs);
+          const theirs = torchSamples[threads][variant];
+          return [variant, spread(ourSamples.map((value, round) => value / median(theirs.slice(round * perRound, (round + 1) * perRound))))];
+        }),
+      );
     }
   }
   return result;
@@ -377,7 +455,8 @@ export class TorchWorker {
     try {
       const reply = await worker.request({
         command: 'init',
-        model: { name: spec.architecture, width: spec.width, inputShape: spec.inputShape, numClasses: spec.numClasses },
+        model: { name: spec.architecture, width: spec.width, inputShape: spec.inputShape, numClasses: spec.numClasses, mean: spec.mean ?? CIFAR_MEAN, std: spec.std ?? CIFAR_STD },
+        baseLoss: spec.baseLoss ?? 'single',
         batchSize,
         seed,
       });
@@ -495,34 +574,42 @@ const formatRatio = (value) => `${value.toFixed(2)}×`;
 
 /** The report as markdown tables: one per model, then the top kernels of ERM and RCAD. */
 export function formatReport(report) {
-  const lines = [`TF.js ${report.tfjs} on ${report.backend} (${report.backendThreads} thread), batch ${report.batchSize}, Node ${report.node}. ${report.note}`, ''];
+  const lines = [`TF.js ${report.tfjs} on ${report.backend} (${report.backendThreads} thread), Node ${report.node}. ${report.note}`, ''];
+  const formatSpread = (value) => `${formatRatio(value.median)} [${value.min.toFixed(2)}–${value.max.toFixed(2)}]`;
   for (const model of report.models) {
-    lines.push(`### ${model.id} (${model.architecture}, width ${model.width}, input ${model.inputShape.join('×')}, ${model.parameters} parameters, ${model.rounds} rounds)`, '');
-    lines.push('| variant | median ms | min ms | × ERM (per-round median) | × ERM (medians) | fused ∇x | prepare / gradients / update ms | kernel calls | peak MB | leaked tensors |');
-    lines.push('|---|---|---|---|---|---|---|---|---|---|');
+    const views = model.baseLoss === 'two-view' ? ', two-view base loss with crop + flip' : '';
+    lines.push(
+      `### ${model.id} (${model.architecture}, width ${model.width}, input ${model.inputShape.join('×')}, batch ${model.batchSize ?? report.batchSize}${views}, ${model.parameters} parameters, ${model.rounds} rounds)`,
+      '',
+    );
+    const twoView = model.baseLoss === 'two-view';
+    lines.push(`| variant | median ms | min ms | × ERM (per-round median) | × ERM (medians) | fused ∇x | prepare / gradients / update ms |${twoView ? ' of which augmentation ms |' : ''} kernel calls | peak MB | leaked tensors |`);
+    lines.push(`|---|---|---|---|---|---|---|${twoView ? '---|' : ''}---|---|---|`);
     for (const [name, variant] of Object.entries(model.variants)) {
       const phases = variant.phasesMs;
       const prepare = variant.path === 'stack.gradients' ? '—' : formatMs(phases.prepare);
       const label = name === 'rcad-unfused' ? 'rcad-unfused (prepare + gradients())' : name;
       lines.push(
         `| ${label} | ${formatMs(variant.medianMs)} | ${formatMs(variant.minMs)} | ${formatRatio(variant.ratioToErm)} | ${formatRatio(variant.ratioOfMediansToErm)} | ${variant.fused ? 'yes' : 'no'} | ` +
-          `${prepare} / ${formatMs(phases.gradients)} / ${formatMs(phases.update)} | ${variant.memory.kernelCalls} | ` +
+          `${prepare} / ${formatMs(phases.gradients)} / ${formatMs(phases.update)} |${twoView ? ` ${formatMs(phases.augment ?? 0)} |` : ''} ${variant.memory.kernelCalls} | ` +
           `${(variant.memory.peakBytes / 2 ** 20).toFixed(0)} | ${variant.memory.leakedTensorsPerStep} |`,
       );
     }
     lines.push('');
     if (model.torch.available) {
-      lines.push(`PyTorch ${model.torch.version} (CPU, NCHW), same model and batch:`, '');
-      lines.push('| threads | PyTorch ERM ms | PyTorch RCAD ms | PyTorch RCAD × ERM | ours ERM ms (threads) | ours RCAD ms | ours ERM / PyTorch ERM | ours RCAD / PyTorch RCAD |');
-      lines.push('|---|---|---|---|---|---|---|---|');
+      lines.push(`PyTorch ${model.torch.version} (CPU, NCHW), same model, batch${twoView ? ', two views and augmentation (per batch, in torch)' : ''}; ours / PyTorch per round: median [range]:`, '');
+      lines.push('| threads | variant | PyTorch ms | PyTorch × its ERM | ours ms (threads) | ours / PyTorch (medians) | ours / PyTorch per round |');
+      lines.push('|---|---|---|---|---|---|---|');
       for (const [threads, timings] of Object.entries(model.torch.threads)) {
         const ratios = model.oursOverTorch[threads];
         const ours = model.ours?.[ratios.oursThreads] ?? {};
-        lines.push(
-          `| ${threads} | ${formatMs(timings.erm.medianMs)} | ${timings.rcad ? formatMs(timings.rcad.medianMs) : '—'} | ${timings.rcad ? formatRatio(timings.rcad.medianMs / timings.erm.medianMs) : '—'} | ` +
-            `${ours.erm ? `${formatMs(ours.erm.medianMs)} (${ratios.oursThreads})` : '—'} | ${ours.rcad ? formatMs(ours.rcad.medianMs) : '—'} | ` +
-            `${formatRatio(ratios.erm)} | ${ratios.rcad === undefined ? '—' : formatRatio(ratios.rcad)} |`,
-        );
+        for (const [variant, timing] of Object.entries(timings)) {
+          const perRound = model.oursOverTorchPerRound?.[threads]?.[variant];
+          lines.push(
+            `| ${threads} | ${variant} | ${formatMs(timing.medianMs)} | ${formatRatio(timing.medianMs / timings.erm.medianMs)} | ` +
+              `${ours[variant] ? `${formatMs(ours[variant].medianMs)} (${ratios.oursThreads})` : '—'} | ${formatRatio(ratios[variant])} | ${perRound ? formatSpread(perRound) : '—'} |`,
+          );
+        }
       }
     } else {
       lines.push(`PyTorch: not measured (${model.torch.reason}).`);
@@ -530,7 +617,7 @@ export function formatReport(report) {
     for (const [threads, timings] of Object.entries(model.ours ?? {})) {
       if (threads === '1') continue;
       lines.push('', `Ours at ${threads} threads (${Number(threads) - 1} convolution worker thread(s)): ` +
-        Object.entries(timings).map(([variant, timing]) => `${variant} ${formatMs(timing.medianMs)} ms (${timing.speedUp.toFixed(2)}× one thread)`).join(', ') + '.');
+        Object.entries(timings).map(([variant, timing]) => `${variant} ${formatMs(timing.medianMs)} ms (${timing.speedUp.toFixed(2)}× one thread; per round ${formatSpread(timing.speedUpPerRound)})`).join(', ') + '.');
     }
     lines.push('');
     for (const name of ['erm', 'rcad']) {

@@ -102,6 +102,65 @@ describe('bench harness', () => {
     expect(model.variants.rcad.ratioToErm).toBeGreaterThan(0);
   });
 
+  it("times the reference recipe's two-view step: its own batch and variants, the augmentation, PyTorch's same step", async () => {
+    const before = tf.memory().numTensors;
+    const report = await runBenchmark({
+      models: [
+        {
+          id: 'tiny-recipe',
+          architecture: 'resnet18',
+          width: 2,
+          inputShape: [8, 8, 1],
+          numClasses: 3,
+          rounds: 2,
+          batchSize: 3,
+          baseLoss: 'two-view',
+          mean: [0.286],
+          std: [0.353],
+          variants: ['erm', 'rcad', 'rcad+label-smoothing'],
+        },
+      ],
+      batchSize: 4,
+      warmup: 1,
+      threads: [1, 2],
+      torch: pythonInstalled ? { stepsPerRound: 1, threads: [1] } : false,
+    });
+    expect(tf.memory().numTensors).toBe(before);
+    const [model] = report.models;
+    // The model's batch and variants, not the run's (which asks for every variant at batch 4).
+    expect(model.batchSize).toBe(3);
+    expect(model.baseLoss).toBe('two-view');
+    expect(Object.keys(model.variants)).toEqual(['erm', 'rcad', 'rcad+label-smoothing']);
+    for (const variant of Object.values(model.variants) as Array<Record<string, any>>) {
+      // Two views: the stack augments the second view every step, through the bench's timed augmentation.
+      expect(variant.phasesMs.augment).toBeGreaterThan(0);
+      expect(variant.fused).toBe(false);
+      expect(variant.memory.leakedTensorsPerStep).toBe(0);
+    }
+    // Two views run two forward passes: more kernels than a single-view ERM of the same model.
+    const single = await runBenchmark({
+      models: [{ id: 'tiny-single', architecture: 'resnet18', width: 2, inputShape: [8, 8, 1], numClasses: 3, rounds: 1, batchSize: 3, mean: [0.286], std: [0.353], variants: ['erm'] }],
+      warmup: 1,
+      threads: [1],
+      torch: false,
+    });
+    expect(model.variants.erm.memory.kernelCalls).toBeGreaterThan(single.models[0].variants.erm.memory.kernelCalls * 1.5);
+    // Every variant of the recipe is timed again at 2 threads, with per-round gains.
+    expect(Object.keys(model.ours['2'])).toEqual(['erm', 'rcad', 'rcad+label-smoothing']);
+    expect(model.ours['2']['rcad+label-smoothing'].speedUpPerRound.min).toBeLessThanOrEqual(model.ours['2']['rcad+label-smoothing'].speedUpPerRound.max);
+    if (pythonInstalled && model.torch.available) {
+      expect(Object.keys(model.torch.threads['1'])).toEqual(['erm', 'rcad', 'rcad+label-smoothing']);
+      for (const variant of ['erm', 'rcad', 'rcad+label-smoothing']) {
+        const perRound = model.oursOverTorchPerRound['1'][variant];
+        expect(perRound.min).toBeLessThanOrEqual(perRound.median);
+        expect(perRound.median).toBeLessThanOrEqual(perRound.max);
+      }
+    }
+    const table = formatReport(report);
+    expect(table).toContain('batch 3, two-view base loss with crop + flip');
+    expect(table).toContain('| rcad+label-smoothing |');
+  });
+
   it('rejects an unknown variant by name', async () => {
     await expect(runBenchmark({ models: [], variants: ['rcad', 'dropout'] })).rejects.toThrow(/unknown variant 'dropout'/);
   });

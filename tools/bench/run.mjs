@@ -4,10 +4,12 @@
 // tools/bench/results/bench-<time>.json (and latest.json).
 //
 //   --quick                 a third of the rounds, one warm-up step
-//   --models a,b            from: small-cnn, layers-cnn (the small CNN as a tf.LayersModel), resnet18-w16 (default all)
+//   --models a,b            from: small-cnn, layers-cnn (the small CNN as a tf.LayersModel), resnet18-w16,
+//                           recipe-resnet18-w16 (the reference recipe: 28×28×1, batch 32, two views; ERM,
+//                           RCAD, RCAD + label smoothing) (default all)
 //   --variants a,b          from harness.mjs VARIANTS (default all; erm is always included)
 //   --rounds-scale x        multiply every model's rounds
-//   --batch n               batch size (default 64)
+//   --batch n               batch size (default 64; the recipe keeps its 32)
 //   --threads 1,2           our thread counts (default 1,2; k > 1 times ERM and RCAD with k − 1
 //                           convolution worker threads, beside PyTorch at k threads)
 //   --no-torch              skip PyTorch
