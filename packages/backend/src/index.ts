@@ -19,5 +19,6 @@ export {
   type InputGradientMethod,
 } from './ops/conv-gradients.js';
 export { setFusedMultiplyAdd } from './simd/instance.js';
+export { setPiecesPerThread } from './threads/parallel-conv.js';
 export { maxPoolGradient, type MaxPoolGradientAttributes } from './ops/max-pool-gradient.js';
 export { CHANNEL_MOMENTS_KERNEL, CHANNEL_SUMS_KERNEL, CHANNEL_REDUCTION_KERNEL_NAMES } from './ops/channel-reductions.js';

@@ -44,7 +44,7 @@ describe('useBackend', () => {
     const info = await useBackend();
     expect(info).toEqual({
       name: 'wasm',
-      kernels: ['Conv2DBackpropFilter', 'Conv2DBackpropInput', 'MaxPoolGrad', 'RegstackChannelMoments', 'RegstackChannelSums', 'Identity', 'BatchMatMul', 'Conv2D'],
+      kernels: ['Conv2DBackpropFilter', 'Conv2DBackpropInput', 'MaxPoolGrad', 'RegstackChannelMoments', 'RegstackChannelSums', 'Identity', 'BatchMatMul', 'Conv2D', 'Cast'],
       threads: 1,
     });
     expect(tf.getBackend()).toBe('wasm');

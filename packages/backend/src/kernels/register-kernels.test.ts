@@ -19,6 +19,7 @@ describe('the kernel table', () => {
       'Identity',
       'BatchMatMul',
       'Conv2D',
+      'Cast',
     ]);
     for (const kernel of kernels) {
       expect(kernel.defaultBackends.every((backend) => kernel.backends.includes(backend)), kernel.kernelName).toBe(true);

@@ -14,6 +14,7 @@ import { channelSumsConfig } from './channel-sums.js';
 import { identityConfig } from './identity.js';
 import { batchMatMulConfig } from './batch-mat-mul.js';
 import { conv2dConfig } from './conv2d.js';
+import { castConfig } from './cast.js';
 import { KERNEL_BACKENDS, isOurs, replaceKernel, restoreKernel, type BackendKernelConfig, type KernelBackendName } from './registry.js';
 
 /** Every kernel of this package, in the order {@link registeredKernels} (and `useBackend`) lists them. */
@@ -26,6 +27,7 @@ const KERNELS: readonly BackendKernelConfig[] = [
   identityConfig,
   batchMatMulConfig,
   conv2dConfig,
+  castConfig,
 ];
 
 /** One row of {@link listKernels}. */

@@ -11,7 +11,7 @@ import type { SimdGeometry, SimdPlan } from '../threads/conv-protocol.js';
 import { POSITION_BLOCK } from './kernel-code.js';
 import { alignFloats, chunking, copyPaddedImages, fitsMemory, paddedExtent, reserve } from './memory.js';
 import { kernelsFor, simdKernels, type SimdKernels } from './instance.js';
-import { runShared, simdThreads } from '../threads/parallel-conv.js';
+import { runShared, simdPieces, simdThreads } from '../threads/parallel-conv.js';
 
 /** Geometry of one convolution. */
 export type ConvolutionGeometry = SimdGeometry;
@@ -55,6 +55,7 @@ export function simdConvolution(x: Float32Array, w: Float32Array, y: Float32Arra
     kernels,
     plan,
     threads,
+    simdPieces(batchSize, threads),
     (first, end) => copyPaddedImages(heap, x, plan, first, end),
     (first, end) => runConvolutionShare(kernels, plan, first, end),
   );

@@ -12,7 +12,7 @@ import type { SimdGeometry, SimdPlan } from '../threads/conv-protocol.js';
 import { CHANNEL_BLOCK } from './kernel-code.js';
 import { alignFloats, chunking, copyPaddedImages, fitsMemory, paddedExtent, reserve } from './memory.js';
 import { kernelsFor, simdKernels, type SimdKernels } from './instance.js';
-import { runShared, simdThreads } from '../threads/parallel-conv.js';
+import { runShared, simdPieces, simdThreads } from '../threads/parallel-conv.js';
 
 /** Geometry of one filter gradient. */
 export type FilterGradientGeometry = SimdGeometry;
@@ -57,7 +57,8 @@ export function simdFilterGradient(x: Float32Array, dy: Float32Array, dw: Float3
   ]);
   const { batchSize, inChannels, outHeight, outWidth, outChannels, filterHeight, filterWidth } = geometry;
   const threads = simdThreads(kernels, batchSize, batchSize * outHeight * outWidth * outChannels * filterHeight * filterWidth * inChannels);
-  const { plan, bytes } = layout(geometry, threads);
+  const pieces = simdPieces(batchSize, threads);
+  const { plan, bytes } = layout(geometry, pieces.length);
   const heap = reserve(kernels, bytes);
   if (heap === undefined) throw new RangeError(`simdFilterGradient: ${bytes} bytes of x and dy do not fit a WebAssembly memory`);
   const positionFloats = outHeight * outWidth * outChannels;
@@ -65,13 +66,14 @@ export function simdFilterGradient(x: Float32Array, dy: Float32Array, dw: Float3
     kernels,
     plan,
     threads,
+    pieces,
     (first, end) => {
       copyPaddedImages(heap, x, plan, first, end);
       heap.set(dy.subarray(first * positionFloats, end * positionFloats), plan.secondStart + first * positionFloats);
     },
     (first, end, region) => runFilterGradientShare(kernels, plan, first, end, region),
   );
-  // dW = the threads' sums added up (the same order of additions whatever the timing).
+  // dW = the pieces' sums added up in piece order (the same additions whichever thread ran which piece).
   dw.set(heap.subarray(plan.outputStart, plan.outputStart + dw.length));
   for (let region = 1; region < regions; region++) {
     const start = plan.outputStart + region * plan.regionFloats;

@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { convolutionThreads, setConvPool, setMinimumParallelWork } from './parallel-conv.js';
+import { convolutionThreads, setConvPool, setMinimumParallelWork, setPiecesPerThread, simdPieces } from './parallel-conv.js';
 import { relativeError } from '@regstack/regularizer/testing';
 import { stopWorkerThreads, useBackend } from '../use-backend.js';
 import { setWorkerTimeout } from './conv-pool.js';
@@ -74,6 +74,31 @@ describe('worker threads for convolutions on wasm (Node)', () => {
         expect(relativeError(result, oneThread[index]![which]!), `${cases[index]!.label}: ${['output', 'dx', 'dW'][which]}`).toBeLessThan(1e-6);
       }
     }
+  });
+
+  it('cuts a shared call into claimed pieces: the same results as one thread, and the same at every repeat', async () => {
+    // Pieces in batch order, as even as integers allow; piece i writes region i.
+    expect(simdPieces(5, 1)).toEqual([[0, 5]]);
+    expect(simdPieces(5, 2)).toEqual([[0, 2], [2, 5]]);
+    const previous = setPiecesPerThread(3);
+    try {
+      expect(simdPieces(32, 2)).toEqual([[0, 5], [5, 10], [10, 16], [16, 21], [21, 26], [26, 32]]);
+      expect(simdPieces(4, 2)).toEqual([[0, 1], [1, 2], [2, 3], [3, 4]]);
+      await useBackend('wasm', { threads: 2 });
+      const first = convolutionsAndGradients();
+      const second = convolutionsAndGradients();
+      for (const [index, results] of first.entries()) {
+        for (const [which, result] of results.entries()) {
+          const label = `${cases[index]!.label}: ${['output', 'dx', 'dW'][which]}`;
+          expect(relativeError(result, oneThread[index]![which]!), label).toBeLessThan(1e-6);
+          // The filter gradient's partial sums are added in piece order, whichever thread ran which piece.
+          expect(Array.from(second[index]![which]!), label).toEqual(Array.from(result));
+        }
+      }
+    } finally {
+      setPiecesPerThread(previous);
+    }
+    expect(() => setPiecesPerThread(0)).toThrow(RangeError);
   });
 
   it('runs on one thread again when asked for one thread or another backend, and back on two', async () => {

@@ -55,27 +55,33 @@ export interface SimdGeometry {
  * thread running a share needs besides its images.
  */
 export interface SimdPlan {
-  /** `filter`: x, dy → dW (one region per thread, summed after); `forward`: x, w → y. */
+  /** `filter`: x, dy → dW (one region per piece of the batch, summed after in order); `forward`: x, w → y. */
   family: 'filter' | 'forward';
   geometry: SimdGeometry;
   /** Offsets in floats: x zero-padded to every window's reach, the second input (dy or w), the output. */
   xStart: number;
   secondStart: number;
   outputStart: number;
-  /** Floats from one thread's output region to the next (filter gradients). */
+  /** Floats from one piece's output region to the next (filter gradients). */
   regionFloats: number;
   /** Chunks of the batch that stay in cache: whole images, or rows of one image. */
   imagesPerChunk: number;
   rowsPerChunk: number;
 }
 
-/** A share of a direct SIMD kernel call: images [firstImage, endImage) into output region `region`. */
+/**
+ * A worker's part in a direct SIMD kernel call: the batch is cut into `pieces`, and every thread (the
+ * main one included) claims the next unclaimed piece from the counter in `claims` until none is left,
+ * running piece i's images into output region i. A thread that the system deschedules, or that wakes
+ * late, then takes fewer pieces instead of holding the others up.
+ */
 export interface SimdJob {
   kind: 'simd';
   plan: SimdPlan;
-  firstImage: number;
-  endImage: number;
-  region: number;
+  /** Image ranges [first, end) in batch order; piece i writes output region i. */
+  pieces: Array<[number, number]>;
+  /** An Int32Array's buffer whose element 0 is the next piece to claim (`Atomics.add`). */
+  claims: SharedArrayBuffer;
   /** Whether the main thread's kernels use relaxed SIMD's multiply-add: the worker's do the same. */
   fused: boolean;
   /** The shared memory, sent with a worker's first share. */

@@ -6,17 +6,19 @@
  * Protocol (one Int32Array over `workerData.control`): the main thread posts a job on `workerData.port`,
  * sets control[STATE] to WORK and notifies; the worker reads the job with `receiveMessageOnPort`, copies
  * its inputs out of the shared data buffer, computes, writes the result back into it, and sets DONE (or
- * FAILED, with the error posted on the port). A `simd` job instead names images of a direct SIMD kernel
- * call whose data the main thread laid out in the kernels' shared memory: the worker runs them there.
+ * FAILED, with the error posted on the port). A `simd` job instead names a direct SIMD kernel call whose
+ * data the main thread laid out in the kernels' shared memory: the worker claims pieces of its batch and
+ * runs them there, as the main thread does.
  */
 import { receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-wasm';
 import { conv2dFilterGradient, conv2dInputGradient } from '../ops/conv-gradients.js';
-import { CONTROL, State, type ConvJob, type SimdJob } from './conv-protocol.js';
+import { CONTROL, State, type ConvJob, type SimdJob, type SimdPlan } from './conv-protocol.js';
+import { runClaimedPieces } from './claims.js';
 import { runConvolutionShare } from '../simd/convolution.js';
 import { runFilterGradientShare } from '../simd/filter-gradient.js';
-import { attachSimdKernels } from '../simd/instance.js';
+import { attachSimdKernels, type SimdKernels } from '../simd/instance.js';
 import type { WasmHeapBackend } from '../typed-array-backend.js';
 
 const { control, port } = workerData as { control: SharedArrayBuffer; port: MessagePort };
@@ -30,8 +32,9 @@ function runSimd(job: SimdJob): void {
   simdMemory = job.memory ?? simdMemory;
   if (simdMemory === undefined) throw new Error('conv worker: a SIMD share came before the shared memory');
   const kernels = attachSimdKernels(simdMemory, job.fused);
-  if (job.plan.family === 'filter') runFilterGradientShare(kernels, job.plan, job.firstImage, job.endImage, job.region);
-  else runConvolutionShare(kernels, job.plan, job.firstImage, job.endImage);
+  const run: (kernels: SimdKernels, plan: SimdPlan, first: number, end: number, region: number) => void =
+    job.plan.family === 'filter' ? runFilterGradientShare : runConvolutionShare;
+  runClaimedPieces(new Int32Array(job.claims), job.pieces, (first, end, region) => run(kernels, job.plan, first, end, region));
 }
 
 function tensorAt(offset: number, shape: number[]): tf.Tensor4D {

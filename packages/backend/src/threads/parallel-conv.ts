@@ -9,6 +9,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { ConvJob, SimdJob, SimdPlan } from './conv-protocol.js';
 import { asTensor, isWasmHeapBackend, type WasmHeapBackend } from '../typed-array-backend.js';
 import { forgetSimdKernels, type SimdKernels } from '../simd/instance.js';
+import { runClaimedPieces } from './claims.js';
 
 /** One worker's share of a convolution, with its inputs' values (copied into shared memory on start). */
 export interface ConvShare {
@@ -217,43 +218,82 @@ export function simdThreads(kernels: SimdKernels, batch: number, multiplyAdds: n
 }
 
 /**
- * Runs a planned call on `threads` threads: each worker's images are copied in and its share started,
- * then this thread copies and runs its own share (the first images) while they work.
+ * Pieces per thread of a shared call. The threads claim pieces rather than being handed one share each,
+ * so that a thread that is free takes a piece another has not started (a worker wakes a fraction of a
+ * millisecond after the main thread starts; on a machine shared with other processes a thread is often
+ * descheduled for milliseconds). One piece per thread by default: at 2 and 4 pieces per thread the
+ * recipe's step (ResNet-18 width 16, batch 32) cost 1.01× and 1.07–1.09× the CPU time (more, smaller
+ * kernel calls; one filter-gradient partial sum per piece to add up), and on the loaded 2-core machine
+ * the wall-time gain could not be told from noise (tools/bench/README.md).
+ */
+let piecesPerThread = 1;
+
+/**
+ * For benchmarks and tests: pieces per thread of a shared direct SIMD call (1: one even share each, as
+ * before pieces were claimed). Returns the previous value.
+ */
+export function setPiecesPerThread(pieces: number): number {
+  if (!Number.isInteger(pieces) || pieces < 1) throw new RangeError(`setPiecesPerThread: expected a positive integer, got ${pieces}`);
+  const previous = piecesPerThread;
+  piecesPerThread = pieces;
+  return previous;
+}
+
+/**
+ * The pieces a call of `batch` images on `threads` threads is cut into: image ranges [first, end) in
+ * batch order, as even as integers allow. Piece i writes output region i (filter gradients: one
+ * partial sum per piece, added up in piece order, so the result does not depend on which thread ran
+ * which piece).
+ */
+export function simdPieces(batch: number, threads: number): Array<[number, number]> {
+  // At most 256: the filter gradient's memory check (simdFilterGradientSupports) counts that many regions.
+  return batchShares(batch, threads <= 1 ? 1 : Math.min(batch, piecesPerThread * threads, 256));
+}
+
+/** The claim counter the threads of a shared call take pieces from (one call runs at a time). */
+let claimsBuffer: SharedArrayBuffer | undefined;
+
+/**
+ * Runs a planned call cut into `pieces` on `threads` threads: every image is copied in, the workers
+ * are started, and then each thread, this one included, claims and runs pieces until none is left.
  *
  * @param copyImages Copies the inputs of images [first, end) into the memory (this thread).
  * @param runShare Runs images [first, end) into output region `region` on this thread.
- * @returns The output regions written: region i holds share i.
+ * @returns The output regions written: region i holds piece i.
  */
 export function runShared(
   kernels: SimdKernels,
   plan: SimdPlan,
   threads: number,
+  pieces: Array<[number, number]>,
   copyImages: (first: number, end: number) => void,
   runShare: (first: number, end: number, region: number) => void,
 ): number {
   const batch = plan.geometry.batchSize;
-  const pool = threads > 1 ? poolFor(batch, Number.POSITIVE_INFINITY) : undefined;
+  const pool = threads > 1 && pieces.length > 1 ? poolFor(batch, Number.POSITIVE_INFINITY) : undefined;
+  copyImages(0, batch);
   if (pool === undefined) {
-    copyImages(0, batch);
-    runShare(0, batch, 0);
-    return 1;
+    for (const [index, [first, end]] of pieces.entries()) runShare(first, end, index);
+    return pieces.length;
   }
-  const shares = batchShares(batch, Math.min(threads, pool.size + 1));
-  whilePoolBusy(() => runOnPool(pool, kernels, plan, shares, copyImages, runShare));
-  return shares.length;
+  const workers = Math.min(threads - 1, pool.size, pieces.length - 1);
+  whilePoolBusy(() => runOnPool(pool, kernels, plan, workers, pieces, runShare));
+  return pieces.length;
 }
 
 function runOnPool(
   pool: ConvPool,
   kernels: SimdKernels,
   plan: SimdPlan,
-  shares: Array<[number, number]>,
-  copyImages: (first: number, end: number) => void,
+  workers: number,
+  pieces: Array<[number, number]>,
   runShare: (first: number, end: number, region: number) => void,
 ): void {
-  for (const [first, end] of shares.slice(1)) copyImages(first, end);
+  claimsBuffer ??= new SharedArrayBuffer(4);
+  const claims = new Int32Array(claimsBuffer);
+  Atomics.store(claims, 0, 0);
   const { fused, memory } = kernels;
-  pool.start(shares.slice(1).map(([firstImage, endImage], index) => ({ kind: 'simd', plan, firstImage, endImage, region: index + 1, fused, memory })));
+  pool.start(Array.from({ length: workers }, () => ({ kind: 'simd', plan, pieces, claims: claimsBuffer!, fused, memory })));
   // A worker that failed or timed out may still be running on this memory: later calls get a new one.
   const waitForWorkers = () => {
     try {
@@ -264,11 +304,10 @@ function runOnPool(
     }
   };
   try {
-    const [first, end] = shares[0]!;
-    copyImages(first, end);
-    runShare(first, end, 0);
+    runClaimedPieces(claims, pieces, runShare);
   } catch (error) {
-    // Collect the workers all the same; this thread's error is the one to report.
+    // Stop the workers claiming more, collect them all the same; this thread's error is the one to report.
+    Atomics.store(claims, 0, pieces.length);
     try {
       waitForWorkers();
     } catch {
