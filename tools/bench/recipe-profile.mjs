@@ -107,7 +107,9 @@ function profiledStep() {
       if (CONVOLUTIONS.has(name) && childTime.length === 0) {
         const inputs = Object.values(parameters.inputs ?? {}).map((tensor) => tensor.shape.join('×'));
         const attributes = parameters.attrs ?? {};
-        const key = `${name} ${inputs.join(' ; ')}${attributes.strides ? ` s${[attributes.strides].flat()[0]}` : ''}`;
+        // A filter gradient's inputs (x, dy) are the same for a 3×3 convolution and the 1×1 shortcut beside it: its filter shape tells them apart.
+        const filterShape = attributes.filterShape ? ` → ${attributes.filterShape.join('×')}` : '';
+        const key = `${name} ${inputs.join(' ; ')}${filterShape}${attributes.strides ? ` s${[attributes.strides].flat()[0]}` : ''}`;
         const entry = convolutions.get(key) ?? { ms: 0, calls: 0, work: 0 };
         entry.work = convolutionWork(name, parameters, result);
         entry.ms += elapsed;
