@@ -6,6 +6,7 @@ export {
   memoryCheckpointStore,
   serializeCheckpoint,
   checkpointTensors,
+  verifyCheckpoint,
   type CheckpointStore,
   type CheckpointManifest,
   type SerializedCheckpoint,
