@@ -74,7 +74,8 @@ describe('regstack command line', () => {
     expect(report).toContain('regstack train --data fashion-mnist-embedded');
 
     // Resuming reads finished runs back instead of training again.
-    const again = await run(['compare', '--stack', 'erm', '--train-size', '96', '--test-size', '100', '--model-options', 'width=2', '--epochs', '1', '--batch-size', '32', '--workers', '1', '--resume', '--out', out]);
+    const again = await run(['compare', '--stack', 'erm', '--train-size', '96', '--test-size', '100', '--model-options', 'width=2', '--epochs', '1', '--batch-size', '32', '--lr', '0.05', '--workers', '1', '--resume', '--out', out]);
+    expect(again.exitCode ?? 0).toBe(0);
     expect(again.stdout).toContain(`${(100 * results[0]!.test.accuracy).toFixed(2)} ± 0.00`);
     const lines = (await readFile(join(out, 'results.jsonl'), 'utf8')).trim().split('\n');
     expect(lines).toHaveLength(2); // the read-back run is not appended twice

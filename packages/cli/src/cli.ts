@@ -239,8 +239,14 @@ export function createProgram(): Command {
     .argument('<job>', 'the job as JSON text, or a job.json file')
     .action(async (job: string) => {
       // A worker of `compare`: if that process dies (even by SIGKILL) the channel closes; stop too.
-      if (process.send) process.once('disconnect', () => exitOnSignal('SIGTERM'));
-      await runJob(JSON.parse(job.trimStart().startsWith('{') ? job : await readFile(job, 'utf8')) as JobSpec);
+      // The listener holds the channel open (Node refs it), so it goes when the job ends.
+      const orphaned = () => exitOnSignal('SIGTERM');
+      if (process.send) process.once('disconnect', orphaned);
+      try {
+        await runJob(JSON.parse(job.trimStart().startsWith('{') ? job : await readFile(job, 'utf8')) as JobSpec);
+      } finally {
+        process.off('disconnect', orphaned);
+      }
     });
 
   // Usage errors are thrown, not exited on, so that `main` gives them their exit code.
