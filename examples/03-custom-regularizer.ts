@@ -9,7 +9,8 @@
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs-core';
 import { useBackend } from '@regstack/backend';
-import { loadEmbeddedFashionMnist, normalization } from '@regstack/datasets';
+import { normalization } from '@regstack/datasets';
+import { loadEmbeddedFashionMnist } from '@regstack/datasets/embedded';
 import { labelSmoothing } from '@regstack/label-smoothing';
 import { smallCnn } from '@regstack/models';
 import {
@@ -66,7 +67,7 @@ export async function main({ quick = false } = {}) {
     batchSize: 64,
     learningRate: 0.05,
     onEpochEnd: (record) =>
-      console.log(`epoch ${record.epoch}: base ${record.terms.base!.toFixed(3)}, noise-consistency ${record.terms['noise-consistency']!.toFixed(4)}, validation accuracy ${(100 * record.validation.accuracy).toFixed(1)}%`),
+      console.log(`epoch ${record.epoch}: base ${record.terms.base!.toFixed(3)}, noise-consistency ${record.terms['noise-consistency']!.toFixed(4)}, validation accuracy ${(100 * record.validation!.accuracy).toFixed(1)}%`),
   });
   model.dispose();
   return result;

@@ -3,7 +3,7 @@ import { createWriteStream, existsSync } from 'node:fs';
 import { appendFile, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ConfigError, RegstackError } from '@regstack/regularizer';
+import { ConfigError, RegstackError, composeRegularizers } from '@regstack/regularizer';
 import { planRun, readRunFolder, runJob, type JobResult, type JobSpec } from './job.js';
 import { learningCurveSpec, reliabilitySpec, renderChart } from './plots.js';
 import { writeReport } from './report.js';
@@ -56,6 +56,20 @@ export interface CompareResult {
 export class JobsFailedError extends RegstackError {}
 
 const slug = (text: string) => text.replace(/[^a-zA-Z0-9.=-]+/g, '_').slice(0, 80);
+
+/**
+ * Builds and composes a stack as its jobs will, so that one that cannot run (an unknown option, mix
+ * weights adding up to more than 1) fails before the comparison trains the others for hours.
+ */
+function checkStack(stack: StackSpec): void {
+  const plugins = createRegularizers(stack.regularizers); // errors name the option, e.g. rcad.alpha
+  try {
+    composeRegularizers(plugins);
+  } catch (error) {
+    if (error instanceof ConfigError) throw new ConfigError('--stack', `'${stack.label}' cannot be composed: ${error.message}`);
+    throw error;
+  }
+}
 
 /** The built command line that worker processes run; absent when running from sources. */
 function workerScript(): string | null {
@@ -116,7 +130,7 @@ const brief = (metrics: JobResult['test']) => ({ accuracy: metrics.accuracy, nll
 /** The line `results.jsonl` holds for a finished run. */
 function resultLine(result: JobResult): string {
   const { history: _, validation, test, ...summary } = result;
-  return JSON.stringify({ ...summary, validation: brief(validation), test: brief(test) });
+  return JSON.stringify({ ...summary, ...(validation ? { validation: brief(validation) } : {}), test: brief(test) });
 }
 
 /**
@@ -163,7 +177,7 @@ export async function compare(options: CompareOptions): Promise<CompareResult> {
   if (!Number.isInteger(options.workers) || options.workers < 1) throw new ConfigError('--workers', `must be an integer ≥ 1, got ${options.workers}`);
   const labels = options.stacks.map((stack) => stack.label);
   if (new Set(labels).size !== labels.length) throw new ConfigError('--stack', 'the same stack is given twice');
-  for (const stack of options.stacks) createRegularizers(stack.regularizers); // option errors before any work
+  for (const stack of options.stacks) checkStack(stack); // every stack's errors before any job starts
   // Seed-major order: every stack's first seed finishes before any second seed starts, so a
   // comparison cut short still compares all stacks.
   const jobs: JobSpec[] = options.seeds.flatMap((seed) =>

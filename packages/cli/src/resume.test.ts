@@ -112,6 +112,6 @@ describe('resume after SIGKILL mid-epoch', () => {
     expect(b.history).toHaveLength(3);
     const [checkpointA, checkpointB] = (await Promise.all([straight, killed].map((folder) => readCheckpoint(join(folder, "checkpoint"))))) as [Checkpoint, Checkpoint];
     expect(checkpointB.data.equals(checkpointA.data)).toBe(true);
-    expect(a.validation.accuracy).toBe(a.history[a.bestEpoch - 1]!.validation.accuracy);
+    expect(a.validation!.accuracy).toBe(a.history[a.bestEpoch - 1]!.validation!.accuracy);
   });
 });

@@ -1,11 +1,18 @@
 /**
- * Node-only parts of the trainer: checkpoints on disk and a console reporter. Kept out of the main
- * entry so that browser bundles never see `node:fs`.
+ * Node-only parts of the trainer: checkpoints on disk, a console reporter, and `file://` model
+ * saving and loading for plain `@tensorflow/tfjs` (registered on import). Kept out of the main entry
+ * so that browser bundles never see `node:fs`.
  */
 import cliProgress from 'cli-progress';
 import type { CheckpointStore } from './checkpoint.js';
 import { createFileCheckpointStore } from './file-store.js';
 import type { BatchInfo, EpochRecord } from './trainer.js';
+import { registerFileSystemIO } from './file-system-io.js';
+
+export { fileSystemIO, registerFileSystemIO } from './file-system-io.js';
+
+// `model.save('file://…')` and `tf.loadLayersModel('file://…')` work once this entry is imported.
+registerFileSystemIO();
 
 /**
  * Checkpoints in a directory: `checkpoint.json` (the manifest, with the blob's SHA-256) and one
@@ -56,9 +63,11 @@ export function consoleReporter(options: ConsoleReporterOptions = {}): {
     },
     onEpochEnd(record) {
       if (style === 'bar') {
-        const { accuracy, nll, ece } = record.validation;
+        const validation = record.validation
+          ? ` | val acc ${(100 * record.validation.accuracy).toFixed(2)}% nll ${record.validation.nll.toFixed(4)} ece ${record.validation.ece.toFixed(4)}`
+          : '';
         process.stderr.write(
-          `epoch ${record.epoch}: loss ${record.terms.total?.toFixed(4)} | val acc ${(100 * accuracy).toFixed(2)}% nll ${nll.toFixed(4)} ece ${ece.toFixed(4)} | ${(1000 * record.secondsPerStep).toFixed(0)} ms/step${record.best ? ' *' : ''}\n`,
+          `epoch ${record.epoch}: loss ${record.terms.total?.toFixed(4)}${validation} | ${(1000 * record.secondsPerStep).toFixed(0)} ms/step${record.validation && record.best ? ' *' : ''}\n`,
         );
       } else {
         stream.write(JSON.stringify({ ...options.fields, ...record }) + '\n');

@@ -1,0 +1,177 @@
+/**
+ * This thread's instance of the direct SIMD kernels (kernel-code.ts, encoded by wasm-module.ts): compiled
+ * once per variant (shared memory or not, fused multiply-add or not) and instantiated on a memory of
+ * their own, or, in a worker thread, on the main thread's shared memory.
+ *
+ * The memory is a shared WebAssembly memory where the engine allows one (Node; browsers with
+ * cross-origin isolation), so that the worker threads (threads/parallel-conv.ts) can run the same
+ * kernels on their share of the images in place. Without shared memory the kernels run on the main
+ * thread alone.
+ */
+import { CHANNEL_BLOCK, POSITION_BLOCK, convolutionKernel, filterGradientKernel } from './kernel-code.js';
+import { encodeModule, type FunctionBody } from './wasm-module.js';
+import { MAXIMUM_PAGES } from './memory.js';
+import type { SimdGeometry } from '../threads/conv-protocol.js';
+
+export type Kernel = (...args: number[]) => void;
+
+/** The kernels of one thread, on `memory`. */
+export interface SimdKernels {
+  memory: WebAssembly.Memory;
+  /** Whether `memory` is shared: worker threads can run kernels on it. */
+  shared: boolean;
+  /** Whether they multiply-add with relaxed SIMD's `relaxed_madd` (see {@link setFusedMultiplyAdd}). */
+  fused: boolean;
+  /** filter[inputs − 1][vectors − 1]. */
+  filter: Kernel[][];
+  /** convolution[positions − 1][vectors − 1]. */
+  convolution: Kernel[][];
+}
+
+
+function moduleBytes(shared: boolean, fused: boolean): Uint8Array<ArrayBuffer> {
+  const functions: Array<{ name: string; body: FunctionBody }> = [];
+  for (let inputs = 1; inputs <= CHANNEL_BLOCK; inputs++) {
+    for (const vectors of [1, 2]) functions.push({ name: `f${inputs}v${vectors}`, body: filterGradientKernel(inputs, vectors, fused) });
+  }
+  for (let positions = 1; positions <= POSITION_BLOCK; positions++) {
+    for (const vectors of [1, 2]) functions.push({ name: `c${positions}v${vectors}`, body: convolutionKernel(positions, vectors, fused) });
+  }
+  return encodeModule(functions, { initial: 1, maximum: MAXIMUM_PAGES, shared });
+}
+
+const compiled = new Map<string, WebAssembly.Module>();
+
+function kernelsOf(exports: WebAssembly.Exports, memory: WebAssembly.Memory, shared: boolean, fused: boolean): SimdKernels {
+  const functions = exports as Record<string, Kernel>;
+  const family = (prefix: string, count: number) => Array.from({ length: count }, (_, i) => [1, 2].map((vectors) => functions[`${prefix}${i + 1}v${vectors}`]!));
+  return { memory, shared, fused, filter: family('f', CHANNEL_BLOCK), convolution: family('c', POSITION_BLOCK) };
+}
+
+/** Compiles (once per variant and thread) and instantiates synchronously: fine in Node and in workers. */
+function instantiateOn(memory: WebAssembly.Memory, shared: boolean, fused: boolean): SimdKernels {
+  const key = `${shared}/${fused}`;
+  let module = compiled.get(key);
+  if (module === undefined) {
+    module = new WebAssembly.Module(moduleBytes(shared, fused));
+    compiled.set(key, module);
+  }
+  return kernelsOf(new WebAssembly.Instance(module, { env: { memory } }).exports, memory, shared, fused);
+}
+
+/** Whether this engine has relaxed SIMD's fused multiply-add (Node ≥ 22, Chrome ≥ 114; not Node 20 without a flag). */
+function relaxedSimd(): boolean {
+  return typeof WebAssembly !== 'undefined' && WebAssembly.validate(moduleBytes(false, true));
+}
+
+let fusedSetting: boolean | 'auto' = 'auto';
+// undefined: not tried yet; null: this engine has no WebAssembly SIMD.
+let mine: SimdKernels | null | undefined;
+
+/**
+ * Whether the kernels multiply-add with relaxed SIMD's `f32x4.relaxed_madd` (one fused, or at least
+ * unordered, multiply-add: ≈20% faster where the CPU has FMA, and rounded once instead of twice) or
+ * with `f32x4.mul` then `f32x4.add`. `'auto'` (the default) uses it where the engine has relaxed SIMD.
+ * The next kernel call compiles the kernels again. Returns the previous setting.
+ */
+export function setFusedMultiplyAdd(setting: boolean | 'auto'): boolean | 'auto' {
+  const previous = fusedSetting;
+  fusedSetting = setting;
+  mine = undefined;
+  return previous;
+}
+
+/** The variants to try, best first: shared memory (for worker threads) where the engine allows it. */
+function variants(): Array<{ shared: boolean; fused: boolean }> {
+  const fused = fusedSetting === 'auto' ? relaxedSimd() : fusedSetting;
+  return [true, false].map((shared) => ({ shared, fused })).filter(({ shared }) => WebAssembly.validate(moduleBytes(shared, fused)));
+}
+
+/**
+ * This thread's kernels (compiled on first use), or null where WebAssembly SIMD is unavailable. A
+ * browser's main thread refuses to compile modules over 4 KB synchronously: there, `useBackend` has
+ * prepared them with {@link prepareSimdKernels}, and without that the callers fall back.
+ */
+export function simdKernels(): SimdKernels | null {
+  if (mine !== undefined) return mine;
+  mine = null;
+  if (typeof WebAssembly === 'undefined') return mine;
+  for (const { shared, fused } of variants()) {
+    try {
+      mine = instantiateOn(new WebAssembly.Memory({ initial: 1, maximum: MAXIMUM_PAGES, shared }), shared, fused);
+      return mine;
+    } catch {
+      // No shared memory here (a browser page without cross-origin isolation), or no synchronous
+      // compiles (a browser's main thread): try the next.
+    }
+  }
+  return mine;
+}
+
+/**
+ * Compiles and instantiates this thread's kernels without blocking, as browsers require on their main
+ * thread; `useBackend('wasm' | 'cpu')` awaits it. Resolves to whether they are available.
+ */
+export async function prepareSimdKernels(): Promise<boolean> {
+  // null here may be a synchronous compile a browser refused: the asynchronous one can still work.
+  if (mine) return true;
+  if (typeof WebAssembly === 'undefined') return simdKernels() !== null;
+  for (const { shared, fused } of variants()) {
+    try {
+      const key = `${shared}/${fused}`;
+      const module = compiled.get(key) ?? (await WebAssembly.compile(moduleBytes(shared, fused)));
+      compiled.set(key, module);
+      const memory = new WebAssembly.Memory({ initial: 1, maximum: MAXIMUM_PAGES, shared });
+      const instance = await WebAssembly.instantiate(module, { env: { memory } });
+      mine ??= kernelsOf(instance.exports, memory, shared, fused);
+      return true;
+    } catch {
+      // Try the next variant (see simdKernels).
+    }
+  }
+  return simdKernels() !== null;
+}
+
+/**
+ * Drops this thread's kernels if they are `kernels`, so that the next call makes new ones on a new
+ * memory: a worker that failed or timed out may still be running on the old one.
+ */
+export function forgetSimdKernels(kernels: SimdKernels): void {
+  if (mine === kernels) mine = undefined;
+}
+
+let attached: SimdKernels | undefined;
+
+/**
+ * In a worker thread: kernels on the main thread's shared memory, for the shares it hands over (kept
+ * apart from {@link simdKernels}, which the worker's own kernel calls use).
+ */
+export function attachSimdKernels(memory: WebAssembly.Memory, fused: boolean): SimdKernels {
+  if (attached?.memory !== memory || attached.fused !== fused) attached = instantiateOn(memory, true, fused);
+  return attached;
+}
+
+/**
+ * This thread's kernels for a call of `caller`, after checking that the output channels come in whole
+ * vectors of 4 and that each array holds the values of its shape (the input x, the filter, or the
+ * output); the errors name the caller and the field.
+ */
+export function kernelsFor(
+  caller: string,
+  geometry: SimdGeometry,
+  arrays: ReadonlyArray<readonly [field: string, values: Float32Array, shape: 'input' | 'filter' | 'output']>,
+): SimdKernels {
+  const kernels = simdKernels();
+  if (kernels === null) throw new Error(`${caller}: this engine has no WebAssembly SIMD`);
+  const { batchSize, inHeight, inWidth, inChannels, outHeight, outWidth, outChannels, filterHeight, filterWidth } = geometry;
+  if (outChannels % 4 !== 0) throw new RangeError(`${caller}: outChannels must be a multiple of 4, got ${outChannels}`);
+  const sizes = {
+    input: batchSize * inHeight * inWidth * inChannels,
+    filter: filterHeight * filterWidth * inChannels * outChannels,
+    output: batchSize * outHeight * outWidth * outChannels,
+  };
+  for (const [field, values, shape] of arrays) {
+    if (values.length !== sizes[shape]) throw new RangeError(`${caller}: ${field} has ${values.length} values, expected ${sizes[shape]}`);
+  }
+  return kernels;
+}

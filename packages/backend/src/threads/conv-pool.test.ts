@@ -1,0 +1,151 @@
+import * as tf from '@tensorflow/tfjs-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { convolutionThreads, setConvPool, setMinimumParallelWork } from './parallel-conv.js';
+import { relativeError } from '@regstack/regularizer/testing';
+import { stopWorkerThreads, useBackend } from '../use-backend.js';
+import { setWorkerTimeout } from './conv-pool.js';
+import { simdKernels } from '../simd/instance.js';
+
+function values(shape: number[], seed: number): Float32Array {
+  let state = seed;
+  return Float32Array.from({ length: tf.util.sizeFromShape(shape) }, () => {
+    state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
+    return state / 2 ** 32 - 0.5;
+  });
+}
+
+type Rank4 = [number, number, number, number];
+
+/** Convolutions with every gradient: odd batches (uneven shares), stride 2, 'same', 'valid' and explicit padding. */
+const cases: Array<{ label: string; x: Rank4; filter: Rank4; strides: number; pad: 'same' | 'valid' | [[number, number], [number, number], [number, number], [number, number]] }> = [
+  { label: 'batch 5, 3×3 stride 1 same', x: [5, 9, 8, 3], filter: [3, 3, 3, 4], strides: 1, pad: 'same' },
+  { label: 'batch 4, 3×3 stride 2 same', x: [4, 10, 9, 4], filter: [3, 3, 4, 6], strides: 2, pad: 'same' },
+  { label: 'batch 3, 1×1 stride 2 valid', x: [3, 8, 8, 4], filter: [1, 1, 4, 5], strides: 2, pad: 'valid' },
+  { label: 'batch 7, 3×3 explicit padding', x: [7, 6, 7, 2], filter: [3, 3, 2, 3], strides: 1, pad: [[0, 0], [1, 1], [1, 1], [0, 0]] },
+  // Channels in multiples of 4: the direct SIMD kernels, sharing images on their shared memory.
+  { label: 'batch 5, 3×3 stride 2 same, 8 → 12 channels', x: [5, 9, 9, 8], filter: [3, 3, 8, 12], strides: 2, pad: 'same' },
+  { label: 'batch 3, 3×3 stride 1 same, 4 → 8 channels', x: [3, 7, 6, 4], filter: [3, 3, 4, 8], strides: 1, pad: 'same' },
+];
+
+/** Output, dL/dx and dL/dW of Σ conv(x, W)·u for each case. */
+function convolutionsAndGradients(): Float32Array[][] {
+  return cases.map(({ x, filter, strides, pad }, index) =>
+    tf.tidy(() => {
+      const input = tf.tensor4d(values(x, index + 1), x);
+      const weights = tf.tensor4d(values(filter, index + 20), filter);
+      const output = tf.conv2d(input, weights, strides, pad);
+      const upstream = tf.tensor4d(values(output.shape, index + 40), output.shape as Rank4);
+      const [dx, dw] = tf.grads((a: tf.Tensor, w: tf.Tensor) => tf.sum(tf.mul(tf.conv2d(a as tf.Tensor4D, w as tf.Tensor4D, strides, pad), upstream)))([input, weights]);
+      return [output, dx!, dw!].map((tensor) => tensor.dataSync() as Float32Array);
+    }),
+  );
+}
+
+describe('worker threads for convolutions on wasm (Node)', () => {
+  let previousThreshold = 0;
+  let oneThread: Float32Array[][];
+
+  beforeAll(async () => {
+    // Share every convolution, however small, so that these small cases exercise the workers.
+    previousThreshold = setMinimumParallelWork(0);
+    const info = await useBackend('wasm');
+    expect(info.threads).toBe(1);
+    oneThread = convolutionsAndGradients();
+  });
+
+  afterAll(async () => {
+    setMinimumParallelWork(previousThreshold);
+    await useBackend('wasm');
+    await stopWorkerThreads();
+  });
+
+  it.each([2, 3])('with %i threads: the same outputs and gradients as one thread, nothing leaked', async (threads) => {
+    const info = await useBackend('wasm', { threads });
+    expect(info.threads).toBe(threads);
+    expect(convolutionThreads()).toBe(threads);
+    expect(info.kernels).toContain('Conv2D');
+    const tensors = tf.memory().numTensors;
+    const data = (tf.backend() as unknown as { numDataIds(): number }).numDataIds();
+    const shared = convolutionsAndGradients();
+    expect(tf.memory().numTensors).toBe(tensors);
+    expect((tf.backend() as unknown as { numDataIds(): number }).numDataIds()).toBe(data);
+    for (const [index, results] of shared.entries()) {
+      for (const [which, result] of results.entries()) {
+        expect(relativeError(result, oneThread[index]![which]!), `${cases[index]!.label}: ${['output', 'dx', 'dW'][which]}`).toBeLessThan(1e-6);
+      }
+    }
+  });
+
+  it('runs on one thread again when asked for one thread or another backend, and back on two', async () => {
+    await useBackend('wasm', { threads: 2 });
+    expect(convolutionThreads()).toBe(2);
+    const info = await useBackend('wasm');
+    expect(info.threads).toBe(1);
+    expect(convolutionThreads()).toBe(1);
+    // The parked workers come back, and still compute.
+    await useBackend('wasm', { threads: 2 });
+    expect(convolutionThreads()).toBe(2);
+    const again = convolutionsAndGradients();
+    expect(relativeError(again[0]![2]!, oneThread[0]![2]!)).toBeLessThan(1e-6);
+    await useBackend('cpu');
+    expect(convolutionThreads()).toBe(1);
+    expect(tf.getBackend()).toBe('cpu');
+    await useBackend('wasm', { threads: 3 });
+    expect(convolutionThreads()).toBe(3);
+    await stopWorkerThreads();
+    expect(convolutionThreads()).toBe(1);
+    const alone = convolutionsAndGradients();
+    expect(relativeError(alone[4]![2]!, oneThread[4]![2]!)).toBeLessThan(1e-6);
+  });
+
+  it("reports a worker's failure to the caller with the worker's message, and keeps working", async () => {
+    await useBackend('wasm', { threads: 2 });
+    const pool = setConvPool(undefined)!;
+    setConvPool(pool);
+    const values = new Float32Array(4);
+    pool.start([
+      {
+        kind: 'bogus' as never,
+        inputs: [
+          { values, shape: [1, 2, 2, 1] },
+          { values, shape: [1, 2, 2, 1] },
+        ],
+        attributes: { strides: 1, pad: 'valid' },
+        outputShape: [1, 1, 1, 1],
+        outputSize: 1,
+      },
+    ]);
+    expect(() => pool.wait()).toThrow(/a convolution worker failed: conv worker: unknown job kind 'bogus'/);
+    const after = convolutionsAndGradients();
+    expect(relativeError(after[1]![2]!, oneThread[1]![2]!)).toBeLessThan(1e-6);
+  });
+
+  it('gives up on a worker that died, names it, and starts new workers on the next useBackend', async () => {
+    await useBackend('wasm', { threads: 2 });
+    const pool = setConvPool(undefined)!;
+    setConvPool(pool);
+    // A worker gone without a word (killed from outside): its share can never come back. The first
+    // convolution to wait for it is the first case's, a direct SIMD one (4 output channels); after
+    // that the pool refuses every call.
+    await (pool as unknown as { workers: Array<{ worker: { terminate(): Promise<number> } }> }).workers[0]!.worker.terminate();
+    const previous = setWorkerTimeout(200);
+    const memoryBefore = simdKernels()!.memory;
+    try {
+      expect(() => convolutionsAndGradients()).toThrow(/a convolution worker did not answer within 0.2 s; call useBackend again/);
+      // The direct kernels leave the memory the dead worker had: the next call gets a new one.
+      expect(simdKernels()!.memory).not.toBe(memoryBefore);
+      expect(() => convolutionsAndGradients()).toThrow(/did not answer/);
+    } finally {
+      setWorkerTimeout(previous);
+    }
+    await useBackend('wasm');
+    await useBackend('wasm', { threads: 2 });
+    const after = convolutionsAndGradients();
+    expect(relativeError(after[0]![2]!, oneThread[0]![2]!)).toBeLessThan(1e-6);
+  });
+
+  it('refuses worker threads without our kernels, naming the field', async () => {
+    await expect(useBackend('wasm', { threads: 2, registerKernels: false })).rejects.toMatchObject({ field: 'backend.threads' });
+    await expect(useBackend('wasm', { threads: 0 })).rejects.toMatchObject({ field: 'backend.threads' });
+  });
+});

@@ -1,0 +1,93 @@
+/**
+ * A worker thread of the convolution pool (conv-pool.ts): its own TF.js on wasm, running the share of
+ * a batch that the main thread hands it through shared memory. Started by `useBackend('wasm',
+ * { threads })` in Node; not imported by anything else.
+ *
+ * Protocol (one Int32Array over `workerData.control`): the main thread posts a job on `workerData.port`,
+ * sets control[STATE] to WORK and notifies; the worker reads the job with `receiveMessageOnPort`, copies
+ * its inputs out of the shared data buffer, computes, writes the result back into it, and sets DONE (or
+ * FAILED, with the error posted on the port). A `simd` job instead names images of a direct SIMD kernel
+ * call whose data the main thread laid out in the kernels' shared memory: the worker runs them there.
+ */
+import { receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
+import * as tf from '@tensorflow/tfjs-core';
+import '@tensorflow/tfjs-backend-wasm';
+import { conv2dFilterGradient, conv2dInputGradient } from '../ops/conv-gradients.js';
+import { CONTROL, State, type ConvJob, type SimdJob } from './conv-protocol.js';
+import { runConvolutionShare } from '../simd/convolution.js';
+import { runFilterGradientShare } from '../simd/filter-gradient.js';
+import { attachSimdKernels } from '../simd/instance.js';
+import type { WasmHeapBackend } from '../typed-array-backend.js';
+
+const { control, port } = workerData as { control: SharedArrayBuffer; port: MessagePort };
+const flags = new Int32Array(control);
+let shared: Float32Array<ArrayBufferLike> = new Float32Array(0);
+/** The direct SIMD kernels' shared memory, as the first SIMD share brought it. */
+let simdMemory: WebAssembly.Memory | undefined;
+
+/** Runs a share of a direct SIMD kernel call on the main thread's memory, in place. */
+function runSimd(job: SimdJob): void {
+  simdMemory = job.memory ?? simdMemory;
+  if (simdMemory === undefined) throw new Error('conv worker: a SIMD share came before the shared memory');
+  const kernels = attachSimdKernels(simdMemory, job.fused);
+  if (job.plan.family === 'filter') runFilterGradientShare(kernels, job.plan, job.firstImage, job.endImage, job.region);
+  else runConvolutionShare(kernels, job.plan, job.firstImage, job.endImage);
+}
+
+function tensorAt(offset: number, shape: number[]): tf.Tensor4D {
+  return tf.tensor4d(shared.subarray(offset, offset + tf.util.sizeFromShape(shape)), shape as [number, number, number, number]);
+}
+
+function compute(job: ConvJob): tf.Tensor {
+  const [first, second] = job.inputs;
+  const a = tensorAt(first!.offset, first!.shape);
+  const b = tensorAt(second!.offset, second!.shape);
+  const { strides, pad, dimRoundingMode, dilations } = job.attributes;
+  switch (job.kind) {
+    case 'forward':
+      return tf.conv2d(a, b, strides, pad, 'NHWC', dilations ?? 1, dimRoundingMode);
+    case 'filter':
+      return conv2dFilterGradient(a, b, job.outputShape as [number, number, number, number], { strides, pad, dimRoundingMode });
+    case 'input':
+      return conv2dInputGradient(job.outputShape as [number, number, number, number], a, b, { strides, pad, dimRoundingMode });
+    default:
+      throw new Error(`conv worker: unknown job kind '${String((job as { kind: unknown }).kind)}'`);
+  }
+}
+
+async function main(): Promise<void> {
+  await tf.setBackend('wasm');
+  tf.env().set('PROD', true);
+  Atomics.store(flags, CONTROL.ready, 1);
+  Atomics.notify(flags, CONTROL.ready);
+  for (;;) {
+    let state = Atomics.load(flags, CONTROL.state);
+    while (state !== State.Work && state !== State.Stop) {
+      Atomics.wait(flags, CONTROL.state, state);
+      state = Atomics.load(flags, CONTROL.state);
+    }
+    if (state === State.Stop) return;
+    try {
+      const received = receiveMessageOnPort(port);
+      if (received === undefined) throw new Error('conv worker: woken without a job');
+      const job = received.message as ConvJob | SimdJob;
+      if (job.kind === 'simd') {
+        runSimd(job);
+      } else {
+        if (job.buffer !== undefined) shared = new Float32Array(job.buffer);
+        tf.tidy(() => {
+          const result = compute(job);
+          // The result's values in place on this worker's wasm heap, copied once into shared memory.
+          shared.set((tf.backend() as unknown as WasmHeapBackend).typedArrayFromHeap(result), job.outputOffset);
+        });
+      }
+      Atomics.store(flags, CONTROL.state, State.Done);
+    } catch (error) {
+      port.postMessage({ error: error instanceof Error ? error.message : String(error) });
+      Atomics.store(flags, CONTROL.state, State.Failed);
+    }
+    Atomics.notify(flags, CONTROL.state);
+  }
+}
+
+void main();
