@@ -196,7 +196,7 @@ describe('resume checks', () => {
   it('rejects a negative learning rate and does not name a checkpoint that was never saved on divergence', async () => {
     const data = problem(64, 4);
     const model = linearModel(12, 4, 1);
-    await expect(train({ model, train: data, learningRate: -1 })).rejects.toThrow(/learningRate: must be > 0 at the start, got -1/);
+    await expect(train({ model, train: data, learningRate: -1 })).rejects.toThrow(/learningRate: must be ≥ 0 at the start, got -1/);
     const poisoned = classifierFromFunction({
       numClasses: 4,
       trainableVariables: model.trainableVariables,

@@ -180,7 +180,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     options.learningRate ?? schedules.multiStep(0.1, RECIPE_MILESTONE_FRACTIONS.map((fraction) => fraction * epochs)),
   );
   const initialLearningRate = resolveSchedule(learningRate, { step: 0, epoch: 0 });
-  if (!(initialLearningRate > 0)) throw new ConfigError('learningRate', `must be > 0 at the start, got ${initialLearningRate}`);
+  if (!(initialLearningRate >= 0)) throw new ConfigError('learningRate', `must be ≥ 0 at the start, got ${initialLearningRate}`);
   if (options.resume && !options.checkpoints) throw new ConfigError('resume', 'needs a checkpoint store (option checkpoints)');
   const stack: RegularizerStack = Array.isArray(options.regularizers) || options.regularizers === undefined
     ? composeRegularizers((options.regularizers ?? []) as RegularizerPlugin[])
