@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
@@ -57,6 +57,19 @@ describe('run folder lock', () => {
     const lock = lockFolder(folder, 'after the kill');
     expect(JSON.parse(await readFile(join(folder, LOCK_FILE), 'utf8')).pid).toBe(process.pid);
     lock.release();
+    // A process id reused by a process started after the lock was taken (Linux, where start times can be read).
+    if (existsSync('/proc/self/stat')) {
+      const later = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)']);
+      try {
+        await writeFile(join(folder, LOCK_FILE), JSON.stringify({ pid: later.pid, host: hostname(), started: '2020-01-01T00:00:00Z', command: 'long gone' }));
+        lockFolder(folder, 'reused id').release();
+        // The same process named with a start time after its own: it holds the folder.
+        await writeFile(join(folder, LOCK_FILE), JSON.stringify({ pid: later.pid, host: hostname(), started: new Date().toISOString(), command: 'live' }));
+        expect(() => lockFolder(folder, 'here')).toThrow(new RegExp(`in use by process ${later.pid}`));
+      } finally {
+        later.kill('SIGKILL');
+      }
+    }
     await writeFile(join(folder, LOCK_FILE), JSON.stringify({ pid: dead, host: 'elsewhere', started: '2026-01-01T00:00:00Z', command: 'remote' }));
     expect(() => lockFolder(folder, 'here')).toThrow(/on elsewhere since .*if that process no longer runs, delete .*regstack\.lock/);
   });

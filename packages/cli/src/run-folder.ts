@@ -112,6 +112,37 @@ function alive(pid: number): boolean {
   }
 }
 
+/**
+ * When the process `pid` started (ms since 1970), on Linux: boot time from /proc/stat plus the
+ * process's start in clock ticks (field 22 of /proc/<pid>/stat, 100 ticks a second on Linux).
+ * Undefined elsewhere or if unreadable.
+ */
+function processStart(pid: number): number | undefined {
+  try {
+    const boot = /^btime (\d+)$/m.exec(readFileSync('/proc/stat', 'utf8'));
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const ticks = Number(fields[19]);
+    if (!boot || !Number.isFinite(ticks)) return undefined;
+    return Number(boot[1]) * 1000 + ticks * 10;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Whether the lock's holder still runs: its process id is alive and, where the start time of that
+ * process can be read, it started before the lock was taken (else the id was reused by a new process).
+ */
+function holderRuns(holder: LockHolder): boolean {
+  if (!alive(holder.pid)) return false;
+  const started = Date.parse(holder.started);
+  const processStarted = processStart(holder.pid);
+  // Two seconds of slack: the boot time has one-second resolution.
+  return processStarted === undefined || Number.isNaN(started) || processStarted <= started + 2000;
+}
+
 function readHolder(path: string): LockHolder | null {
   try {
     const holder = JSON.parse(readFileSync(path, 'utf8')) as LockHolder;
@@ -131,7 +162,8 @@ export interface FolderLock {
 /**
  * Makes this process the one owner of `folder` (which must exist): creates `regstack.lock` with
  * this process's id, host and start time, failing if it exists. A lock whose holder is on this
- * host and no longer runs (a killed process) is stale and taken over; a live holder, or one on
+ * host and no longer runs (a killed process, or its id now used by a process started after the
+ * lock) is stale and taken over; a live holder, or one on
  * another host (whose processes cannot be checked from here), is a RunFolderError naming the
  * folder and the holder. Locks still held when the process is stopped by a signal are released
  * by {@link releaseAllLocks}.
@@ -172,8 +204,8 @@ export function lockFolder(folder: string, command: string): FolderLock {
       }
       throw new RunFolderError(folder, `is locked by ${path}, which names no holder; delete it if no regstack process uses the folder`);
     }
-    if (holder.host === me.host && holder.pid !== process.pid && !alive(holder.pid)) {
-      // Stale: its process was killed. Move it aside (atomic) rather than delete it, so that of
+    if (holder.host === me.host && holder.pid !== process.pid && !holderRuns(holder)) {
+      // Stale: its process was killed (and its id maybe reused since). Move it aside (atomic) rather than delete it, so that of
       // two processes taking it over at once only one succeeds.
       const aside = `${path}.stale-${process.pid}`;
       try {
