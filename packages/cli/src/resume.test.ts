@@ -45,8 +45,8 @@ describe('resume after SIGKILL mid-epoch', () => {
     const first = await startTypeScript(CHILD, [straight]).done;
     expect(first.code, first.stderr).toBe(0);
 
-    const victim = startTypeScript(CHILD, [killed]);
-    await victim.waitFor(/^batch 2 4$/m); // 10 steps an epoch: this is mid-epoch 2
+    const victim = startTypeScript(CHILD, [killed, 'pause-at', '2 4']);
+    await victim.waitFor(/^batch 2 4$/m); // 9 steps an epoch: mid-epoch 2, where the child waits
     victim.child.kill('SIGKILL');
     const ended = await victim.done;
     expect(ended.signal).toBe('SIGKILL');
@@ -88,13 +88,14 @@ describe('resume after SIGKILL mid-epoch', () => {
     expect(first.code, first.stderr).toBe(0);
 
     const victim = start([BINARY, ...args, '--out', killed]);
-    await victim.waitFor(/"epoch":1,/); // epoch 1 done and checkpointed
-    const epochSeconds = JSON.parse(victim.output().stdout.split('\n')[0]!).trainSeconds as number;
-    await new Promise((resolve) => setTimeout(resolve, 400 * epochSeconds)); // about 40% into epoch 2
+    await victim.waitFor(/"epoch":2,/); // epoch 2 done and checkpointed
+    // Epoch 2's training time (epoch 1's includes the warm-up): 40% of it is mid-epoch 3.
+    const epochSeconds = JSON.parse(victim.output().stdout.split('\n')[1]!).trainSeconds as number;
+    await new Promise((resolve) => setTimeout(resolve, 400 * epochSeconds));
     victim.child.kill('SIGKILL');
     await victim.done;
     const atKill = (await readCheckpoint(join(killed, 'checkpoint'))).manifest.state.epoch;
-    expect(atKill).toBe(1);
+    expect(atKill).toBe(2);
     const lock = JSON.parse(await readFile(join(killed, 'regstack.lock'), 'utf8'));
     expect(lock.pid).toBe(victim.child.pid);
     expect(running(lock.pid)).toBe(false);
@@ -104,7 +105,7 @@ describe('resume after SIGKILL mid-epoch', () => {
     expect(again.stderr.trim()).toBe(`regstack: ${killed}: holds a run already (a checkpoint): add --resume to continue it, or --overwrite to start over`);
     const resumed = await regstack([...args, '--resume', '--out', killed]);
     expect(resumed.code, resumed.stderr).toBe(0);
-    expect(resumed.stdout).not.toMatch(/"epoch":1,/); // epoch 1 came from the checkpoint
+    expect(resumed.stdout).not.toMatch(/"epoch":[12],/); // epochs 1 and 2 came from the checkpoint
     expect(await readdir(killed)).not.toContain('regstack.lock');
 
     const [a, b] = (await Promise.all([straight, killed].map(async (folder) => JSON.parse(await readFile(join(folder, 'result.json'), 'utf8')) as JobResult))) as [JobResult, JobResult];

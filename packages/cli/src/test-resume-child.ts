@@ -3,7 +3,7 @@
 // checkpoint each epoch in <folder>/checkpoint, printing `batch <epoch> <batch>` after every step
 // so that the test can kill it mid-epoch. When training ends it writes <folder>/out.json: the
 // result and every variable of the model (weights and batch-norm statistics).
-// Run with tsx: node --conditions=@regstack/source --import tsx test-resume-child.ts <folder> [resume]
+// Run with tsx: node --conditions=@regstack/source --import tsx test-resume-child.ts <folder> [resume | pause-at '<epoch> <batch>']
 import { rm, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
@@ -36,7 +36,7 @@ async function registerGradients(): Promise<void> {
   await rm(file, { force: true });
 }
 
-async function main(folder: string, resume: boolean): Promise<void> {
+async function main(folder: string, resume: boolean, pauseAt: string | undefined): Promise<void> {
   await registerGradients();
   await useBackend('wasm');
   const data = await loadData({ name: 'fashion-mnist-embedded', trainSize: RESUME_RUN.trainSize, testSize: RESUME_RUN.testSize });
@@ -62,11 +62,15 @@ async function main(folder: string, resume: boolean): Promise<void> {
     baseLoss: 'two-view',
     checkpoints: fileCheckpointStore(join(folder, 'checkpoint')),
     resume,
-    onBatchEnd: (info) => process.stdout.write(`batch ${info.epoch} ${info.batch}\n`),
+    onBatchEnd: (info) => {
+      process.stdout.write(`batch ${info.epoch} ${info.batch}\n`);
+      // Wait there to be killed, so that the kill lands mid-epoch however loaded the machine is.
+      if (pauseAt === `${info.epoch} ${info.batch}`) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 60_000);
+    },
   });
   const variables = [...model.trainableVariables, ...model.nonTrainableVariables].map((variable) => Array.from(variable.dataSync()));
   await writeFile(join(folder, 'out.json'), JSON.stringify({ result, variables }));
   model.dispose();
 }
 
-if (process.argv[2]) await main(process.argv[2], process.argv[3] === 'resume');
+if (process.argv[2]) await main(process.argv[2], process.argv[3] === 'resume', process.argv[3] === 'pause-at' ? process.argv[4] : undefined);
