@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { useBackend } from '@regstack/backend';
-import { loadEmbeddedFashionMnist } from '@regstack/datasets';
+import { loadEmbeddedFashionMnist } from '@regstack/datasets/embedded';
 import { mixup } from '@regstack/mixup';
 import { rcad } from '@regstack/rcad';
 import { fit } from '@regstack/trainer';

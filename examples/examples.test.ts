@@ -12,7 +12,7 @@ describe('examples (quick mode)', () => {
     await useBackend('wasm');
   });
 
-  it('01: RCAD in a user loop with optimizer.minimize and with clipped gradients', async () => {
+  it('01: RCAD in a user loop with stack.minimize, optimizer.minimize and clipped gradients', async () => {
     const { losses, metrics, tensorCounts } = await ownLoop({ quick: true });
     expect(losses).toHaveLength(24);
     const mean = (values: number[]) => values.reduce((s, v) => s + v, 0) / values.length;
