@@ -113,11 +113,38 @@ export async function compare(options: CompareOptions): Promise<CompareResult> {
     }
   };
   await Promise.all(Array.from({ length: Math.min(script ? options.workers : 1, jobs.length) }, worker));
+  const written = await writeComparison({ ...options, results, labels, jobs });
+  return { ...written, results };
+}
+
+/** A run that ended without a result (queued sweeps): listed in the table's output and the report. */
+export interface FailedRun {
+  stack: string;
+  seed: number;
+  reason: string;
+}
+
+/**
+ * Writes `results.json`, the plots and `report.html` of finished runs (stacks in `labels` order):
+ * the end of a local `compare`, and what `regstack report --queue` writes from a queue's results.
+ */
+export async function writeComparison(options: {
+  results: JobResult[];
+  labels: readonly string[];
+  jobs: readonly JobSpec[];
+  directory: string;
+  title: string;
+  note: string;
+  command: string;
+  failed?: readonly FailedRun[];
+}): Promise<Omit<CompareResult, 'results'>> {
+  const { results, labels } = options;
+  await mkdir(options.directory, { recursive: true });
   await writeFile(join(options.directory, 'results.json'), JSON.stringify(results, null, 1));
   const rows = summarize(results, labels);
   const images = { learningCurves: join(options.directory, 'learning-curves'), reliability: join(options.directory, 'reliability') };
   await renderChart(learningCurveSpec(results), images.learningCurves);
   await renderChart(reliabilitySpec(results), images.reliability);
-  const report = await writeReport({ ...options, rows, results, jobs, images });
-  return { rows, results, report, images };
+  const report = await writeReport({ ...options, rows, results, jobs: options.jobs, images });
+  return { rows, report, images };
 }

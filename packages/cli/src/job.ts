@@ -5,7 +5,7 @@ import { useBackend, type BackendName } from '@regstack/backend';
 import { standardAugmentation } from '@regstack/datasets';
 import { createModel, type ModelName } from '@regstack/models';
 import { schedules } from '@regstack/regularizer';
-import { train, type ClassificationMetrics, type EpochRecord } from '@regstack/trainer';
+import { train, type CheckpointStore, type ClassificationMetrics, type EpochRecord } from '@regstack/trainer';
 import { consoleReporter, fileCheckpointStore } from '@regstack/trainer/node';
 import { loadData, type DataSpec } from './data.js';
 import { createRegularizers } from './registry.js';
@@ -62,6 +62,14 @@ export interface JobResult {
   steps: number;
 }
 
+/** Both epoch callbacks, in order. */
+const chain =
+  (first: ((record: EpochRecord) => void) | undefined, second: (record: EpochRecord) => void | Promise<void>) =>
+  async (record: EpochRecord) => {
+    first?.(record);
+    await second(record);
+  };
+
 /** The command that reruns a job alone. */
 export function jobCommand(spec: JobSpec): string {
   const modelOptions = Object.entries(spec.model.options).map(([k, v]) => `${k}=${Array.isArray(v) ? v.join(';') : v}`).join(',');
@@ -83,11 +91,21 @@ export function jobCommand(spec: JobSpec): string {
   return parts.filter(Boolean).join(' ');
 }
 
+/** Options of {@link runJob}. */
+export interface RunJobOptions {
+  /** No progress output. */
+  quiet?: boolean;
+  /** Where checkpoints go; default files in the job's folder. Queue workers keep them in Redis. */
+  checkpoints?: CheckpointStore;
+  /** Called after each epoch, once its checkpoint is saved. */
+  onEpochEnd?: (record: EpochRecord) => void | Promise<void>;
+}
+
 /**
  * Runs one job in this process: loads the data, builds the model and stack, trains with a
  * checkpoint each epoch, evaluates the best-validation weights on the test set, writes result.json.
  */
-export async function runJob(spec: JobSpec, options: { quiet?: boolean } = {}): Promise<JobResult> {
+export async function runJob(spec: JobSpec, options: RunJobOptions = {}): Promise<JobResult> {
   const resultPath = join(spec.directory, 'result.json');
   if (spec.resume && existsSync(resultPath)) return JSON.parse(await readFile(resultPath, 'utf8')) as JobResult;
   await mkdir(spec.directory, { recursive: true });
@@ -106,7 +124,7 @@ export async function runJob(spec: JobSpec, options: { quiet?: boolean } = {}): 
   try {
     const { recipe } = spec;
     const milestones = recipe.milestones ?? [0.5, 0.75, 0.9].map((fraction) => fraction * recipe.epochs);
-    const reporter = options.quiet ? {} : consoleReporter({ fields: { job: spec.id } });
+    const reporter: Partial<ReturnType<typeof consoleReporter>> = options.quiet ? {} : consoleReporter({ fields: { job: spec.id } });
     const result = await train({
       model,
       train: data.train,
@@ -122,10 +140,11 @@ export async function runJob(spec: JobSpec, options: { quiet?: boolean } = {}): 
       seed: spec.seed,
       ...(recipe.augment !== 'none' ? { augment: standardAugmentation } : {}),
       baseLoss: recipe.augment === 'two-view' ? 'two-view' : 'single',
-      checkpoints: fileCheckpointStore(join(spec.directory, 'checkpoint')),
+      checkpoints: options.checkpoints ?? fileCheckpointStore(join(spec.directory, 'checkpoint')),
       resume: spec.resume,
       validateBatches: false, // the loaders validate labels and ranges once, when they build the data set
       ...reporter,
+      ...(options.onEpochEnd ? { onEpochEnd: chain(reporter.onEpochEnd, options.onEpochEnd) } : {}),
     });
     const trainSeconds = result.history.reduce((sum, record) => sum + record.trainSeconds, 0);
     const stepsPerEpoch = result.steps / Math.max(1, result.history.length);
