@@ -66,7 +66,7 @@ export async function main({ quick = false } = {}) {
     batchSize: 64,
     learningRate: 0.05,
     onEpochEnd: (record) =>
-      console.log(`epoch ${record.epoch}: base ${record.terms.base!.toFixed(3)}, noise-consistency ${record.terms['noise-consistency']!.toFixed(4)}, validation accuracy ${(100 * record.validation.accuracy).toFixed(1)}%`),
+      console.log(`epoch ${record.epoch}: base ${record.terms.base!.toFixed(3)}, noise-consistency ${record.terms['noise-consistency']!.toFixed(4)}, validation accuracy ${(100 * record.validation!.accuracy).toFixed(1)}%`),
   });
   model.dispose();
   return result;

@@ -1,5 +1,6 @@
 // Writes the boilerplate of one workspace package (package.json, tsconfig, tsup config) so every
-// package publishes the same way. Usage: node tools/scaffold-package.mjs <dir> "<description>" [dep ...]
+// package publishes the same way; files already there are kept. What else a new package needs is in
+// CONTRIBUTING.md. Usage: node tools/scaffold-package.mjs <dir> "<description>" [dep ...]
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -50,5 +51,10 @@ write(
 );
 write(
   'tsup.config.ts',
-  "import { defineConfig } from 'tsup';\n\nexport default defineConfig({\n  entry: ['src/index.ts'],\n  format: ['esm', 'cjs'],\n  dts: true,\n  sourcemap: true,\n  clean: true,\n  target: 'node20',\n});\n",
+  // The shared build options (tools/build/tsup-library.ts), as every published package uses them.
+  "import { libraryConfig } from '../../tools/build/tsup-library';\n\nexport default libraryConfig();\n",
+);
+console.log(
+  `wrote ${root}/{package.json,tsconfig.json,tsup.config.ts} (existing files kept). Next: src/index.ts, the code with ` +
+    'its tests beside it, README.md, `npm install` (links the workspace), a changeset; see CONTRIBUTING.md.',
 );

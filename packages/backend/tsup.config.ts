@@ -4,13 +4,13 @@ import { libraryOptions } from '../../tools/build/tsup-library';
 export default defineConfig([
   {
     ...libraryOptions,
-    // import.meta.url in the CommonJS build, where conv-pool.ts finds the worker script.
+    // import.meta.url in the CommonJS build, where threads/conv-pool.ts finds the worker script.
     shims: true,
   },
   {
-    // The convolution workers' script (Node only): conv-pool.ts starts it in worker threads from next to
+    // The convolution workers' script (Node only): threads/conv-pool.ts starts it in worker threads from next to
     // the main bundle.
-    entry: ['src/conv-worker.ts'],
+    entry: ['src/threads/conv-worker.ts'],
     format: ['esm'],
     sourcemap: true,
     clean: false,

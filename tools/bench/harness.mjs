@@ -328,7 +328,7 @@ const TORCH_SCRIPT = fileURLToPath(new URL('./torch_step.py', import.meta.url));
  * A PyTorch process serving one training step per request (torch_step.py), so that its steps are timed
  * in the same rounds as ours. `start` never throws: a missing Python or torch comes back as a reason.
  */
-class TorchWorker {
+export class TorchWorker {
   static async start(spec, settings, batchSize, seed) {
     const python = settings.python ?? '/usr/bin/python3';
     if (!existsSync(python)) return { reason: `${python} not found (Debian's python3-torch runs with /usr/bin/python3)` };
@@ -368,6 +368,11 @@ class TorchWorker {
     };
     this.process.on('error', (error) => fail(`${python} failed to start: ${error.message}`));
     this.process.on('exit', (code) => fail(`torch_step.py exited with ${code}: ${this.stderr.trim().split('\n').slice(-3).join(' | ')}`));
+    // The child may exit at any moment (without torch it answers once and exits): a write to its closed
+    // stdin then fails with EPIPE, which, unhandled, would kill the whole process (a test runner's too).
+    for (const stream of [this.process.stdin, this.process.stdout, this.process.stderr]) {
+      stream.on('error', (error) => fail(`torch_step.py's pipe failed: ${error.message}`));
+    }
     createInterface({ input: this.process.stdout }).on('line', (line) => {
       const next = this.pending.shift();
       if (!next) return;
@@ -393,9 +398,11 @@ class TorchWorker {
     return reply.ms;
   }
 
+  /** Asks the child to exit; harmless when it already has (a failed write is reported to `fail`, not thrown). */
   close() {
-    if (this.process.exitCode === null && !this.process.killed) {
-      this.process.stdin.end(`${JSON.stringify({ command: 'exit' })}\n`);
+    const stdin = this.process.stdin;
+    if (this.process.exitCode === null && !this.process.killed && stdin.writable) {
+      stdin.end(`${JSON.stringify({ command: 'exit' })}\n`);
     }
   }
 }

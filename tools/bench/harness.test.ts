@@ -1,11 +1,15 @@
-import { existsSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { useBackend } from '@regstack/backend';
-import { VARIANTS, formatReport, runBenchmark } from './harness.mjs';
+import { TorchWorker, VARIANTS, formatReport, runBenchmark } from './harness.mjs';
 import { profileKernels } from './kernel-profile.mjs';
 
-const torchInstalled = existsSync('/usr/bin/python3');
+// The bench asks /usr/bin/python3 for torch; where it has none, the report says why (a fresh CI machine).
+const PYTHON = '/usr/bin/python3';
+const pythonInstalled = existsSync(PYTHON);
 
 describe('bench harness', () => {
   beforeAll(async () => {
@@ -23,7 +27,7 @@ describe('bench harness', () => {
       warmup: 1,
       threads: [1, 2],
       // One PyTorch thread: two threads on a machine loaded by other jobs can take seconds per tiny step.
-      torch: torchInstalled ? { stepsPerRound: 1, threads: [1] } : false,
+      torch: pythonInstalled ? { stepsPerRound: 1, threads: [1] } : false,
     });
     // Every step and every model freed what it made.
     expect(tf.memory().numTensors).toBe(before);
@@ -58,7 +62,7 @@ describe('bench harness', () => {
       expect(model.variants.rcad.memory.kernelCalls).toBeLessThan(model.variants['rcad-unfused'].memory.kernelCalls);
       // Label smoothing changes the base loss, so RCAD's direction needs its own pass (exactness first).
       expect(model.variants['rcad+label-smoothing'].fused).toBe(false);
-      if (torchInstalled && model.torch.available) {
+      if (pythonInstalled && model.torch.available) {
         expect(Object.keys(model.torch.threads)).toEqual(['1']);
         expect(model.torch.threads['1'].erm.medianMs).toBeGreaterThan(0);
         expect(model.torch.threads['1'].rcad.medianMs).toBeGreaterThan(0);
@@ -101,5 +105,41 @@ describe('bench harness', () => {
     expect(selfTotal).toBeCloseTo(profile.kernelMs, 6);
     expect(profile.byStageMs.gradient + profile.byStageMs.plain).toBeCloseTo(profile.kernelMs, 6);
     expect(profile.kernelMs).toBeLessThanOrEqual(profile.totalMs);
+  });
+});
+
+describe('the PyTorch worker where torch is missing or the child dies', () => {
+  // Stand-ins for Python: one whose `import torch` fails (a fake package first on PYTHONPATH, so the
+  // real torch_step.py answers "unavailable" and exits), and one that exits at once, reading nothing.
+  const directory = mkdtempSync(join(tmpdir(), 'regstack-torch-'));
+  afterAll(() => rmSync(directory, { recursive: true, force: true }));
+  const script = (name: string, body: string) => {
+    const path = join(directory, name);
+    writeFileSync(path, `#!/bin/sh\n${body}\n`);
+    chmodSync(path, 0o755);
+    return path;
+  };
+  mkdirSync(join(directory, 'hidden', 'torch'), { recursive: true });
+  writeFileSync(join(directory, 'hidden', 'torch', '__init__.py'), 'raise ImportError("torch is hidden for this test")\n');
+  const withoutTorch = script('python-without-torch', `PYTHONPATH='${join(directory, 'hidden')}' exec ${PYTHON} "$@"`);
+  const dying = script('python-that-exits', 'exit 3');
+  const spec = { architecture: 'small-cnn', width: 2, inputShape: [8, 8, 3], numClasses: 3 };
+
+  // Each start races the child's exit against our writes to its stdin (the request, then close's
+  // exit command): an unhandled EPIPE there used to kill the test process about every other run.
+  it.skipIf(!pythonInstalled)('reports a Python without torch as a reason, every time, and never crashes on a closed pipe', async () => {
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const started = await TorchWorker.start(spec, { python: withoutTorch }, 4, 0);
+      expect(started.worker).toBeUndefined();
+      expect(started.reason).toBe('cannot import torch: torch is hidden for this test');
+    }
+  });
+
+  it('reports a child that exits before answering, every time, and never crashes on a closed pipe', async () => {
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const started = await TorchWorker.start(spec, { python: dying }, 4, 0);
+      expect(started.worker).toBeUndefined();
+      expect(started.reason).toMatch(/^torch_step\.py( exited with 3|'s pipe failed: .*EPIPE)/);
+    }
   });
 });

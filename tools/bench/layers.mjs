@@ -17,17 +17,7 @@
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
-import {
-  registerBatchMatMulKernel,
-  registerChannelReductionKernels,
-  registerMaxPoolGradientKernel,
-  registerSharedIdentityKernel,
-  unregisterBatchMatMulKernel,
-  unregisterChannelReductionKernels,
-  unregisterMaxPoolGradientKernel,
-  unregisterSharedIdentityKernel,
-  useBackend,
-} from '@regstack/backend';
+import { CHANNEL_REDUCTION_KERNEL_NAMES, registerKernels, unregisterKernels, useBackend } from '@regstack/backend';
 import { Random, addWeightDecay, clipByGlobalNorm, composeRegularizers } from '@regstack/regularizer';
 import { batchNormalization, smallCnn } from '@regstack/models';
 
@@ -70,15 +60,15 @@ const running = { runningMean: tf.variable(tf.zeros([32]), false), runningVarian
 
 const layer = { gamma, beta, ...running, momentum: 0.1, epsilon: 1e-5 };
 const batchNormOurs = () => tf.grads((x, g, b) => tf.sum(tf.mul(batchNormalization(x, { ...layer, gamma: g, beta: b }, 'frozen-stats'), upstream)))([input, gamma, beta]);
-const batchNormWithoutKernels = () => without(() => unregisterChannelReductionKernels(['wasm']), () => registerChannelReductionKernels(['wasm']), batchNormOurs);
+const batchNormWithoutKernels = () => without(() => unregisterKernels('wasm', CHANNEL_REDUCTION_KERNEL_NAMES), () => registerKernels('wasm', CHANNEL_REDUCTION_KERNEL_NAMES), batchNormOurs);
 const batchNormBefore = () => tf.grads((x, g, b) => tf.sum(tf.mul(batchNormDifferentiatedByTfjs(x, g, b), upstream)))([input, gamma, beta]);
 const maxPoolOurs = () => tf.grads((x) => tf.sum(tf.mul(tf.maxPool(x, 2, 2, 'valid'), pooledUpstream)))([input]);
-const maxPoolShipped = () => without(() => unregisterMaxPoolGradientKernel(['wasm']), () => registerMaxPoolGradientKernel(['wasm']), maxPoolOurs);
+const maxPoolShipped = () => without(() => unregisterKernels('wasm', [tf.MaxPoolGrad]), () => registerKernels('wasm', [tf.MaxPoolGrad]), maxPoolOurs);
 const features = tf.tensor2d(Float32Array.from({ length: 64 * 4096 }, () => data.normal()), [64, 4096]);
 const headWeights = tf.tensor2d(Float32Array.from({ length: 4096 * 10 }, () => data.normal() * 0.01), [4096, 10]);
 const logitsUpstream = tf.tensor2d(Float32Array.from({ length: 64 * 10 }, () => data.normal()), [64, 10]);
 const headOurs = () => tf.grads((x, w) => tf.sum(tf.mul(tf.matMul(x, w), logitsUpstream)))([features, headWeights]);
-const headShipped = () => without(unregisterBatchMatMulKernel, registerBatchMatMulKernel, headOurs);
+const headShipped = () => without(() => unregisterKernels('wasm', [tf.BatchMatMul]), () => registerKernels('wasm', [tf.BatchMatMul]), headOurs);
 
 /** Largest |a − b| over each gradient, relative to that gradient's largest |a|. */
 function largestRelativeDifference(a, b) {
@@ -124,9 +114,9 @@ async function checkMaxPoolGradient(checkShape) {
     );
   };
   const reference = await gradientOn('cpu');
-  unregisterMaxPoolGradientKernel(['wasm']);
+  unregisterKernels('wasm', [tf.MaxPoolGrad]);
   const wasm = await gradientOn('wasm');
-  registerMaxPoolGradientKernel(['wasm']);
+  registerKernels('wasm', [tf.MaxPoolGrad]);
   const loop = await gradientOn('wasm');
   let loopDifference = 0;
   for (let index = 0; index < size; index++) loopDifference = Math.max(loopDifference, Math.abs(loop[index] - reference[index]));
@@ -199,26 +189,21 @@ function compareSteps(label, setupA, setupB) {
   return result;
 }
 
-const everything = () => {
-  registerChannelReductionKernels(['wasm']);
-  registerSharedIdentityKernel(['wasm']);
-  registerBatchMatMulKernel();
-  registerMaxPoolGradientKernel(['wasm']);
-};
+const everything = () => registerKernels('wasm');
 /** Each kernel off alone, then all of them: TF.js's own kernels but for the conv gradients. */
 const offs = {
-  'channel reductions': () => unregisterChannelReductionKernels(['wasm']),
-  Identity: () => unregisterSharedIdentityKernel(['wasm']),
-  BatchMatMul: () => unregisterBatchMatMulKernel(),
+  'channel reductions': () => unregisterKernels('wasm', CHANNEL_REDUCTION_KERNEL_NAMES),
+  Identity: () => unregisterKernels('wasm', [tf.Identity]),
+  BatchMatMul: () => unregisterKernels('wasm', [tf.BatchMatMul]),
 };
 for (const [name, off] of Object.entries(offs)) {
   results[`step without ${name}`] = compareSteps(`without our ${name} vs with every kernel`, () => (everything(), off()), everything);
 }
 // The shipped MaxPoolGrad loses gradients, so this one compares a wrong step's speed.
-results['step without MaxPoolGrad'] = compareSteps("with wasm's (wrong) MaxPoolGrad vs with every kernel", () => (everything(), unregisterMaxPoolGradientKernel(['wasm'])), everything);
+results['step without MaxPoolGrad'] = compareSteps("with wasm's (wrong) MaxPoolGrad vs with every kernel", () => (everything(), unregisterKernels('wasm', [tf.MaxPoolGrad])), everything);
 results['step without all four'] = compareSteps(
   'without the channel reductions, Identity, BatchMatMul and MaxPoolGrad vs with every kernel',
-  () => (everything(), Object.values(offs).forEach((off) => off()), unregisterMaxPoolGradientKernel(['wasm'])),
+  () => (everything(), Object.values(offs).forEach((off) => off()), unregisterKernels('wasm', [tf.MaxPoolGrad])),
   everything,
 );
 everything();

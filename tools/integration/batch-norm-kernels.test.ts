@@ -5,8 +5,8 @@ import * as tf from '@tensorflow/tfjs-core';
 import {
   CHANNEL_MOMENTS_KERNEL as BACKEND_MOMENTS,
   CHANNEL_SUMS_KERNEL as BACKEND_SUMS,
-  registerChannelReductionKernels,
-  unregisterChannelReductionKernels,
+  registerKernels,
+  unregisterKernels,
   useBackend,
 } from '@regstack/backend';
 import { CHANNEL_MOMENTS_KERNEL, CHANNEL_SUMS_KERNEL, batchNormalization, type BatchNormParameters } from '@regstack/models';
@@ -78,7 +78,7 @@ describe.each(['wasm', 'cpu'] as const)('batch normalisation with and without th
     expect(withKernels.has(CHANNEL_MOMENTS_KERNEL) && withKernels.has(CHANNEL_SUMS_KERNEL)).toBe(true);
     const fast = run(mode);
 
-    unregisterChannelReductionKernels([backend]);
+    unregisterKernels(backend, [BACKEND_MOMENTS, BACKEND_SUMS]);
     try {
       const withoutKernels = await kernelsThatRan(mode);
       expect(withoutKernels.has(CHANNEL_MOMENTS_KERNEL) || withoutKernels.has(CHANNEL_SUMS_KERNEL)).toBe(false);
@@ -91,7 +91,7 @@ describe.each(['wasm', 'cpu'] as const)('batch normalisation with and without th
       }
       for (const [index, statistic] of fast.running.entries()) expect(relativeError(statistic, plain.running[index]!)).toBeLessThan(1e-6);
     } finally {
-      registerChannelReductionKernels([backend]);
+      registerKernels(backend, [BACKEND_MOMENTS, BACKEND_SUMS]);
     }
   });
 

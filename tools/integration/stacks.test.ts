@@ -1,6 +1,4 @@
 // The stacks the issue names, with the real plugins together (each plugin's own tests use toys).
-import '@tensorflow/tfjs-backend-cpu';
-import '@tensorflow/tfjs-core/dist/register_all_gradients';
 import * as tf from '@tensorflow/tfjs-core';
 import { adversarialTraining } from '@regstack/adversarial-training';
 import { labelSmoothing } from '@regstack/label-smoothing';
@@ -8,11 +6,7 @@ import { mixup } from '@regstack/mixup';
 import { rcad } from '@regstack/rcad';
 import { Random, classifierFromFunction, composeRegularizers, type ModelMode, type RegularizerPlugin } from '@regstack/regularizer';
 import { minimizeSteps } from '@regstack/regularizer/testing';
-import { beforeAll, describe, expect, it } from 'vitest';
-
-beforeAll(async () => {
-  await tf.setBackend('cpu');
-});
+import { describe, expect, it } from 'vitest';
 
 const CLASSES = 4;
 

@@ -1,5 +1,3 @@
-import '@tensorflow/tfjs-backend-cpu';
-import '@tensorflow/tfjs-core/dist/register_all_gradients';
 import * as tf from '@tensorflow/tfjs-core';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, Random } from '@regstack/regularizer';
@@ -17,10 +15,6 @@ import {
 } from './linear-study.js';
 
 const distribution: ToyDistribution = { spuriousDimensions: 8, margin: 1, generalisingNoise: 0.25, spuriousNoise: 0.7 };
-
-beforeAll(async () => {
-  await tf.setBackend('cpu');
-});
 
 describe('sampleToyData', () => {
   const count = 20_000;

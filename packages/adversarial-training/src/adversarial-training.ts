@@ -95,7 +95,8 @@ const NORM_FLOOR = 1e-10;
  * - Random starts draw seeds from the step's seeded generator (`random.seed()`, once for L∞, twice
  *   for L2: direction then radius), so a run is reproducible.
  *
- * A `generated-loss` plugin named `adversarial`.
+ * A `generated-loss` plugin named `adversarial`; it declares its `weight` as its `mixWeight`, so
+ * `composeRegularizers` rejects a stack whose generated-loss weights add up to more than 1.
  *
  * @throws ConfigError naming the field (e.g. `adversarialTraining.epsilon`) for an unknown option or
  *   a bad value; schedule functions are checked each step.
@@ -121,6 +122,7 @@ export function adversarialTraining(options: AdversarialTrainingOptions = {}): R
   return {
     name: 'adversarial',
     stage: 'generated-loss',
+    mixWeight: weight, // declared, so a stack whose mix weights exceed 1 is rejected when composed
     prepare(context: PrepareContext): AdversarialState {
       const radius = assertNumber(`${OWNER}.epsilon`, context.value(epsilon), { min: 0 });
       const size =

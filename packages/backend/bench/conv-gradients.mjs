@@ -1,17 +1,13 @@
 // Micro-benchmark of the conv-gradient kernels against forward convolution and TF.js's shipped kernels.
-// Run after a build: `cd packages/backend && npx tsup && node bench/conv-gradients.mjs [wasm|cpu ...]`.
+// Run after a build: `cd packages/backend && npx tsup && node --import tsx bench/conv-gradients.mjs [wasm|cpu ...]`
+// (tsx loads the two GEMM forms of the filter gradient that the package does not export from source;
+// they are tf ops only, so their module's own copy of the helpers changes nothing).
 // Prints one markdown table per backend (median milliseconds over the repeats).
 import * as tf from '@tensorflow/tfjs-core';
-import {
-  useBackend,
-  conv2dFilterGradient,
-  conv2dInputGradient,
-  registerConvGradientKernels,
-  unregisterConvGradientKernels,
-  registerConvolutionKernel,
-  unregisterConvolutionKernel,
-  isConvolutionKernelRegistered,
-} from '@regstack/backend';
+import { useBackend, conv2dFilterGradient, conv2dInputGradient, registerKernels, registeredKernels, unregisterKernels } from '@regstack/backend';
+import { conv2dFilterGradientByMatMul } from '../src/ops/filter-gradient-matmul.ts';
+
+const CONV_GRADIENT_KERNELS = [tf.Conv2DBackpropFilter, tf.Conv2DBackpropInput];
 
 const backends = process.argv.slice(2).length > 0 ? process.argv.slice(2) : ['wasm', 'cpu'];
 const SHIPPED_LIMIT_SECONDS = 60;
@@ -53,7 +49,7 @@ for (const backend of backends) {
   console.log(`\n### ${backend} (fastest of ${repeats} round-robin runs after a warm-up)\n`);
   console.log('| layer | forward: ours | shipped | filter grad: direct | convolution | im2col | per-tap | shipped | input grad: sub-pixel | zero-insertion | shipped |');
   console.log('|---|---|---|---|---|---|---|---|---|---|---|');
-  const oursForward = isConvolutionKernelRegistered(backend);
+  const oursForward = registeredKernels(backend).includes(tf.Conv2D);
   for (const layer of layers) {
     const x = tf.randomNormal(layer.input);
     const filter = tf.randomNormal(layer.filter, 0, 0.1);
@@ -64,18 +60,18 @@ for (const backend of backends) {
     const tensorsBefore = tf.memory().numTensors;
 
     // Ours are called directly below; through the kernel registry the shipped ones must answer.
-    unregisterConvGradientKernels([backend]);
+    unregisterKernels(backend, CONV_GRADIENT_KERNELS);
     const row = timeFastest(
       {
         forward: () => tf.conv2d(x, filter, layer.strides, layer.pad),
         // Ours is registered on wasm only; the shipped one answers while it is unregistered.
         'shipped forward': () => {
           if (!oursForward) return tf.conv2d(x, filter, layer.strides, layer.pad);
-          unregisterConvolutionKernel();
+          unregisterKernels(backend, [tf.Conv2D]);
           try {
             return tf.conv2d(x, filter, layer.strides, layer.pad);
           } finally {
-            registerConvolutionKernel();
+            registerKernels(backend, [tf.Conv2D]);
           }
         },
         'filter direct': () => conv2dFilterGradient(x, dy, layer.filter, attributes, 'direct'),
@@ -89,7 +85,7 @@ for (const backend of backends) {
     );
     // The column-matrix formulations lose by 5-30x: one timed run each (after a warm-up on wasm) is enough.
     for (const method of ['im2col', 'per-tap']) {
-      const run = () => conv2dFilterGradient(x, dy, layer.filter, attributes, method);
+      const run = () => conv2dFilterGradientByMatMul(method, x, dy, layer.filter, attributes);
       if (backend !== 'cpu') run().dispose();
       row[`filter ${method}`] = timeOnce(run);
     }
@@ -117,7 +113,7 @@ for (const backend of backends) {
     } else {
       row.shippedFilter = 'missing';
     }
-    registerConvGradientKernels([backend]);
+    registerKernels(backend);
 
     if (tf.memory().numTensors !== tensorsBefore) throw new Error(`leaked ${tf.memory().numTensors - tensorsBefore} tensors`);
     console.log(

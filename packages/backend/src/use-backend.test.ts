@@ -1,12 +1,12 @@
-import '@tensorflow/tfjs-backend-cpu';
-import '@tensorflow/tfjs-core/dist/register_all_gradients';
 import * as tf from '@tensorflow/tfjs-core';
 import { ConfigError } from '@regstack/regularizer';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { registerConvGradientKernels, unregisterConvGradientKernels } from './register-kernels.js';
+import { registerKernels, unregisterKernels } from './kernels/register-kernels.js';
 import { BACKEND_NAMES, listBackends, useBackend, type BackendName } from './use-backend.js';
 import { relativeError } from '@regstack/regularizer/testing';
 import { randomValues } from './test-values.js';
+
+const CONV_GRADIENT_KERNELS = [tf.Conv2DBackpropFilter, tf.Conv2DBackpropInput];
 
 
 function values(shape: number[], seed: number): tf.Tensor {
@@ -33,10 +33,9 @@ function convNetGradients(): Float32Array[] {
 
 let cpuReference: Float32Array[];
 
-beforeAll(async () => {
-  await tf.setBackend('cpu');
+beforeAll(() => {
   // The reference uses TF.js's shipped cpu kernels.
-  unregisterConvGradientKernels(['cpu']);
+  unregisterKernels('cpu', CONV_GRADIENT_KERNELS);
   cpuReference = convNetGradients();
 });
 
@@ -61,11 +60,11 @@ describe('useBackend', () => {
 
   it('is needed: TF.js as shipped cannot differentiate a conv net on wasm', async () => {
     await useBackend('wasm');
-    unregisterConvGradientKernels(['wasm']);
+    unregisterKernels('wasm', CONV_GRADIENT_KERNELS);
     try {
       expect(() => convNetGradients()).toThrow(/Conv2DBackpropFilter/);
     } finally {
-      registerConvGradientKernels(['wasm']);
+      registerKernels('wasm', CONV_GRADIENT_KERNELS);
     }
   });
 
@@ -94,9 +93,18 @@ describe('useBackend', () => {
     await expect(attempt).rejects.toThrow(/npm install @tensorflow\/tfjs-backend-webgpu@4\.22\.0/);
   });
 
+  it("'webgl' in Node names the field, says a browser is needed, and loads nothing", async () => {
+    const attempt = useBackend('webgl');
+    await expect(attempt).rejects.toBeInstanceOf(ConfigError);
+    await expect(attempt).rejects.toMatchObject({ field: 'backend' });
+    await expect(attempt).rejects.toThrow(/'webgl' needs a browser: Node has no WebGL/);
+    // Loading the package anyway would register a backend that TF.js then tries, and fails, at every tf.ready().
+    expect(tf.findBackendFactory('webgl')).toBeNull();
+  });
+
   it('rejects unknown backends and options with the field at fault', async () => {
     await expect(useBackend('gpu' as BackendName)).rejects.toMatchObject({ field: 'backend' });
-    await expect(useBackend('gpu' as BackendName)).rejects.toThrow(/wasm, cpu, webgpu, tensorflow/);
+    await expect(useBackend('gpu' as BackendName)).rejects.toThrow(/wasm, cpu, webgl, webgpu, tensorflow/);
     await expect(useBackend('wasm', { thread: 2 } as never)).rejects.toMatchObject({ field: 'backend.thread' });
     await expect(useBackend('wasm', { threads: 0 })).rejects.toMatchObject({ field: 'backend.threads' });
     await expect(useBackend('wasm', { wasmPaths: null as never })).rejects.toMatchObject({ field: 'backend.wasmPaths' });

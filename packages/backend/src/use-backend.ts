@@ -4,27 +4,13 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { ConfigError, assertChoice, assertKnownOptions, assertNumber } from '@regstack/regularizer';
-import {
-  isMaxPoolGradientKernelRegistered,
-  registerConvGradientKernels,
-  registerMaxPoolGradientKernel,
-  registeredConvGradientKernels,
-  registerChannelReductionKernels,
-  areChannelReductionKernelsRegistered,
-  registerSharedIdentityKernel,
-  isSharedIdentityKernelRegistered,
-  registerBatchMatMulKernel,
-  isBatchMatMulKernelRegistered,
-  registerConvolutionKernel,
-  isConvolutionKernelRegistered,
-} from './register-kernels.js';
-import { convolutionThreads } from './parallel-conv.js';
-import { prepareSimdKernels } from './simd-kernels.js';
-import { startConvPool, stopConvPool } from './conv-pool.js';
-import { CHANNEL_REDUCTION_KERNEL_NAMES } from './channel-reductions.js';
+import { registerKernels, registeredKernels } from './kernels/register-kernels.js';
+import { convolutionThreads } from './threads/parallel-conv.js';
+import { prepareSimdKernels } from './simd/instance.js';
+import { startConvPool, stopConvPool } from './threads/conv-pool.js';
 
 /** Backends {@link useBackend} can select. */
-export const BACKEND_NAMES = ['wasm', 'cpu', 'webgpu', 'tensorflow'] as const;
+export const BACKEND_NAMES = ['wasm', 'cpu', 'webgl', 'webgpu', 'tensorflow'] as const;
 /** A backend {@link useBackend} can select. */
 export type BackendName = (typeof BACKEND_NAMES)[number];
 
@@ -46,11 +32,12 @@ export interface UseBackendOptions {
    */
   threads?: number;
   /**
-   * Register this package's kernels: conv gradients (wasm: filter and input gradients; cpu: filter
-   * gradient, see `DEFAULT_CONV_GRADIENT_KERNELS`), per-channel reductions (wasm and cpu: batch
-   * normalisation's statistics and gradient sums in `@regstack/models`), and on wasm its `MaxPoolGrad`
-   * (the shipped one loses gradients, see `maxPoolGradient`), an `Identity` that shares data instead
-   * of copying and a `BatchMatMul` that keeps transposed products on XNNPACK's GEMM. Default true.
+   * Register this package's kernels for the backend, those `listKernels()` gives it by default: conv
+   * gradients (wasm: filter and input gradients; cpu: filter gradient), per-channel reductions (wasm
+   * and cpu: batch normalisation's statistics and gradient sums in `@regstack/models`), and on wasm its
+   * `Conv2D`, `MaxPoolGrad` (the shipped one loses gradients, see `maxPoolGradient`), an `Identity`
+   * that shares data instead of copying and a `BatchMatMul` that keeps transposed products on
+   * XNNPACK's GEMM. Default true.
    */
   registerKernels?: boolean;
 }
@@ -59,7 +46,7 @@ export interface UseBackendOptions {
 export interface BackendInfo {
   /** The backend now active, as named to {@link useBackend} (TF.js also calls it this). */
   name: BackendName;
-  /** Kernels of this package registered for this backend (empty for webgpu and tensorflow). */
+  /** Kernels of this package registered for this backend (empty for webgl, webgpu and tensorflow). */
   kernels: string[];
   /** Threads for wasm: in Node the main one plus the convolution workers; in browsers XNNPACK's. */
   threads?: number;
@@ -76,7 +63,7 @@ export interface BackendDescription {
   /** Whether it is a dependency of this package (always present) or an optional peer to install. */
   bundled: boolean;
   /** Where it runs. */
-  runs: 'node and browsers' | 'node' | 'browsers, or node with the webgpu package';
+  runs: 'node and browsers' | 'node' | 'browsers' | 'browsers, or node with the webgpu package';
   /** Whether this package registers its conv-gradient kernels there. */
   fastConvGradients: boolean;
   /** One line on when to pick it. */
@@ -105,6 +92,16 @@ const DESCRIPTIONS: readonly BackendDescription[] = [
     runs: 'node and browsers',
     fastConvGradients: true,
     summary: 'Plain JavaScript: slow, but the reference every other backend is tested against.',
+  },
+  {
+    name: 'webgl',
+    isDefault: false,
+    packageName: '@tensorflow/tfjs-backend-webgl',
+    bundled: false,
+    runs: 'browsers',
+    fastConvGradients: false,
+    summary: 'GPU through WebGL2 (float32 textures): the GPU backend every current browser has.',
+    install: `npm install @tensorflow/tfjs-backend-webgl@${TFJS_VERSION}`,
   },
   {
     name: 'webgpu',
@@ -286,6 +283,54 @@ async function prepareWebgpu(): Promise<void> {
   await activate('webgpu');
 }
 
+/** Whether this JavaScript context can create a WebGL context at all (a page, or a worker with OffscreenCanvas). */
+function canCreateWebgl(): boolean {
+  try {
+    const canvas =
+      typeof OffscreenCanvas !== 'undefined' ? new OffscreenCanvas(1, 1)
+      : typeof document !== 'undefined' ? document.createElement('canvas')
+      : undefined;
+    // TF.js prefers WebGL2 and still runs on WebGL1 with float textures.
+    return canvas !== undefined && (canvas.getContext('webgl2') ?? canvas.getContext('webgl')) !== null;
+  } catch {
+    // A browser that throws instead of answering null has no usable WebGL either.
+    return false;
+  }
+}
+
+let halfFloatWarned = false;
+
+async function prepareWebgl(): Promise<void> {
+  // A backend registered by the caller (a bundle importing @tensorflow/tfjs-backend-webgl, or headless-gl
+  // in Node through its setWebGLContext) is used as it is; otherwise this context must offer WebGL2.
+  if (tf.findBackendFactory('webgl') == null) {
+    if (!canCreateWebgl()) {
+      throw new ConfigError(
+        'backend',
+        isNode()
+          ? "'webgl' needs a browser: Node has no WebGL. Use 'tensorflow' (tfjs-node-gpu) for a GPU in Node, or 'wasm', the default."
+          : "'webgl' found no WebGL here (the browser, its GPU blocklist or this worker offers none). Use 'wasm', the default.",
+      );
+    }
+    const loaded = await importOptional('@tensorflow/tfjs-backend-webgl');
+    if (loaded === undefined) {
+      throw new ConfigError(
+        'backend',
+        "'webgl' needs @tensorflow/tfjs-backend-webgl, which is not installed. " +
+          `Install it with \`npm install @tensorflow/tfjs-backend-webgl@${TFJS_VERSION}\` ` +
+          "(in a browser bundle, import it yourself before calling useBackend), or use 'wasm', the default.",
+      );
+    }
+  }
+  await activate('webgl');
+  // Without float32 colour buffers TF.js computes in half-float textures: training runs, but its
+  // gradients keep only ~3 significant digits.
+  if (!tf.env().getBool('WEBGL_RENDER_FLOAT32_ENABLED') && !halfFloatWarned) {
+    halfFloatWarned = true;
+    console.warn("@regstack/backend: 'webgl' here renders to half-float textures only (no EXT_color_buffer_float); gradients lose precision. Prefer 'wasm' on this device.");
+  }
+}
+
 async function activate(name: string): Promise<void> {
   // setBackend swallows initialisation errors and answers false.
   const ok = await tf.setBackend(name);
@@ -321,31 +366,20 @@ export async function useBackend(name: BackendName = 'wasm', options: UseBackend
     if (backend === 'wasm') await import('@tensorflow/tfjs-backend-wasm');
     else await import('@tensorflow/tfjs-backend-cpu');
     if (options.registerKernels !== false) {
-      registerConvGradientKernels([backend]);
-      registerChannelReductionKernels([backend]);
-      if (backend === 'wasm') {
-        registerMaxPoolGradientKernel(['wasm']);
-        registerSharedIdentityKernel(['wasm']);
-        registerBatchMatMulKernel();
-        registerConvolutionKernel();
-      }
+      registerKernels(backend);
       // Browsers compile modules over 4 KB only asynchronously on their main thread.
       await prepareSimdKernels();
     }
     if (backend === 'wasm') threads = await prepareWasm(options);
     else await activate('cpu');
+  } else if (backend === 'webgl') {
+    await prepareWebgl();
   } else if (backend === 'tensorflow') {
     await prepareTensorflow();
   } else {
     await prepareWebgpu();
   }
-  const kernels = registeredConvGradientKernels(backend);
-  if (isMaxPoolGradientKernelRegistered(backend)) kernels.push(tf.MaxPoolGrad);
-  if (areChannelReductionKernelsRegistered(backend)) kernels.push(...CHANNEL_REDUCTION_KERNEL_NAMES);
-  if (isSharedIdentityKernelRegistered(backend)) kernels.push(tf.Identity);
-  if (isBatchMatMulKernelRegistered(backend)) kernels.push(tf.BatchMatMul);
-  if (isConvolutionKernelRegistered(backend)) kernels.push(tf.Conv2D);
-  const info: BackendInfo = { name: backend, kernels };
+  const info: BackendInfo = { name: backend, kernels: registeredKernels(backend) };
   if (threads !== undefined) info.threads = threads;
   return info;
 }

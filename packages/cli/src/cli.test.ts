@@ -51,6 +51,17 @@ describe('regstack command line', () => {
     expect(result.stderr).toMatch(/rcad\.alpah: unknown option; known options: alpha, lambda, mode/);
   });
 
+  it('compare checks every stack before its first job: mix weights adding up to 1.3 fail at once, naming the stack', async () => {
+    const out = join(directory, 'overweight');
+    const stack = 'adversarial:weight=0.7+me-ada:weight=0.6';
+    const result = await run(['compare', '--stack', 'erm', '--stack', stack, '--train-size', '96', '--test-size', '100', '--epochs', '1', '--workers', '1', '--out', out]);
+    expect(result.exitCode).toBe(2);
+    expect(result.stderr).toBe(
+      `regstack: --stack: '${stack}' cannot be composed: stack: the generated-loss plugins' mix weights add up to 1.3 > 1 (adversarial 0.7 + me-ada 0.6); lower them so that they sum to at most 1\n`,
+    );
+    expect(existsSync(join(out, 'runs'))).toBe(false); // no job started, not even erm's
+  });
+
   it('compares two stacks end to end: table, plots, report and per-run results', async () => {
     const out = join(directory, 'compare');
     const { stdout } = await run([
@@ -78,6 +89,23 @@ describe('regstack command line', () => {
     expect(again.stdout).toContain(`${(100 * results[0]!.test.accuracy).toFixed(2)} ± 0.00`);
     const lines = (await readFile(join(out, 'results.jsonl'), 'utf8')).trim().split('\n');
     expect(lines).toHaveLength(2); // the read-back run is not appended twice
+  });
+
+  it('trains without a hold-out (--validation none): every training image, the final epoch tested, the rerun command says so', async () => {
+    const out = join(directory, 'no-hold-out');
+    const result = await run(['train', '--model', 'linear', '--validation', 'none', '--train-size', '96', '--test-size', '50', '--epochs', '2', '--batch-size', '10', '--out', out]);
+    expect(result.exitCode ?? 0).toBe(0);
+    expect(result.stderr).toContain('final epoch 2:');
+    const saved = JSON.parse(await readFile(join(out, 'result.json'), 'utf8')) as JobResult;
+    expect(saved.validation).toBeUndefined();
+    expect(saved.steps).toBe(2 * 10); // 96 images, none held out, batch 10
+    expect(saved.bestEpoch).toBe(2);
+    const spec = JSON.parse(await readFile(join(out, 'job.json'), 'utf8')) as JobSpec;
+    expect(jobCommand(spec)).toContain('--validation none');
+    const heldOut = await run(['train', '--model', 'linear', '--train-size', '96', '--test-size', '50', '--epochs', '2', '--batch-size', '10', '--out', join(directory, 'hold-out')]);
+    expect(heldOut.stderr).toContain('best epoch');
+    const withHoldOut = JSON.parse(await readFile(join(directory, 'hold-out', 'result.json'), 'utf8')) as JobResult;
+    expect(withHoldOut.steps).toBe(2 * 9); // 10 of 96 held out: 86 images
   });
 
   it('trains with worker threads for the convolutions and writes the thread count into the rerun command', async () => {

@@ -66,6 +66,7 @@ function addCommonOptions(command: Command): Command {
     .option('--weight-decay <x>', 'weight decay, added after clipping', number('--weight-decay'), 5e-4)
     .option('--clip-norm <x>', 'global gradient-norm clip (0 disables)', number('--clip-norm'), 1)
     .addOption(new Option('--augment <mode>', 'none = ERM, crop-flip = data augmentation, two-view = the reference base loss').choices(['none', 'crop-flip', 'two-view']).default('none'))
+    .addOption(new Option('--validation <protocol>', "hold-out = 10% of the training set picks the best epoch, which is tested; none = train on all of it and test the final epoch (the reference script's protocol)").choices(['hold-out', 'none']).default('hold-out'))
     .addOption(new Option('--backend <name>', 'TF.js backend').choices([...BACKEND_NAMES]).default('wasm'))
     .option('--threads <n>', 'wasm in Node: threads per training job (n − 1 workers share each convolution\'s batch)', number('--threads', true), 1)
     .option('--resume', 'continue from checkpoints in --out (finished runs are kept)', false);
@@ -86,6 +87,7 @@ interface CommonValues {
   weightDecay: number;
   clipNorm: number;
   augment: Recipe['augment'];
+  validation: NonNullable<Recipe['validation']>;
   backend: BackendName;
   threads: number;
   resume: boolean;
@@ -117,6 +119,7 @@ function template(values: CommonValues): Omit<JobSpec, 'stack' | 'seed' | 'id' |
       weightDecay: values.weightDecay,
       clipNorm: values.clipNorm > 0 ? values.clipNorm : null,
       augment: values.augment,
+      ...(values.validation === 'none' ? { validation: 'none' as const } : {}),
     },
     backend: values.backend,
     ...(values.threads > 1 ? { threads: values.threads } : {}),
@@ -143,7 +146,7 @@ export function createProgram(): Command {
     const result = await runJob(job);
     const { accuracy, nll, ece } = result.test;
     process.stderr.write(
-      `best epoch ${result.bestEpoch}: test accuracy ${(100 * accuracy).toFixed(2)}%, NLL ${nll.toFixed(4)}, ECE ${ece.toFixed(4)}; ${result.secondsPerEpoch.toFixed(1)} s/epoch\n` +
+      `${result.validation ? 'best' : 'final'} epoch ${result.bestEpoch}: test accuracy ${(100 * accuracy).toFixed(2)}%, NLL ${nll.toFixed(4)}, ECE ${ece.toFixed(4)}; ${result.secondsPerEpoch.toFixed(1)} s/epoch\n` +
         `result: ${join(job.directory, 'result.json')}\n`,
     );
   });

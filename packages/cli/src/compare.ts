@@ -3,7 +3,7 @@ import { createWriteStream, existsSync } from 'node:fs';
 import { appendFile, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ConfigError } from '@regstack/regularizer';
+import { ConfigError, composeRegularizers } from '@regstack/regularizer';
 import { runJob, type JobResult, type JobSpec } from './job.js';
 import { learningCurveSpec, reliabilitySpec, renderChart } from './plots.js';
 import { writeReport } from './report.js';
@@ -37,6 +37,20 @@ export interface CompareResult {
 }
 
 const slug = (text: string) => text.replace(/[^a-zA-Z0-9.=-]+/g, '_').slice(0, 80);
+
+/**
+ * Builds and composes a stack as its jobs will, so that one that cannot run (an unknown option, mix
+ * weights adding up to more than 1) fails before the comparison trains the others for hours.
+ */
+function checkStack(stack: StackSpec): void {
+  const plugins = createRegularizers(stack.regularizers); // errors name the option, e.g. rcad.alpha
+  try {
+    composeRegularizers(plugins);
+  } catch (error) {
+    if (error instanceof ConfigError) throw new ConfigError('--stack', `'${stack.label}' cannot be composed: ${error.message}`);
+    throw error;
+  }
+}
 
 /** The built command line that worker processes run; absent when running from sources. */
 function workerScript(): string | null {
@@ -79,7 +93,7 @@ export async function compare(options: CompareOptions): Promise<CompareResult> {
   if (options.seeds.length === 0) throw new ConfigError('--seeds', 'give at least one seed');
   const labels = options.stacks.map((stack) => stack.label);
   if (new Set(labels).size !== labels.length) throw new ConfigError('--stack', 'the same stack is given twice');
-  for (const stack of options.stacks) createRegularizers(stack.regularizers); // option errors before any work
+  for (const stack of options.stacks) checkStack(stack); // every stack's errors before any job starts
   await mkdir(join(options.directory, 'runs'), { recursive: true });
   // Seed-major order: every stack's first seed finishes before any second seed starts, so a
   // comparison cut short still compares all stacks.
@@ -109,7 +123,7 @@ export async function compare(options: CompareOptions): Promise<CompareResult> {
       // One line per finished run, appended as it finishes: a partial comparison is never lost.
       const { history: _, validation, test, ...summary } = results[index]!;
       const brief = (m: typeof test) => ({ accuracy: m.accuracy, nll: m.nll, ece: m.ece, count: m.count });
-      await appendFile(join(options.directory, 'results.jsonl'), JSON.stringify({ ...summary, validation: brief(validation), test: brief(test) }) + '\n');
+      await appendFile(join(options.directory, 'results.jsonl'), JSON.stringify({ ...summary, ...(validation ? { validation: brief(validation) } : {}), test: brief(test) }) + '\n');
     }
   };
   await Promise.all(Array.from({ length: Math.min(script ? options.workers : 1, jobs.length) }, worker));

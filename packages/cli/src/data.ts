@@ -35,12 +35,13 @@ const needsDirectory = (spec: DataSpec): string => {
 
 /**
  * Loads a data set with a 10% seeded validation hold-out (seed 0, the same for every job, so all
- * stacks are compared on the same split).
+ * stacks are compared on the same split), or with none (`holdOut: false`: `validation` is empty).
  */
-export async function loadData(spec: DataSpec): Promise<LoadedDataset> {
+export async function loadData(spec: DataSpec, options: { holdOut?: boolean } = {}): Promise<LoadedDataset> {
+  const fraction = options.holdOut === false ? 0 : 0.1;
   // With a training subset the hold-out is taken from the subset, so it is made below instead.
   const subsetHere = spec.trainSize !== undefined && !spec.name.startsWith('cifar100');
-  const holdOut = { validationFraction: subsetHere ? 0 : 0.1, seed: 0 };
+  const holdOut = { validationFraction: subsetHere ? 0 : fraction, seed: 0 };
   let loaded: LoadedDataset;
   switch (spec.name) {
     case 'fashion-mnist-embedded':
@@ -74,7 +75,7 @@ export async function loadData(spec: DataSpec): Promise<LoadedDataset> {
     const size = Math.min(spec.trainSize!, loaded.train.size);
     const order = new Random(43).permutation(loaded.train.size);
     const subset = loaded.train.subset(order.slice(0, size), `${loaded.train.name}[${size}]`);
-    loaded = { ...loaded, ...subset.split({ fraction: 0.1, random: new Random(0) }) };
+    loaded = { ...loaded, ...subset.split({ fraction, random: new Random(0) }) };
   }
   if (spec.testSize !== undefined && spec.testSize < loaded.test.size) {
     loaded = { ...loaded, test: loaded.test.subset(Int32Array.from({ length: spec.testSize }, (_, i) => i)) };

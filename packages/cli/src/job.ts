@@ -23,6 +23,11 @@ export interface Recipe {
   clipNorm: number | null;
   /** `none` (ERM), `crop-flip` (random crop with 4-pixel zero padding + flip), `two-view` (the reference's base loss). */
   augment: 'none' | 'crop-flip' | 'two-view';
+  /**
+   * `hold-out` (default): 10% of the training set validates each epoch and the best-validation weights
+   * are tested. `none`: train on all of it and test the final epoch's weights (the reference script's protocol).
+   */
+  validation?: 'hold-out' | 'none';
 }
 
 /** Everything one training run needs; written as JSON so a worker process can run it. */
@@ -53,7 +58,8 @@ export interface JobResult {
   recipe: Recipe;
   backend: string;
   bestEpoch: number;
-  validation: ClassificationMetrics;
+  /** Metrics of the tested weights on the hold-out; absent with `recipe.validation: 'none'`. */
+  validation?: ClassificationMetrics;
   test: ClassificationMetrics;
   history: EpochRecord[];
   /** Mean wall-clock seconds of an epoch's training steps. */
@@ -84,7 +90,9 @@ export function jobCommand(spec: JobSpec): string {
     ...spec.stack.regularizers.map((r) => `--reg '${formatStackSpec([r])}'`),
     `--epochs ${spec.recipe.epochs} --batch-size ${spec.recipe.batchSize} --lr ${spec.recipe.learningRate}`,
     spec.recipe.milestones ? `--milestones ${spec.recipe.milestones.join(',')}` : '',
-    `--augment ${spec.recipe.augment} --seed ${spec.seed} --backend ${spec.backend}`,
+    `--augment ${spec.recipe.augment}`,
+    spec.recipe.validation === 'none' ? '--validation none' : '',
+    `--seed ${spec.seed} --backend ${spec.backend}`,
     spec.threads !== undefined ? `--threads ${spec.threads}` : '',
     `--out ${spec.directory}`,
   ];
@@ -112,7 +120,8 @@ export async function runJob(spec: JobSpec, options: RunJobOptions = {}): Promis
   await writeFile(join(spec.directory, 'job.json'), JSON.stringify(spec, null, 2));
   await useBackend(spec.backend, spec.threads !== undefined ? { threads: spec.threads } : {});
   const regularizers = createRegularizers(spec.stack.regularizers); // before loading data: option errors come first
-  const data = await loadData(spec.data);
+  const holdOut = spec.recipe.validation !== 'none';
+  const data = await loadData(spec.data, { holdOut });
   const model = createModel(spec.model.name, {
     ...spec.model.options,
     inputShape: [...data.info.imageShape] as [number, number, number],
@@ -128,7 +137,7 @@ export async function runJob(spec: JobSpec, options: RunJobOptions = {}): Promis
     const result = await train({
       model,
       train: data.train,
-      validation: data.validation,
+      ...(holdOut ? { validation: data.validation } : { validationFraction: 0 }),
       test: data.test,
       regularizers,
       epochs: recipe.epochs,
@@ -157,7 +166,7 @@ export async function runJob(spec: JobSpec, options: RunJobOptions = {}): Promis
       recipe: spec.recipe,
       backend: spec.backend,
       bestEpoch: result.bestEpoch,
-      validation: result.validation,
+      ...(result.validation ? { validation: result.validation } : {}),
       test: result.test!,
       history: result.history,
       secondsPerEpoch: trainSeconds / result.history.length,

@@ -14,21 +14,31 @@ export async function renderChart(spec: TopLevelSpec, basePath: string): Promise
   return { svg: `${basePath}.svg`, png: `${basePath}.png` };
 }
 
-/** Validation accuracy per epoch, one line per stack (mean over seeds). */
+/**
+ * Validation accuracy per epoch, one line per stack (mean over seeds); the training loss instead
+ * when the runs have no validation set.
+ */
 export function learningCurveSpec(results: readonly JobResult[]): TopLevelSpec {
+  const validated = results.every((result) => result.history.every((record) => record.validation !== undefined));
   const values = results.flatMap((result) =>
-    result.history.map((record) => ({ stack: result.stack, seed: result.seed, epoch: record.epoch, accuracy: record.validation.accuracy, loss: record.terms.total })),
+    result.history.map((record) => ({
+      stack: result.stack,
+      seed: result.seed,
+      epoch: record.epoch,
+      value: validated ? record.validation!.accuracy : record.terms.total,
+    })),
   );
+  const measure = validated ? 'validation accuracy' : 'training loss';
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
-    title: 'Validation accuracy by epoch (mean over seeds)',
+    title: `${validated ? 'Validation accuracy' : 'Training loss'} by epoch (mean over seeds)`,
     width: 420,
     height: 260,
     data: { values },
     mark: { type: 'line', point: true },
     encoding: {
       x: { field: 'epoch', type: 'quantitative', title: 'epoch' },
-      y: { aggregate: 'mean', field: 'accuracy', type: 'quantitative', title: 'validation accuracy', scale: { zero: false } },
+      y: { aggregate: 'mean', field: 'value', type: 'quantitative', title: measure, scale: { zero: false } },
       color: { field: 'stack', type: 'nominal', title: 'stack', legend: { labelLimit: 420 } },
     },
   };

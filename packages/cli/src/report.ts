@@ -44,13 +44,13 @@ export async function writeReport(options: {
 <p class="note">${escape(options.note)}</p>
 <p>Data: <b>${escape(first?.data.name ?? '')}</b>${first?.data.trainSize ? ` (${first.data.trainSize} training images)` : ''}, model <b>${escape(first?.model.name ?? '')}</b>,
 ${first ? `${first.recipe.epochs} epochs, batch ${first.recipe.batchSize}, learning rate ${first.recipe.learningRate}, augmentation ${escape(first.recipe.augment)}, backend ${escape(first.backend)}` : ''}.
-Test metrics are those of each run's best-validation epoch; mean ± sample standard deviation over seeds.</p>
+Test metrics are those of each run's ${first?.recipe.validation === 'none' ? 'final epoch (no hold-out: trained on all training images)' : 'best-validation epoch'}; mean ± sample standard deviation over seeds.</p>
 <table>
 ${table}
 </table>
 ${options.failed?.length ? `<h2>Failed runs</h2>\n<table>\n<tr><th>stack</th><th>seed</th><th>reason</th></tr>\n${options.failed.map((f) => `<tr><td class="stack">${escape(f.stack)}</td><td>${f.seed}</td><td class="stack">${escape(f.reason)}</td></tr>`).join('\n')}\n</table>` : ''}
 <h2>Learning curves</h2>
-<p><a href="${escape(basename(images.learningCurves))}.svg"><img src="${escape(basename(images.learningCurves))}.png" alt="validation accuracy by epoch for each stack"></a></p>
+<p><a href="${escape(basename(images.learningCurves))}.svg"><img src="${escape(basename(images.learningCurves))}.png" alt="learning curves by epoch for each stack"></a></p>
 <h2>Reliability diagrams</h2>
 <p><a href="${escape(basename(images.reliability))}.svg"><img src="${escape(basename(images.reliability))}.png" alt="reliability diagrams of each stack on the test set"></a></p>
 <h2>How this was made</h2>

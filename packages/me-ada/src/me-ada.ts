@@ -86,7 +86,8 @@ const OPTIONS = ['steps', 'stepSize', 'beta', 'gamma', 'weight', 'every', 'clip'
  * are zero), which saves a pass. The loss on x⁺ runs in `frozen-stats` mode, so generated inputs
  * do not move running statistics (the reference trains on them in train mode).
  *
- * A `generated-loss` plugin named `me-ada`. The model must return penultimate features
+ * A `generated-loss` plugin named `me-ada`, declaring `weight` as its `mixWeight` (see
+ * `composeRegularizers`). The model must return penultimate features
  * (`ClassifierOutput.features`): two outputs `[features, logits]` with `classifierFromLayersModel`.
  *
  * @throws ConfigError naming the field (e.g. `meAda.stepSize`) for an unknown option or a bad
@@ -107,6 +108,7 @@ export function meAda(options: MeAdaOptions = {}): RegularizerPlugin<MeAdaState>
   return {
     name: 'me-ada',
     stage: 'generated-loss',
+    mixWeight: weight, // declared, so a stack whose mix weights exceed 1 is rejected when composed
     prepare(context: PrepareContext): MeAdaState {
       if (!active(context.step)) return {};
       const eta = assertNumber(`${OWNER}.stepSize`, context.value(stepSize), { min: 0, minExclusive: true });

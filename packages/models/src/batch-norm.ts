@@ -19,7 +19,7 @@ export interface BatchNormParameters {
 
 /**
  * Per-channel reductions that `@regstack/backend` registers for wasm and cpu
- * (`registerChannelReductionKernels`, done by `useBackend`): `x` → `[mean, biased variance]` over every
+ * (`registerKernels`, done by `useBackend`): `x` → `[mean, biased variance]` over every
  * axis but the last, in one pass and float64. Where it is not registered for the active backend (webgl,
  * webgpu, tensorflow), tf ops compute the same. The names and semantics are the contract between the
  * two packages (tested in tools/integration).

@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import '@tensorflow/tfjs-core/dist/register_all_gradients';
-import { ConfigError, DataError, Random, type ModelMode } from '@regstack/regularizer';
+import { ConfigError, DataError, Random, composeRegularizers, meanEntropy, type ModelMode, type RegularizerPlugin } from '@regstack/regularizer';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { createModel, linearClassifier, mlp, resnet18, smallCnn, wideResNet, type ClassifierModel } from './index.js';
 
@@ -265,9 +265,50 @@ describe('options', () => {
     const other = wideResNet({ depth: 16, widen: 8, dropout: 0.3, inputShape: [4, 4, 1], seed: 5 });
     expect(namedLogits).not.toEqual(run(other));
     expect(named.architecture).toBe('wrn-16-8');
+    expect(named.stochastic).toBe(true); // so a stack never takes its fused path
     for (const model of [named, other]) model.dispose();
     tf.dispose(x);
   }, 30_000);
+});
+
+describe('stochastic, and the fused path it allows', () => {
+  /** RCAD's shape, written here so this package's test depends on no plugin: it asks for the clean input gradient. */
+  const entropyAlongGradient: RegularizerPlugin<{ moved: tf.Tensor }> = {
+    name: 'entropy-along-gradient',
+    stage: 'loss-term',
+    prepare: ({ clean, inputGradient }) => ({ moved: tf.add(clean.inputs, tf.sign(inputGradient({ at: 'clean', reduction: 'sum', mode: 'frozen-stats' }).gradient)) }),
+    loss: (context, { moved }) => ({ value: tf.mul(-0.1, meanEntropy(context.forward(moved, 'frozen-stats').logits)) as tf.Scalar }),
+  };
+  const common = { inputShape: [6, 6, 1] as [number, number, number], numClasses: 3, seed: 4 };
+  const models: Array<[string, () => ClassifierModel, boolean]> = [
+    ['small-cnn', () => smallCnn({ ...common, width: 2 }), false],
+    ['small-cnn with dropout 0.2', () => smallCnn({ ...common, width: 2, dropout: 0.2 }), true],
+    ['resnet18', () => resnet18({ ...common, width: 2 }), false],
+    ['wide ResNet with dropout 0.3', () => wideResNet({ ...common, depth: 10, widen: 1, dropout: 0.3 }), true],
+    ['wide ResNet without dropout', () => wideResNet({ ...common, depth: 10, widen: 1, dropout: 0 }), false],
+    ['mlp', () => mlp({ ...common, hiddenUnits: [8] }), false],
+    ['mlp with dropout 0.5', () => mlp({ ...common, hiddenUnits: [8], dropout: 0.5 }), true],
+    ['linear', () => linearClassifier(common), false],
+  ];
+
+  for (const [name, make, stochastic] of models) {
+    it(`${name}: stochastic is ${stochastic}, true to its passes, and the stack fuses ${stochastic ? 'never' : 'its base pass'}`, () => {
+      const model = make();
+      const x = images([4, 6, 6, 1], 9);
+      const labels = tf.tensor1d([0, 1, 2, 0], 'int32');
+      expect(model.stochastic).toBe(stochastic);
+      // The flag tells the truth: two passes with different generators differ exactly when it is set.
+      const pass = (seed: number) => values(model.apply(x, { mode: 'frozen-stats', random: new Random(seed) }).logits);
+      expect(pass(1)).toEqual(pass(1));
+      if (stochastic) expect(pass(1)).not.toEqual(pass(2));
+      else expect(pass(1)).toEqual(pass(2));
+      // The fused path reuses the base pass for the input gradient: exact only without random masks.
+      const { value, grads, fused } = composeRegularizers([entropyAlongGradient as RegularizerPlugin]).gradients({ model, batch: { inputs: x, labels }, random: new Random(3) });
+      expect(fused).toBe(!stochastic);
+      tf.dispose([value, ...Object.values(grads), x, labels]);
+      model.dispose();
+    });
+  }
 });
 
 describe('training', () => {

@@ -78,21 +78,33 @@ function refreshStack(): void {
   stackLabelElement.textContent = `Stack: ${stackLabel(settings)}`;
 }
 
-function webglAvailable(): boolean {
+/**
+ * Why the worker could not train on webgl here, or undefined where it can: it needs WebGL2 in a worker
+ * (OffscreenCanvas) and float32 colour buffers. Without them TF.js falls back to half-float textures,
+ * whose gradients are off by ≈10% (measured in `test/webgl.test.ts`): not worth offering.
+ */
+function webglUnavailableReason(): string | undefined {
   try {
-    return typeof OffscreenCanvas !== 'undefined' && new OffscreenCanvas(1, 1).getContext('webgl2') !== null;
+    if (typeof OffscreenCanvas === 'undefined') return 'no OffscreenCanvas in workers';
+    const gl = new OffscreenCanvas(1, 1).getContext('webgl2');
+    if (gl === null) return 'no WebGL2';
+    const floatBuffers = gl.getExtension('EXT_color_buffer_float') !== null;
+    gl.getExtension('WEBGL_lose_context')?.loseContext();
+    return floatBuffers ? undefined : 'no float32 colour buffers';
   } catch {
-    return false;
+    return 'no WebGL2';
   }
 }
 
 for (const [name, preset] of Object.entries(PRESETS)) presetSelect.add(new Option(preset.title, name));
 // Probing WebGL can start the browser's GPU process and take a while: not before the form is usable.
 setTimeout(() => {
-  if (webglAvailable()) return;
   const webglOption = [...field('backend').querySelectorAll('option')].find((option) => option.value === 'webgl')!;
+  const reason = webglUnavailableReason();
+  webglOption.dataset['detected'] = reason === undefined ? 'available' : 'unavailable';
+  if (reason === undefined) return;
   webglOption.disabled = true;
-  webglOption.textContent += ' — not available in this browser';
+  webglOption.textContent += ` — not available in this browser (${reason})`;
   if (field('backend').value === 'webgl') field('backend').value = 'wasm';
 }, 0);
 writeForm(DEFAULT_SETTINGS);
@@ -183,12 +195,13 @@ function start(): void {
       }
       case 'epoch': {
         const { record } = message;
+        const validation = record.validation!; // the worker always holds out a validation set
         epochSeconds.push(record.trainSeconds);
-        charts.addEpoch(record.epoch, record.validation.accuracy, record.validation.ece);
+        charts.addEpoch(record.epoch, validation.accuracy, validation.ece);
         cell(row, 'epochs', `${record.epoch}/${settings.epochs}`);
         cell(row, 'seconds-per-epoch', (epochSeconds.reduce((sum, value) => sum + value, 0) / epochSeconds.length).toFixed(1));
-        cell(row, 'validation-accuracy', record.validation.accuracy.toFixed(3));
-        cell(row, 'validation-ece', record.validation.ece.toFixed(3));
+        cell(row, 'validation-accuracy', validation.accuracy.toFixed(3));
+        cell(row, 'validation-ece', validation.ece.toFixed(3));
         renderPreview(previewElement, message.preview, classNames, record.epoch);
         break;
       }

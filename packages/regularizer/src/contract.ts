@@ -183,7 +183,7 @@ export interface LossTerm {
   value: Scalar;
   /**
    * `generated-loss` only: the weight w of `value`; the total is (1 − Σw)·base + Σ w·value.
-   * The stack rejects Σw > 1.
+   * The stack rejects Σw > 1 (at composition where the plugins declare `mixWeight`, else at the step).
    */
   mixWeight?: number;
 }
@@ -203,6 +203,13 @@ export interface RegularizerPlugin<State extends TensorContainer = TensorContain
    * mixers (`batch-mixing`; a plugin offering both mixup and cutmix switches internally).
    */
   readonly exclusiveGroup?: string;
+  /**
+   * `generated-loss` only: the weight w that `loss` returns as `mixWeight`, declared up front (a
+   * number in [0, 1] or a schedule) so that `composeRegularizers` rejects a stack whose weights can
+   * add up to more than 1 before any step runs. A declared schedule is checked at every point where
+   * its value changes; a function can only be checked at each step.
+   */
+  readonly mixWeight?: Schedulable;
   /** `batch-transform`: returns new inputs and soft targets. Outside the tape. */
   transformBatch?(batch: SoftBatch, context: StepContext): SoftBatch;
   /** `target-transform`: returns new soft targets. Outside the tape. */
@@ -260,6 +267,9 @@ export interface PreparedStep {
   gradients(): { value: Scalar; grads: NamedTensorMap };
   /** The named terms of the last `loss()`/`gradients()` call: `base`, one per plugin, and `total`. */
   terms(): Record<string, number>;
-  /** Frees everything the step holds. Call once, after the update. */
+  /**
+   * Frees everything the step holds. Call once, after the update; `loss`, `gradients` and `terms`
+   * then throw a ConfigError (field `step`).
+   */
   dispose(): void;
 }

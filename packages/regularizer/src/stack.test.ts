@@ -2,9 +2,9 @@ import * as tf from '@tensorflow/tfjs-core';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { Tensor2D } from '@tensorflow/tfjs-core';
 import type { RegularizerPlugin, SoftBatch } from './index.js';
-import { ConfigError, DataError, Random, composeRegularizers, crossEntropy, meanEntropy } from './index.js';
+import { ConfigError, DataError, Random, composeRegularizers, crossEntropy, meanEntropy, schedules } from './index.js';
 import { countingLinearModel, useCpu } from './test-setup.js';
-import { minimizeSteps } from './testing.js';
+import { errorField, minimizeSteps } from './testing.js';
 
 beforeAll(useCpu);
 
@@ -71,6 +71,44 @@ describe('composeRegularizers', () => {
     expect(() => composeRegularizers([{ name: 'x', stage: 'loss-term' }])).toThrow(ConfigError);
     expect(() => composeRegularizers([{ name: 'x', stage: 'sideways' as never, loss: () => ({ value: tf.scalar(0) }) }])).toThrow(/stack\[0\]\.stage/);
     expect(() => composeRegularizers([{ name: 'base', stage: 'loss-term', loss: () => ({ value: tf.scalar(0) }) }])).toThrow(/reserved/);
+  });
+});
+
+describe('composeRegularizers: declared mix weights', () => {
+  const generated = (name: string, mixWeight: RegularizerPlugin['mixWeight']): RegularizerPlugin => ({
+    name,
+    stage: 'generated-loss',
+    mixWeight,
+    loss: () => ({ value: tf.scalar(0), mixWeight: 0 }),
+  });
+
+  it('rejects weights that can add up to more than 1, naming the plugins and when', () => {
+    expect(() => composeRegularizers([generated('a', 0.7), generated('b', 0.6)])).toThrow(/stack: .*add up to 1\.3 > 1 \(a 0\.7 \+ b 0\.6\)/);
+    expect(composeRegularizers([generated('a', 0.5), generated('b', 0.5)]).plugins).toHaveLength(2);
+    // A ramp reaching 0.6 at epoch 10 beside a constant 0.5.
+    expect(() => composeRegularizers([generated('a', schedules.linear(0, 0.6, 0, 10)), generated('b', 0.5)])).toThrow(/1\.1 > 1 at epoch 10 \(a 0\.6 \+ b 0\.5\)/);
+    // Step schedules overlap between epochs 3 and 5 only.
+    const early = schedules.multiStep(0.9, [5], 0.1);
+    const late = { type: 'step', values: [0, 0.5], boundaries: [3] } as const;
+    expect(() => composeRegularizers([generated('a', early), generated('b', late)])).toThrow(/1\.4 > 1 at epoch 3 \(a 0\.9 \+ b 0\.5\)/);
+    // On the step clock too.
+    const steps = (from: number, to: number) => schedules.linear(from, to, 100, 200, 'step');
+    expect(() => composeRegularizers([generated('a', steps(0.1, 0.5)), generated('b', steps(0.2, 0.6))])).toThrow(/1\.1 > 1 at step 200/);
+  });
+
+  it('accepts weights that trade off, and leaves what it cannot know to the step', () => {
+    // One ramps down while the other ramps up: the total stays 1.
+    expect(() => composeRegularizers([generated('a', schedules.linear(0.8, 0.2, 0, 10)), generated('b', schedules.linear(0.2, 0.8, 0, 10))])).not.toThrow();
+    // A function is only known when a step reads it.
+    expect(() => composeRegularizers([generated('a', () => 0.9), generated('b', 0.9)])).not.toThrow();
+    // Two clocks: only the smallest values are sure to meet (0.3 + 0.4 ≤ 1 accepted; 0.7 + 0.4 rejected).
+    const byEpoch = (from: number) => schedules.linear(from, 0.9, 0, 10);
+    const byStep = schedules.linear(0.4, 0.4, 0, 10, 'step');
+    expect(() => composeRegularizers([generated('a', byEpoch(0.3)), generated('b', byStep)])).not.toThrow();
+    expect(() => composeRegularizers([generated('a', byEpoch(0.7)), generated('b', byStep)])).toThrow(/add up to 1\.1 > 1 \(a 0\.7 \+ b 0\.4\)/);
+    // A declared weight outside [0, 1] is named.
+    expect(errorField(() => composeRegularizers([generated('a', 1.5)]), ConfigError)).toBe('a.mixWeight');
+    expect(errorField(() => composeRegularizers([generated('a', { type: 'constant', value: -0.1 })]), ConfigError)).toBe('a.mixWeight.value');
   });
 });
 
@@ -209,6 +247,22 @@ describe('a prepared step', () => {
     expect(terms.at(-1)!.total!).toBeLessThan(terms[0]!.total!);
     tf.dispose([batch.inputs, batch.labels]);
     optimizer.dispose();
+    model.dispose();
+  });
+
+  it('throws a ConfigError naming the step once disposed, leaving no tensor behind', () => {
+    const model = countingLinearModel(5, 3);
+    const batch = makeBatch();
+    const before = tf.memory().numTensors;
+    const step = composeRegularizers([directionTerm(1, 0.2)]).prepare({ model, batch, random: new Random(1) });
+    step.dispose();
+    step.dispose(); // twice is harmless
+    for (const use of [() => step.loss(), () => step.gradients(), () => step.terms()]) {
+      expect(errorField(use, ConfigError)).toBe('step');
+    }
+    expect(() => step.loss()).toThrow(/step: was disposed; prepare a new step for each update/);
+    expect(tf.memory().numTensors).toBe(before);
+    tf.dispose([batch.inputs, batch.labels]);
     model.dispose();
   });
 

@@ -18,7 +18,7 @@ import type {
 import { ConfigError, DataError } from './errors.js';
 import { oneHotTargets, softCrossEntropy } from './losses.js';
 import type { Random } from './random.js';
-import { resolveSchedule } from './schedule.js';
+import { resolveSchedule, validateSchedulable, type Schedule } from './schedule.js';
 
 /** The order in which a stack runs its stages. */
 export const STAGE_ORDER: readonly Stage[] = ['batch-transform', 'target-transform', 'loss-term', 'generated-loss'];
@@ -37,6 +37,7 @@ export interface RegularizerStack {
   /**
    * Prepares one step OUTSIDE the weight tape and returns its loss closure. Never call it inside
    * `optimizer.minimize` or `tf.variableGrads`: the constants it computes would then be taped.
+   * When it throws, it has freed every tensor it made.
    */
   prepare(input: StepInput): PreparedStep;
   /**
@@ -48,6 +49,7 @@ export interface RegularizerStack {
    * and the clean input gradient (batch statistics are the same in `train` and `frozen-stats` mode),
    * so RCAD or FGSM costs one pass less. Then the plugins run on a second tape. A plugin that reads
    * `context.base` there makes the step fall back to the plain path (running statistics restored).
+   * When it throws, it has freed every tensor it made.
    */
   gradients(input: StepInput): StepGradients;
   /** The run order as text, e.g. `mixup → label-smoothing → base → rcad`. */
@@ -57,7 +59,9 @@ export interface RegularizerStack {
 /**
  * Validates and orders a stack. Plugins run by stage ({@link STAGE_ORDER}); within a stage, in the
  * order given. Rejected with a ConfigError: duplicate names, two plugins of one exclusive group
- * (two label smoothers, two batch mixers), a plugin lacking the hook its stage needs.
+ * (two label smoothers, two batch mixers), a plugin lacking the hook its stage needs, and
+ * generated-loss plugins whose declared mix weights (`RegularizerPlugin.mixWeight`) can add up to
+ * more than 1.
  */
 export function composeRegularizers(plugins: readonly RegularizerPlugin[] = []): RegularizerStack {
   if (!Array.isArray(plugins)) throw new ConfigError('stack', 'expected an array of regularizer plugins');
@@ -89,6 +93,7 @@ export function composeRegularizers(plugins: readonly RegularizerPlugin[] = []):
     names.add(plugin.name);
   });
   const ordered = STAGE_ORDER.flatMap((stage) => plugins.filter((plugin) => plugin.stage === stage));
+  checkMixWeights(ordered);
   return {
     plugins: ordered,
     prepare: (input) => prepareStep(ordered, input),
@@ -99,6 +104,62 @@ export function composeRegularizers(plugins: readonly RegularizerPlugin[] = []):
       return [...before, 'base', ...after].join(' → ');
     },
   };
+}
+
+/**
+ * Rejects generated-loss plugins whose declared mix weights add up to more than 1 at some point of
+ * training, naming them, so that a stack that cannot run fails before its first step (a comparison
+ * would otherwise train other stacks for hours first). Schedules are evaluated where their values
+ * change, which finds the largest total exactly for numbers, step and linear schedules on one clock;
+ * what it cannot see (functions, cosine ramps crossing, two clocks) the step still checks.
+ */
+function checkMixWeights(plugins: readonly RegularizerPlugin[]): void {
+  const declared = plugins
+    .filter((plugin) => plugin.stage === 'generated-loss' && plugin.mixWeight !== undefined)
+    .map((plugin) => ({ name: plugin.name, weight: validateSchedulable(`${plugin.name}.mixWeight`, plugin.mixWeight, { min: 0, max: 1 }) }));
+  const known = declared.filter((entry): entry is { name: string; weight: number | Schedule } => typeof entry.weight !== 'function');
+  if (known.length < 2) return; // one weight alone is at most 1 (checked above)
+  const units = new Set(known.flatMap(({ weight }) => (typeof weight === 'object' && weight.type !== 'constant' ? [weight.unit ?? 'epoch'] : [])));
+  // On one clock, each weight is constant or monotone between the points where some schedule changes.
+  const points = units.size <= 1 ? changePoints(known.map(({ weight }) => weight)) : [];
+  const clock = units.has('step') ? 'step' : 'epoch';
+  let worst = { total: -Infinity, at: 0, values: [] as number[] };
+  for (const at of points) {
+    const values = known.map(({ weight }) => resolveSchedule(weight, { step: at, epoch: at }));
+    const total = values.reduce((sum, value) => sum + value, 0);
+    if (total > worst.total) worst = { total, at, values };
+  }
+  if (units.size > 1) {
+    // Two clocks: only the smallest value of each schedule is sure to coincide with the others'.
+    const values = known.map(({ weight }) => smallestValue(weight));
+    worst = { total: values.reduce((sum, value) => sum + value, 0), at: NaN, values };
+  }
+  if (worst.total > 1 + 1e-9) {
+    const parts = known.map(({ name }, index) => `${name} ${round(worst.values[index]!)}`).join(' + ');
+    const when = units.size === 1 ? ` at ${clock} ${round(worst.at)}` : '';
+    throw new ConfigError('stack', `the generated-loss plugins' mix weights add up to ${round(worst.total)} > 1${when} (${parts}); lower them so that they sum to at most 1`);
+  }
+}
+
+const round = (value: number) => Number(value.toPrecision(6));
+
+/** Every clock value where one of `weights` changes course, with a point inside and after each stretch. */
+function changePoints(weights: ReadonlyArray<number | Schedule>): number[] {
+  const edges = new Set<number>([0]);
+  for (const weight of weights) {
+    if (typeof weight !== 'object') continue;
+    if (weight.type === 'step') weight.boundaries.forEach((boundary) => edges.add(boundary));
+    else if (weight.type !== 'constant') [weight.start, weight.end].forEach((edge) => edges.add(edge));
+  }
+  const sorted = [...edges].sort((a, b) => a - b);
+  return sorted.flatMap((edge, index) => [edge, index + 1 < sorted.length ? (edge + sorted[index + 1]!) / 2 : edge + 1]);
+}
+
+function smallestValue(weight: number | Schedule): number {
+  if (typeof weight === 'number') return weight;
+  if (weight.type === 'constant') return weight.value;
+  if (weight.type === 'step') return Math.min(...weight.values);
+  return Math.min(weight.from, weight.to);
 }
 
 /**
@@ -118,7 +179,14 @@ export function lossInputGradient(
       logits = tf.keep(output.logits);
       return softCrossEntropy(output.logits, targets, options.reduction);
     };
-    const { value, grad } = tf.valueAndGrad(lossOf)(inputs);
+    let result: { value: tf.Scalar; grad: tf.Tensor };
+    try {
+      result = releasingTape(() => tf.valueAndGrad(lossOf)(inputs));
+    } catch (error) {
+      logits?.dispose(); // kept, so the tidy would not free it
+      throw error;
+    }
+    const { value, grad } = result;
     // The logits had to be kept to leave valueAndGrad's scope; hand back an ordinary tensor so that a
     // caller's tidy disposes it like the others.
     const kept = logits!;
@@ -166,6 +234,29 @@ interface InternalStep extends PreparedStep {
 class BaseNotAvailable extends Error {}
 
 function prepareStep(plugins: readonly RegularizerPlugin[], input: StepInput, options: PrepareOptions = {}): InternalStep {
+  // What the step makes is listed as it is made, so that a throw half-way through frees it all.
+  const owned: unknown[] = [];
+  try {
+    return releasingTape(() => buildStep(plugins, input, options, owned));
+  } catch (error) {
+    disposeOwned(owned, input?.batch);
+    throw error;
+  }
+}
+
+/** Frees the tensors in `owned`, except the caller's clean batch (a plugin may hand it back in its state). */
+function disposeOwned(owned: unknown[], clean: Batch | undefined): void {
+  const userTensors = new Set<unknown>([clean?.inputs, clean?.labels]);
+  tf.dispose(tensorsIn(owned).filter((tensor) => !userTensors.has(tensor)));
+  owned.length = 0;
+}
+
+function buildStep(plugins: readonly RegularizerPlugin[], input: StepInput, options: PrepareOptions, owned: unknown[]): InternalStep {
+  const own = <T>(value: T): T => {
+    owned.push(value);
+    return value;
+  };
+  if (input === null || typeof input !== 'object') throw new ConfigError('input', 'expected a StepInput object { model, batch, random }');
   const { model, batch: clean, random } = input;
   if (!model || typeof model.apply !== 'function') throw new ConfigError('model', 'expected a Classifier (see classifierFromLayersModel)');
   const step = input.step ?? 0;
@@ -186,7 +277,7 @@ function prepareStep(plugins: readonly RegularizerPlugin[], input: StepInput, op
   };
 
   // Batch and target transforms: outside the tape, in plugin order.
-  const batch: SoftBatch = tf.tidy(() => {
+  const batch: SoftBatch = own(tf.tidy(() => {
     let inputs = input.augment && baseLoss === 'single' ? input.augment(clean.inputs, random) : clean.inputs;
     let soft: SoftBatch = { inputs, targets: oneHotTargets(clean.labels, numClasses) };
     for (const plugin of plugins) {
@@ -195,11 +286,11 @@ function prepareStep(plugins: readonly RegularizerPlugin[], input: StepInput, op
     }
     inputs = soft.inputs === clean.inputs ? tf.clone(soft.inputs) : soft.inputs; // the step owns what it disposes
     return { inputs, targets: soft.targets };
-  });
-  const secondView = baseLoss === 'two-view' ? tf.tidy(() => input.augment!(batch.inputs, random)) : undefined;
+  }));
+  const secondView = baseLoss === 'two-view' ? own(tf.tidy(() => input.augment!(batch.inputs, random))) : undefined;
 
-  const cleanTargets = tf.tidy(() => oneHotTargets(clean.labels, numClasses));
-  const gradientCache = new Map<string, InputGradient>(options.seededGradients ?? []);
+  const cleanTargets = own(tf.tidy(() => oneHotTargets(clean.labels, numClasses)));
+  const gradientCache = new Map<string, InputGradient>(own([...(options.seededGradients ?? [])]));
   const inputGradient = (request: InputGradientRequest): InputGradient => {
     if (request.at !== 'clean' && request.at !== 'batch') throw new ConfigError('inputGradient.at', `expected clean or batch, got ${String(request.at)}`);
     if (request.reduction !== 'sum' && request.reduction !== 'mean') throw new ConfigError('inputGradient.reduction', `expected sum or mean, got ${String(request.reduction)}`);
@@ -210,12 +301,12 @@ function prepareStep(plugins: readonly RegularizerPlugin[], input: StepInput, op
       // Kept: the request may come from inside a plugin's tidy, but the cache lives until dispose().
       cached = lossInputGradient(model, point.inputs, point.targets, { reduction: request.reduction, mode: request.mode, random });
       [cached.gradient, cached.loss, cached.logits].forEach((tensor) => tf.keep(tensor));
-      gradientCache.set(key, cached);
+      gradientCache.set(key, own(cached));
     }
     return cached;
   };
   const prepareContext: PrepareContext = { ...context, clean, batch, inputGradient };
-  const states = plugins.map((plugin) => (plugin.prepare ? tf.tidy(() => plugin.prepare!(prepareContext)) : undefined));
+  const states = plugins.map((plugin) => (plugin.prepare ? own(tf.tidy(() => plugin.prepare!(prepareContext))) : undefined));
 
   let lastTerms: Record<string, tf.Scalar> = {};
   let lastWeights: Record<string, number> = {};
@@ -254,7 +345,8 @@ function prepareStep(plugins: readonly RegularizerPlugin[], input: StepInput, op
       }
     });
     if (mixTotal > 1 + 1e-9) {
-      throw new ConfigError('stack', `the generated-loss plugins' mixWeights add up to ${mixTotal} > 1`);
+      const parts = plugins.filter((plugin) => plugin.stage === 'generated-loss' && plugin.loss).map((plugin) => `${plugin.name} ${round(weights[plugin.name]!)}`);
+      throw new ConfigError('stack', `the generated-loss plugins' mix weights add up to ${round(mixTotal)} > 1 at step ${step} (${parts.join(' + ')})`);
     }
     return { terms, weights, parts, mixTotal };
   };
@@ -265,8 +357,20 @@ function prepareStep(plugins: readonly RegularizerPlugin[], input: StepInput, op
     lastBaseWeight = 1 - mixTotal;
   };
 
+  // A disposed step's tensors are gone: say so rather than fail somewhere inside TF.js.
+  let disposed = false;
+  const assertLive = () => {
+    if (disposed) throw new ConfigError('step', 'was disposed; prepare a new step for each update');
+  };
+
+  // loss() and pluginLoss() run in a tidy: a plugin that throws leaves nothing behind, while
+  // record() keeps the terms that terms() reads.
   const loss = (): tf.Scalar => {
+    assertLive();
     disposeTerms();
+    return releasingTape(() => tf.tidy(() => lossInTidy()));
+  };
+  const lossInTidy = (): tf.Scalar => {
     const output = forward(batch.inputs, 'train');
     let base = softCrossEntropy(output.logits, batch.targets);
     if (secondView) base = tf.mul(0.5, tf.add(base, softCrossEntropy(forward(secondView, 'train').logits, batch.targets)));
@@ -286,7 +390,11 @@ function prepareStep(plugins: readonly RegularizerPlugin[], input: StepInput, op
   };
 
   const pluginLoss = () => {
+    assertLive();
     disposeTerms();
+    return releasingTape(() => tf.tidy(() => pluginLossInTidy()));
+  };
+  const pluginLossInTidy = () => {
     const lossContext = {
       ...context,
       clean,
@@ -301,13 +409,16 @@ function prepareStep(plugins: readonly RegularizerPlugin[], input: StepInput, op
     return { value: tf.addN(parts) as tf.Scalar, mixTotal };
   };
 
-  let disposed = false;
   return {
     batch,
     loss,
     pluginLoss,
-    gradients: () => tf.variableGrads(loss, model.trainableVariables as tf.Variable[]),
+    gradients: () => {
+      assertLive();
+      return tf.variableGrads(loss, model.trainableVariables as tf.Variable[]);
+    },
     terms: () => {
+      assertLive();
       const values: Record<string, number> = Object.fromEntries(Object.entries(lastTerms).map(([name, value]) => [name, value.dataSync()[0]!]));
       let total = lastBaseWeight * (values.base ?? NaN);
       for (const [name, weight] of Object.entries(lastWeights)) total += weight * values[name]!;
@@ -317,12 +428,7 @@ function prepareStep(plugins: readonly RegularizerPlugin[], input: StepInput, op
       if (disposed) return;
       disposed = true;
       disposeTerms();
-      tf.dispose([batch.inputs, batch.targets, cleanTargets]);
-      if (secondView) secondView.dispose();
-      for (const cached of gradientCache.values()) tf.dispose([cached.gradient, cached.loss, cached.logits]);
-      // A plugin may hand back the user's own clean tensors in its state: those are not ours to free.
-      const userTensors = new Set<tf.Tensor>([clean.inputs, clean.labels]);
-      tf.dispose(tensorsIn(states).filter((tensor) => !userTensors.has(tensor)));
+      disposeOwned(owned, clean);
     },
   };
 }
@@ -340,7 +446,7 @@ function plainGradients(plugins: readonly RegularizerPlugin[], input: StepInput)
 /** Whether the base pass can also serve the clean input gradient (see `RegularizerStack.gradients`). */
 function canFuse(plugins: readonly RegularizerPlugin[], input: StepInput): boolean {
   return (
-    input.model.stochastic === false &&
+    input?.model?.stochastic === false &&
     (input.baseLoss ?? 'single') === 'single' &&
     input.augment === undefined &&
     plugins.some((plugin) => plugin.loss !== undefined) &&
@@ -350,10 +456,29 @@ function canFuse(plugins: readonly RegularizerPlugin[], input: StepInput): boole
 
 function stepGradients(plugins: readonly RegularizerPlugin[], input: StepInput): StepGradients {
   if (!canFuse(plugins, input)) return plainGradients(plugins, input);
+  // What the fused step makes besides its result, freed whether it returns or throws (disposing a
+  // tensor twice is a no-op in TF.js).
+  const scratch: FusedScratch = { tensors: [] };
+  try {
+    return releasingTape(() => fusedGradients(plugins, input, scratch));
+  } finally {
+    scratch.step?.dispose();
+    tf.dispose(scratch.tensors);
+  }
+}
+
+/** The fused step's intermediate tensors and prepared step, for {@link stepGradients} to free. */
+interface FusedScratch {
+  tensors: tf.Tensor[];
+  step?: InternalStep;
+}
+
+function fusedGradients(plugins: readonly RegularizerPlugin[], input: StepInput, scratch: FusedScratch): StepGradients {
   const { model, batch: clean, random } = input;
   if (input.validate !== false) validateBatch(clean, model.numClasses);
   const variables = model.trainableVariables as tf.Variable[];
   const runningStatistics = model.nonTrainableVariables.map((variable) => tf.keep(tf.clone(variable)));
+  scratch.tensors.push(...runningStatistics);
   const size = clean.inputs.shape[0]!;
 
   // Tape 1: the base loss w.r.t. the inputs and the weights together, in train mode.
@@ -363,15 +488,18 @@ function stepGradients(plugins: readonly RegularizerPlugin[], input: StepInput):
     const { value, grads } = tf.valueAndGrads((inputs: tf.Tensor) => {
       const output = model.apply(inputs, { mode: 'train', random });
       logits = tf.keep(output.logits);
+      scratch.tensors.push(logits);
       return softCrossEntropy(output.logits, targets);
     })([clean.inputs, ...variables]);
     return { value, grads };
   });
+  scratch.tensors.push(first.value, ...first.grads);
   const [inputGradient, ...baseGrads] = first.grads as [tf.Tensor, ...tf.Tensor[]];
   // The same gradient serves both reductions (the sum's is the mean's × B) and both batch-statistics modes.
   const seeded = new Map<string, InputGradient>();
   const mean: InputGradient = { gradient: inputGradient, loss: first.value, logits: logits! };
   const sum: InputGradient = { gradient: tf.mul(inputGradient, size), loss: tf.mul(first.value, size) as tf.Scalar, logits: logits! };
+  scratch.tensors.push(sum.gradient, sum.loss);
   // Entries share tensors; the step's dispose() frees each once (disposing twice is a no-op in TF.js).
   for (const mode of ['train', 'frozen-stats'] as const) {
     seeded.set(`clean|mean|${mode}`, mean);
@@ -384,7 +512,7 @@ function stepGradients(plugins: readonly RegularizerPlugin[], input: StepInput):
   statistics.forEach((variable, i) => variable.assign(runningStatistics[i]!));
   let step: InternalStep;
   try {
-    step = prepareStep(plugins, { ...input, validate: false }, { seededGradients: seeded });
+    step = scratch.step = prepareStep(plugins, { ...input, validate: false }, { seededGradients: seeded });
   } finally {
     statistics.forEach((variable, i) => variable.assign(updated[i]!));
     tf.dispose(updated);
@@ -399,19 +527,15 @@ function stepGradients(plugins: readonly RegularizerPlugin[], input: StepInput):
       return part.value;
     }, variables);
   } catch (error) {
-    if (!(error instanceof BaseNotAvailable)) {
-      step.dispose();
-      tf.dispose([first.value, ...first.grads, ...runningStatistics]);
-      throw error;
-    }
+    if (!(error instanceof BaseNotAvailable)) throw error;
   }
   if (!second) {
     // A plugin needs the base pass inside its own tape: undo the base pass's statistics update, start over.
     step.dispose();
     statistics.forEach((variable, i) => variable.assign(runningStatistics[i]!));
-    tf.dispose([first.value, ...first.grads, ...runningStatistics]);
     return plainGradients(plugins, { ...input, validate: false });
   }
+  scratch.tensors.push(second.value, ...Object.values(second.grads));
   const baseWeight = 1 - mixTotal;
   const grads: tf.NamedTensorMap = {};
   variables.forEach((variable, i) => {
@@ -424,9 +548,25 @@ function stepGradients(plugins: readonly RegularizerPlugin[], input: StepInput):
   const value = tf.tidy(() => tf.add(tf.mul(first.value, baseWeight), second!.value) as tf.Scalar);
   const { total: _withoutBase, ...pluginTerms } = step.terms();
   const terms = { base: first.value.dataSync()[0]!, ...pluginTerms, total: value.dataSync()[0]! };
-  step.dispose();
-  tf.dispose([first.value, ...first.grads, second.value, ...Object.values(second.grads), ...runningStatistics]);
   return { value, grads, terms, fused: true };
+}
+
+/**
+ * Runs `body`; when it throws, frees what gradient tapes saved for a backward pass since it began.
+ * TF.js keeps every taped op's inputs (`tf.keep`) until the backward pass frees them, and a forward
+ * pass that throws never gets one: without this, each failed step inside `tf.grad`,
+ * `tf.variableGrads` or `optimizer.minimize` would leak its saved tensors.
+ */
+function releasingTape<T>(body: () => T): T {
+  const state = tf.engine().state;
+  // At depth 0 no tape records; whatever tape is left there is a failed one nobody will free.
+  const mark = state.gradientDepth > 0 && state.activeTape ? state.activeTape.length : 0;
+  try {
+    return body();
+  } catch (error) {
+    for (const node of state.activeTape?.splice(mark) ?? []) tf.dispose(node.saved ?? []);
+    throw error;
+  }
 }
 
 function tensorsIn(container: unknown, found: tf.Tensor[] = []): tf.Tensor[] {

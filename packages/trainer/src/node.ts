@@ -90,9 +90,11 @@ export function consoleReporter(options: ConsoleReporterOptions = {}): {
     },
     onEpochEnd(record) {
       if (style === 'bar') {
-        const { accuracy, nll, ece } = record.validation;
+        const validation = record.validation
+          ? ` | val acc ${(100 * record.validation.accuracy).toFixed(2)}% nll ${record.validation.nll.toFixed(4)} ece ${record.validation.ece.toFixed(4)}`
+          : '';
         process.stderr.write(
-          `epoch ${record.epoch}: loss ${record.terms.total?.toFixed(4)} | val acc ${(100 * accuracy).toFixed(2)}% nll ${nll.toFixed(4)} ece ${ece.toFixed(4)} | ${(1000 * record.secondsPerStep).toFixed(0)} ms/step${record.best ? ' *' : ''}\n`,
+          `epoch ${record.epoch}: loss ${record.terms.total?.toFixed(4)}${validation} | ${(1000 * record.secondsPerStep).toFixed(0)} ms/step${record.validation && record.best ? ' *' : ''}\n`,
         );
       } else {
         stream.write(JSON.stringify({ ...options.fields, ...record }) + '\n');

@@ -32,11 +32,36 @@ describe('train', () => {
     const result = await train({ model, train: tensorData(data.inputs, data.labels), epochs: 6, batchSize: 32, learningRate: 0.5, seed: 1 });
     expect(tf.memory().numTensors).toBe(tensorsBefore); // nothing left behind, the optimizer's state included
     expect(result.history).toHaveLength(6);
-    expect(result.validation.count).toBe(40); // the 10% hold-out
-    expect(result.validation.accuracy).toBeGreaterThan(0.85); // chance is 0.25
+    expect(result.validation?.count).toBe(40); // the 10% hold-out
+    expect(result.validation?.accuracy).toBeGreaterThan(0.85); // chance is 0.25
     expect(result.history[0]!.terms.base).toBeGreaterThan(result.history[5]!.terms.base!);
     expect(result.steps).toBe(6 * Math.ceil(360 / 32));
     model.dispose();
+    tf.dispose([data.inputs, data.labels]);
+  });
+
+  it('without validation (validationFraction 0) trains on every example and keeps the final weights', async () => {
+    const data = problem(200);
+    const source = tensorData(data.inputs, data.labels);
+    const heldOutModel = linearModel(FEATURES, CLASSES);
+    const model = linearModel(FEATURES, CLASSES);
+    const tensorsBefore = tf.memory().numTensors;
+    const recipe = { epochs: 3, batchSize: 32, learningRate: 0.5, seed: 1 };
+    const result = await train({ model, train: source, test: source, validationFraction: 0, ...recipe });
+    expect(tf.memory().numTensors).toBe(tensorsBefore);
+    expect(result.validation).toBeUndefined();
+    expect(result.history.every((record) => record.validation === undefined)).toBe(true);
+    expect(result.bestEpoch).toBe(3);
+    expect(result.steps).toBe(3 * Math.ceil(200 / 32)); // all 200 examples, none held out
+    expect(result.test!.count).toBe(200);
+    // The same run with a hold-out takes fewer steps: the option really changes what is trained on.
+    const heldOut = await train({ model: heldOutModel, train: source, ...recipe });
+    expect(heldOut.steps).toBe(3 * Math.ceil(180 / 32));
+    // The returned weights are the final epoch's: one more evaluation agrees with the reported test metrics.
+    const again = await train({ model, train: source, test: source, validationFraction: 0, ...recipe, epochs: 1, learningRate: 0 });
+    expect(again.test!.accuracy).toBeCloseTo(result.test!.accuracy, 10);
+    model.dispose();
+    heldOutModel.dispose();
     tf.dispose([data.inputs, data.labels]);
   });
 

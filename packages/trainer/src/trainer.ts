@@ -49,24 +49,24 @@ export interface EpochRecord {
   learningRate: number;
   /** Mean of each named loss term over the epoch's steps. */
   terms: Record<string, number>;
-  /** Validation metrics (reliability diagram omitted). */
-  validation: Omit<ClassificationMetrics, 'reliability'>;
+  /** Validation metrics (reliability diagram omitted); absent when the run has no validation set. */
+  validation?: Omit<ClassificationMetrics, 'reliability'>;
   /** Wall-clock seconds of the epoch's training steps (evaluation excluded). */
   trainSeconds: number;
   /** Mean seconds per optimizer step. */
   secondsPerStep: number;
-  /** Whether this epoch's weights became the best so far. */
+  /** Whether this epoch's weights became the best so far (without validation: every epoch, the last one wins). */
   best: boolean;
 }
 
 /** What `train` returns. */
 export interface TrainResult {
   history: EpochRecord[];
-  /** 1-based epoch of the restored best-validation weights. */
+  /** 1-based epoch of the restored best-validation weights; the last epoch when there is no validation set. */
   bestEpoch: number;
-  /** Validation metrics of the restored weights. */
-  validation: ClassificationMetrics;
-  /** Test metrics of the restored weights, when a test set was given. */
+  /** Validation metrics of the restored weights; absent when there is no validation set. */
+  validation?: ClassificationMetrics;
+  /** Test metrics of the returned weights (best-validation, or final without validation), when a test set was given. */
   test?: ClassificationMetrics;
   /** Optimizer steps taken in total. */
   steps: number;
@@ -78,7 +78,11 @@ export interface TrainOptions {
   model: Classifier;
   /** Training data: raw, un-augmented inputs in [0,1] and integer labels. */
   train: DataSource;
-  /** Validation data; when absent, `validationFraction` of `train` is held out (seeded). */
+  /**
+   * Validation data; when absent, `validationFraction` of `train` is held out (seeded). With
+   * `validationFraction: 0` and no `validation`, the run trains on all of `train`, evaluates nothing
+   * between epochs and keeps the final epoch's weights (the reference script's protocol).
+   */
   validation?: DataSource;
   /** Test data, evaluated once at the end with the best-validation weights. */
   test?: DataSource;
@@ -104,7 +108,7 @@ export interface TrainOptions {
   baseLoss?: 'single' | 'two-view';
   /** Seed of the run's generator: shuffling, hold-out, augmentation, mixing, dropout. Default 0. */
   seed?: number;
-  /** Fraction held out for validation when `validation` is absent. Default 0.1. */
+  /** Fraction held out for validation when `validation` is absent, in [0, 1); 0: no validation. Default 0.1. */
   validationFraction?: number;
   /** Batch size for evaluation. Default 512. */
   evaluationBatchSize?: number;
@@ -166,7 +170,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   const weightDecay = assertNumber('weightDecay', options.weightDecay ?? 5e-4, { min: 0 });
   const clipNorm = options.clipNorm === null ? null : assertNumber('clipNorm', options.clipNorm ?? 1, { min: 0, minExclusive: true });
   const seed = assertNumber('seed', options.seed ?? 0, { integer: true });
-  const validationFraction = assertNumber('validationFraction', options.validationFraction ?? 0.1, { min: 0, max: 1, minExclusive: true, maxExclusive: true });
+  const validationFraction = assertNumber('validationFraction', options.validationFraction ?? 0.1, { min: 0, max: 1, maxExclusive: true });
   const evaluationBatchSize = assertNumber('evaluationBatchSize', options.evaluationBatchSize ?? 512, { min: 1, integer: true });
   const baseLoss = assertChoice('baseLoss', options.baseLoss ?? 'single', ['single', 'two-view'] as const);
   if (baseLoss === 'two-view' && !options.augment) throw new ConfigError('baseLoss', "'two-view' needs an augment function");
@@ -182,7 +186,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   // The hold-out draws from its own generator so it does not depend on the training stream.
   let trainData = options.train;
   let validationData = options.validation;
-  if (!validationData) {
+  if (!validationData && validationFraction > 0) {
     const held = Math.max(1, Math.round(validationFraction * trainData.size));
     if (held >= trainData.size) throw new DataError('train', `too few examples (${trainData.size}) to hold out a validation set`);
     const order = new Random(seed ^ 0x5eed).permutation(trainData.size);
@@ -244,19 +248,22 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         options.onBatchEnd?.({ epoch: epoch + 1, batch: index + 1, batches: batches.length, step: state.step, terms });
       }
       const trainSeconds = (performance.now() - started) / 1000;
-      const { reliability: _, ...validation } = evaluate(model, validationData, evaluationBatchSize);
-      const improved = validation.accuracy > state.bestValidationAccuracy;
-      if (improved) {
+      const validation = validationData ? withoutReliability(evaluate(model, validationData, evaluationBatchSize)) : undefined;
+      // Without validation the final weights are the result: nothing to keep a copy of.
+      const improved = validation === undefined || validation.accuracy > state.bestValidationAccuracy;
+      if (validation && improved) {
         tf.dispose(best ?? []);
         best = stateVariables.map((variable) => tf.keep(tf.clone(variable)));
         state.bestEpoch = epoch + 1;
         state.bestValidationAccuracy = validation.accuracy;
+      } else if (!validation) {
+        state.bestEpoch = epoch + 1;
       }
       const record: EpochRecord = {
         epoch: epoch + 1,
         learningRate: epochLearningRate,
         terms: Object.fromEntries(Object.entries(sums).map(([name, sum]) => [name, sum / batches.length])),
-        validation,
+        ...(validation ? { validation } : {}),
         trainSeconds,
         secondsPerStep: trainSeconds / batches.length,
         best: improved,
@@ -268,12 +275,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       await options.onEpochEnd?.(record);
     }
     if (best) stateVariables.forEach((variable, i) => variable.assign(best![i]!));
-    const result: TrainResult = {
-      history: state.history,
-      bestEpoch: state.bestEpoch,
-      validation: evaluate(model, validationData, evaluationBatchSize),
-      steps: state.step,
-    };
+    const result: TrainResult = { history: state.history, bestEpoch: state.bestEpoch, steps: state.step };
+    if (validationData) result.validation = evaluate(model, validationData, evaluationBatchSize);
     if (options.test) result.test = evaluate(model, options.test, evaluationBatchSize);
     return result;
   } finally {
@@ -290,6 +293,10 @@ function disposeMomentumOptimizer(optimizer: tf.MomentumOptimizer): void {
   optimizer.dispose();
   tf.SGDOptimizer.prototype.dispose.call(optimizer);
   tf.Optimizer.prototype.dispose.call(optimizer);
+}
+
+function withoutReliability({ reliability: _, ...metrics }: ClassificationMetrics): Omit<ClassificationMetrics, 'reliability'> {
+  return metrics;
 }
 
 function checkSource(field: string, source: DataSource | undefined): void {

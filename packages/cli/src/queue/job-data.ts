@@ -110,7 +110,7 @@ export function validateQueuedJob(untrusted: unknown): QueuedJobData {
     options[key] = Array.isArray(value) ? [...value] : value;
   }
 
-  const recipe = object('job.recipe', job.recipe, ['epochs', 'batchSize', 'learningRate', 'milestones', 'momentum', 'weightDecay', 'clipNorm', 'augment']);
+  const recipe = object('job.recipe', job.recipe, ['epochs', 'batchSize', 'learningRate', 'milestones', 'momentum', 'weightDecay', 'clipNorm', 'augment', 'validation']);
   const epochs = assertNumber('job.recipe.epochs', recipe.epochs, { integer: true, min: 1, max: 100_000 });
   const checkedRecipe: Recipe = {
     epochs,
@@ -121,6 +121,7 @@ export function validateQueuedJob(untrusted: unknown): QueuedJobData {
     clipNorm: recipe.clipNorm === null ? null : assertNumber('job.recipe.clipNorm', recipe.clipNorm, { min: 0, minExclusive: true }),
     augment: assertChoice('job.recipe.augment', recipe.augment, ['none', 'crop-flip', 'two-view'] as const),
   };
+  if (recipe.validation !== undefined) checkedRecipe.validation = assertChoice('job.recipe.validation', recipe.validation, ['hold-out', 'none'] as const);
   if (recipe.milestones !== undefined) {
     if (!Array.isArray(recipe.milestones) || recipe.milestones.length > 100) throw new ConfigError('job.recipe.milestones', 'expected a list of epochs');
     checkedRecipe.milestones = recipe.milestones.map((value, i) => assertNumber(`job.recipe.milestones[${i}]`, value, { min: 0, max: epochs }));

@@ -12,12 +12,12 @@
 import { receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-wasm';
-import { conv2dFilterGradient, conv2dInputGradient } from './conv-gradients.js';
+import { conv2dFilterGradient, conv2dInputGradient } from '../ops/conv-gradients.js';
 import { CONTROL, State, type ConvJob, type SimdJob } from './conv-protocol.js';
-import { runConvolutionShare } from './simd-convolution.js';
-import { runFilterGradientShare } from './simd-filter-gradient.js';
-import { attachSimdKernels } from './simd-kernels.js';
-import type { WasmHeapBackend } from './typed-array-backend.js';
+import { runConvolutionShare } from '../simd/convolution.js';
+import { runFilterGradientShare } from '../simd/filter-gradient.js';
+import { attachSimdKernels } from '../simd/instance.js';
+import type { WasmHeapBackend } from '../typed-array-backend.js';
 
 const { control, port } = workerData as { control: SharedArrayBuffer; port: MessagePort };
 const flags = new Int32Array(control);

@@ -6,10 +6,10 @@
  * scalar JavaScript.
  *
  * `@regstack/models` calls them by name when they are registered for the active backend and falls back
- * to tf ops otherwise; the names and semantics below are that contract.
+ * to tf ops otherwise; the names and semantics below are that contract. The kernels themselves are
+ * kernels/channel-moments.ts and kernels/channel-sums.ts.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { float32Buffers } from './typed-array-backend.js';
 
 /**
  * `x` (float32, rank ≥ 2, channels last) → `[mean, variance]`, both [channels]: the mean and the BIASED
@@ -29,7 +29,7 @@ const BLOCK_ROWS = 64;
  * Blocked so that each channel's strided walk stays in cache, four channels in registers at a time
  * (measured 2.3× faster than one pass with the accumulators in arrays).
  */
-function channelSums(a: Float32Array, b: Float32Array, channels: number, sums: Float64Array, products: Float64Array): void {
+export function channelSums(a: Float32Array, b: Float32Array, channels: number, sums: Float64Array, products: Float64Array): void {
   const length = a.length;
   const blockLength = BLOCK_ROWS * channels;
   const unrolled = channels - (channels % 4);
@@ -71,7 +71,8 @@ function channelSums(a: Float32Array, b: Float32Array, channels: number, sums: F
   }
 }
 
-function channelsOf(kernelName: string, x: tf.TensorInfo | undefined, name: string): number {
+/** Channels of input `name` of `kernelName`, after checking it is there with rank ≥ 2 and at least one channel. */
+export function channelsOf(kernelName: string, x: tf.TensorInfo | undefined, name: string): number {
   if (x === undefined) throw new Error(`${kernelName}: input '${name}' is missing`);
   const channels = x.shape.at(-1);
   if (x.shape.length < 2 || channels === undefined || channels === 0) {
@@ -79,44 +80,3 @@ function channelsOf(kernelName: string, x: tf.TensorInfo | undefined, name: stri
   }
   return channels;
 }
-
-const momentsKernel: tf.KernelFunc = ({ inputs, backend }) => {
-  const { x } = inputs as Record<string, tf.TensorInfo | undefined>;
-  const channels = channelsOf(CHANNEL_MOMENTS_KERNEL, x, 'x');
-  const buffers = float32Buffers(CHANNEL_MOMENTS_KERNEL, backend as tf.KernelBackend, [x!], [[channels], [channels]]);
-  const values = buffers.inputs[0]!;
-  const [mean, variance] = buffers.outputs as [(typeof buffers.outputs)[0], (typeof buffers.outputs)[0]];
-  const count = values.length / channels;
-  const sums = new Float64Array(channels);
-  const squares = new Float64Array(channels);
-  channelSums(values, values, channels, sums, squares);
-  for (let channel = 0; channel < channels; channel++) {
-    const channelMean = sums[channel]! / count;
-    mean.values[channel] = channelMean;
-    // Clamped: rounding can leave a constant channel's E[x²] − E[x]² a hair below 0.
-    variance.values[channel] = Math.max(0, squares[channel]! / count - channelMean * channelMean);
-  }
-  return [mean.info, variance.info];
-};
-
-const sumsKernel: tf.KernelFunc = ({ inputs, backend }) => {
-  const { a, b } = inputs as Record<string, tf.TensorInfo | undefined>;
-  const channels = channelsOf(CHANNEL_SUMS_KERNEL, a, 'a');
-  channelsOf(CHANNEL_SUMS_KERNEL, b, 'b');
-  if (!tf.util.arraysEqual(a!.shape, b!.shape)) throw new Error(`${CHANNEL_SUMS_KERNEL}: a has shape [${a!.shape}], b [${b!.shape}]`);
-  const buffers = float32Buffers(CHANNEL_SUMS_KERNEL, backend as tf.KernelBackend, [a!, b!], [[channels], [channels]]);
-  const [aValues, bValues] = buffers.inputs as [Float32Array, Float32Array];
-  const [sum, product] = buffers.outputs as [(typeof buffers.outputs)[0], (typeof buffers.outputs)[0]];
-  const sums = new Float64Array(channels);
-  const products = new Float64Array(channels);
-  channelSums(aValues, bValues, channels, sums, products);
-  sum.values.set(sums);
-  product.values.set(products);
-  return [sum.info, product.info];
-};
-
-/** The kernel functions by name, for registration. */
-export const channelReductionKernelFunctions: Readonly<Record<(typeof CHANNEL_REDUCTION_KERNEL_NAMES)[number], tf.KernelFunc>> = {
-  [CHANNEL_MOMENTS_KERNEL]: momentsKernel,
-  [CHANNEL_SUMS_KERNEL]: sumsKernel,
-};

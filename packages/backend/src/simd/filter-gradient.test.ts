@@ -1,9 +1,10 @@
-import v8 from 'node:v8';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { relativeError } from '@regstack/regularizer/testing';
-import { randomValues } from './test-values.js';
-import { simdFilterGradient, simdFilterGradientAvailable, simdFilterGradientSupports, type FilterGradientGeometry } from './simd-filter-gradient.js';
-import { setFusedMultiplyAdd, setSimdChunkBytes, simdKernels } from './simd-kernels.js';
+import { randomValues } from '../test-values.js';
+import { enableRelaxedSimd, multiplyAddModes, withMultiplyAdd } from './test-multiply-add.js';
+import { simdFilterGradient, simdFilterGradientAvailable, simdFilterGradientSupports, type FilterGradientGeometry } from './filter-gradient.js';
+import { simdKernels } from './instance.js';
+import { setSimdChunkBytes } from './memory.js';
 import { FunctionBody, I32, encodeModule } from './wasm-module.js';
 
 /** The definition, summed in float64: dW[kh,kw,ci,co] = Σ x[b, oh·s+kh−top, ow·s+kw−left, ci] · dy[b, oh, ow, co]. */
@@ -59,22 +60,6 @@ function run(g: FilterGradientGeometry, seed: number): { got: Float32Array; want
   return { got, want: reference(x, dy, g) };
 }
 
-
-/**
- * Relaxed SIMD (the fused multiply-add) is on by default from Node 22; on Node 20 its V8 flag turns it
- * on for this test process, so both forms of the kernels are tested on every Node.
- */
-function enableRelaxedSimd(): boolean {
-  const previous = setFusedMultiplyAdd(true);
-  try {
-    if (simdKernels()?.fused === true) return true;
-    v8.setFlagsFromString('--experimental-wasm-relaxed-simd');
-    setFusedMultiplyAdd(true);
-    return simdKernels()?.fused === true;
-  } finally {
-    setFusedMultiplyAdd(previous);
-  }
-}
 const relaxedSimd = enableRelaxedSimd();
 
 describe('simdFilterGradient', () => {
@@ -86,16 +71,8 @@ describe('simdFilterGradient', () => {
     expect(relaxedSimd).toBe(true);
   });
 
-  describe.each([
-    { mode: 'f32x4.mul then f32x4.add', fused: false },
-    ...(relaxedSimd ? [{ mode: 'relaxed_madd', fused: true }] : []),
-  ])('with $mode', ({ fused }) => {
-    beforeAll(() => {
-      setFusedMultiplyAdd(fused);
-    });
-    afterAll(() => {
-      setFusedMultiplyAdd('auto');
-    });
+  describe.each(multiplyAddModes(relaxedSimd))('with $mode', ({ fused }) => {
+    withMultiplyAdd(fused);
 
     // Input channels 1-9 cover every remainder of the 4-channel blocks; output channels 4, 8, 12, 20 the
     // 8-wide blocks with and without a 4-wide remainder.

@@ -1,16 +1,17 @@
 /**
- * This thread's instance of the direct SIMD kernels (simd-kernel-code.ts) and the memory they run on,
- * and the sharing of one kernel call's batch with the convolution worker threads.
+ * This thread's instance of the direct SIMD kernels (kernel-code.ts, encoded by wasm-module.ts): compiled
+ * once per variant (shared memory or not, fused multiply-add or not) and instantiated on a memory of
+ * their own, or, in a worker thread, on the main thread's shared memory.
  *
  * The memory is a shared WebAssembly memory where the engine allows one (Node; browsers with
- * cross-origin isolation): the main thread copies a call's inputs into it once, each worker runs the
- * same kernels on its share of the images in place, and nothing is copied back and forth between
- * threads. Without shared memory the kernels run on the main thread alone.
+ * cross-origin isolation), so that the worker threads (threads/parallel-conv.ts) can run the same
+ * kernels on their share of the images in place. Without shared memory the kernels run on the main
+ * thread alone.
  */
-import { CHANNEL_BLOCK, POSITION_BLOCK, convolutionKernel, filterGradientKernel } from './simd-kernel-code.js';
+import { CHANNEL_BLOCK, POSITION_BLOCK, convolutionKernel, filterGradientKernel } from './kernel-code.js';
 import { encodeModule, type FunctionBody } from './wasm-module.js';
-import { batchShares, poolFor, whilePoolBusy, type ConvPool } from './parallel-conv.js';
-import type { SimdGeometry, SimdPlan } from './conv-protocol.js';
+import { MAXIMUM_PAGES } from './memory.js';
+import type { SimdGeometry } from '../threads/conv-protocol.js';
 
 export type Kernel = (...args: number[]) => void;
 
@@ -27,8 +28,6 @@ export interface SimdKernels {
   convolution: Kernel[][];
 }
 
-/** 4 GiB, wasm32's whole address space: reserved, not committed; a call that needs more falls back. */
-const MAXIMUM_PAGES = 65536;
 
 function moduleBytes(shared: boolean, fused: boolean): Uint8Array<ArrayBuffer> {
   const functions: Array<{ name: string; body: FunctionBody }> = [];
@@ -133,6 +132,14 @@ export async function prepareSimdKernels(): Promise<boolean> {
   return simdKernels() !== null;
 }
 
+/**
+ * Drops this thread's kernels if they are `kernels`, so that the next call makes new ones on a new
+ * memory: a worker that failed or timed out may still be running on the old one.
+ */
+export function forgetSimdKernels(kernels: SimdKernels): void {
+  if (mine === kernels) mine = undefined;
+}
+
 let attached: SimdKernels | undefined;
 
 /**
@@ -167,156 +174,4 @@ export function kernelsFor(
     if (values.length !== sizes[shape]) throw new RangeError(`${caller}: ${field} has ${values.length} values, expected ${sizes[shape]}`);
   }
   return kernels;
-}
-
-/** Whether a call needing `bytes` of memory fits a wasm32 memory. */
-export function fitsMemory(bytes: number): boolean {
-  return bytes <= MAXIMUM_PAGES * 65536;
-}
-
-/**
- * The memory as floats, grown to at least `bytes`; undefined when that is more than a wasm32 memory
- * holds (the caller falls back to another formulation).
- */
-export function reserve(kernels: SimdKernels, bytes: number): Float32Array | undefined {
-  const pages = Math.ceil(bytes / 65536) - kernels.memory.buffer.byteLength / 65536;
-  if (pages > 0) {
-    try {
-      kernels.memory.grow(pages);
-    } catch {
-      return undefined;
-    }
-  }
-  return new Float32Array(kernels.memory.buffer);
-}
-
-/** Bytes of x and of the second input a chunk of the batch may hold: small enough to stay in a core's L2 cache across the blocks. */
-let chunkBytes = 128 * 1024;
-
-/** For benchmarks and tests: the chunk size in bytes (≥ 1: down to one row at a time). Returns the previous value. */
-export function setSimdChunkBytes(bytes: number): number {
-  const previous = chunkBytes;
-  chunkBytes = bytes;
-  return previous;
-}
-
-/** Rows and columns of x zero-padded (or cropped) to exactly what the windows reach: no bounds checks in the loops. */
-export function paddedExtent(geometry: SimdGeometry): { paddedHeight: number; paddedWidth: number } {
-  return {
-    paddedHeight: (geometry.outHeight - 1) * geometry.strideHeight + geometry.filterHeight,
-    paddedWidth: (geometry.outWidth - 1) * geometry.strideWidth + geometry.filterWidth,
-  };
-}
-
-/** Floats rounded up to whole 16-byte vectors. */
-export const alignFloats = (floats: number): number => Math.ceil(floats / 4) * 4;
-
-/**
- * How a call's batch is cut into chunks: whole images when one image's x and second input (dy, or y for
- * the forward convolution) fit the budget, else rows of one image.
- *
- * @param secondFloatsPerRow Floats of the second input per output row.
- */
-export function chunking(geometry: SimdGeometry, secondFloatsPerRow: number): { imagesPerChunk: number; rowsPerChunk: number } {
-  const { paddedHeight, paddedWidth } = paddedExtent(geometry);
-  const rowFloats = paddedWidth * geometry.inChannels;
-  const imageBytes = (paddedHeight * rowFloats + geometry.outHeight * secondFloatsPerRow) * 4;
-  if (imageBytes <= chunkBytes) return { imagesPerChunk: Math.max(1, Math.floor(chunkBytes / imageBytes)), rowsPerChunk: geometry.outHeight };
-  const rowBytes = (geometry.strideHeight * rowFloats + secondFloatsPerRow) * 4;
-  return { imagesPerChunk: 1, rowsPerChunk: Math.max(1, Math.min(geometry.outHeight, Math.floor(chunkBytes / rowBytes))) };
-}
-
-/** Copies images [first, end) of x into the plan's zero-padded x. */
-export function copyPaddedImages(heap: Float32Array, x: Float32Array, plan: SimdPlan, first: number, end: number): void {
-  const { inHeight, inWidth, inChannels, padTop, padLeft } = plan.geometry;
-  const { paddedHeight, paddedWidth } = paddedExtent(plan.geometry);
-  const rowFloats = paddedWidth * inChannels;
-  const copiedColumns = Math.max(0, Math.min(inWidth, paddedWidth - padLeft));
-  for (let image = first; image < end; image++) {
-    for (let row = 0; row < paddedHeight; row++) {
-      const target = plan.xStart + (image * paddedHeight + row) * rowFloats;
-      const sourceRow = row - padTop;
-      if (sourceRow < 0 || sourceRow >= inHeight || copiedColumns === 0) {
-        heap.fill(0, target, target + rowFloats);
-        continue;
-      }
-      const source = (image * inHeight + sourceRow) * inWidth * inChannels;
-      heap.fill(0, target, target + padLeft * inChannels);
-      heap.set(x.subarray(source, source + copiedColumns * inChannels), target + padLeft * inChannels);
-      heap.fill(0, target + (padLeft + copiedColumns) * inChannels, target + rowFloats);
-    }
-  }
-}
-
-/**
- * Threads that will run a call of `batch` images and `multiplyAdds` multiply-adds: 1, or 1 + the
- * convolution pool's workers (capped at one image each) when the memory is shared, a pool is active
- * and idle, and the work is large enough to share.
- */
-export function simdThreads(kernels: SimdKernels, batch: number, multiplyAdds: number): number {
-  const pool = kernels.shared ? poolFor(batch, multiplyAdds) : undefined;
-  return pool === undefined ? 1 : Math.min(batch, pool.size + 1);
-}
-
-/**
- * Runs a planned call on `threads` threads: each worker's images are copied in and its share started,
- * then this thread copies and runs its own share (the first images) while they work.
- *
- * @param copyImages Copies the inputs of images [first, end) into the memory (this thread).
- * @param runShare Runs images [first, end) into output region `region` on this thread.
- * @returns The output regions written: region i holds share i.
- */
-export function runShared(
-  kernels: SimdKernels,
-  plan: SimdPlan,
-  threads: number,
-  copyImages: (first: number, end: number) => void,
-  runShare: (first: number, end: number, region: number) => void,
-): number {
-  const batch = plan.geometry.batchSize;
-  const pool = threads > 1 ? poolFor(batch, Number.POSITIVE_INFINITY) : undefined;
-  if (pool === undefined) {
-    copyImages(0, batch);
-    runShare(0, batch, 0);
-    return 1;
-  }
-  const shares = batchShares(batch, Math.min(threads, pool.size + 1));
-  whilePoolBusy(() => runOnPool(pool, kernels, plan, shares, copyImages, runShare));
-  return shares.length;
-}
-
-function runOnPool(
-  pool: ConvPool,
-  kernels: SimdKernels,
-  plan: SimdPlan,
-  shares: Array<[number, number]>,
-  copyImages: (first: number, end: number) => void,
-  runShare: (first: number, end: number, region: number) => void,
-): void {
-  for (const [first, end] of shares.slice(1)) copyImages(first, end);
-  const { fused, memory } = kernels;
-  pool.start(shares.slice(1).map(([firstImage, endImage], index) => ({ kind: 'simd', plan, firstImage, endImage, region: index + 1, fused, memory })));
-  // A worker that failed or timed out may still be running on this memory: later calls get a new one.
-  const waitForWorkers = () => {
-    try {
-      pool.wait();
-    } catch (error) {
-      if (mine === kernels) mine = undefined;
-      throw error;
-    }
-  };
-  try {
-    const [first, end] = shares[0]!;
-    copyImages(first, end);
-    runShare(first, end, 0);
-  } catch (error) {
-    // Collect the workers all the same; this thread's error is the one to report.
-    try {
-      waitForWorkers();
-    } catch {
-      // reported through the error above
-    }
-    throw error;
-  }
-  waitForWorkers();
 }

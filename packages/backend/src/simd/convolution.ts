@@ -7,21 +7,11 @@
  * serves 4 positions and each input value 8 channels. 1.2-1.3× faster than wasm's shipped (XNNPACK)
  * Conv2D on ResNet-18's layers, and it shares the batch with the worker threads without copies.
  */
-import type { SimdGeometry, SimdPlan } from './conv-protocol.js';
-import { POSITION_BLOCK } from './simd-kernel-code.js';
-import {
-  alignFloats,
-  chunking,
-  copyPaddedImages,
-  fitsMemory,
-  kernelsFor,
-  paddedExtent,
-  reserve,
-  runShared,
-  simdKernels,
-  simdThreads,
-  type SimdKernels,
-} from './simd-kernels.js';
+import type { SimdGeometry, SimdPlan } from '../threads/conv-protocol.js';
+import { POSITION_BLOCK } from './kernel-code.js';
+import { alignFloats, chunking, copyPaddedImages, fitsMemory, paddedExtent, reserve } from './memory.js';
+import { kernelsFor, simdKernels, type SimdKernels } from './instance.js';
+import { runShared, simdThreads } from '../threads/parallel-conv.js';
 
 /** Geometry of one convolution. */
 export type ConvolutionGeometry = SimdGeometry;

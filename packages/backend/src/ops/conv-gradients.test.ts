@@ -1,6 +1,4 @@
-import '@tensorflow/tfjs-backend-cpu';
 import '@tensorflow/tfjs-backend-wasm';
-import '@tensorflow/tfjs-core/dist/register_all_gradients';
 import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -11,11 +9,16 @@ import {
   type FilterGradientMethod,
   type InputGradientMethod,
 } from './conv-gradients.js';
-import { registerConvGradientKernels, registeredConvGradientKernels, unregisterConvGradientKernels } from './register-kernels.js';
+import { conv2dFilterGradientByMatMul } from './filter-gradient-matmul.js';
+import { registerKernels, registeredKernels, unregisterKernels } from '../kernels/register-kernels.js';
 import { relativeError } from '@regstack/regularizer/testing';
-import { randomValues } from './test-values.js';
+import { randomValues } from '../test-values.js';
 
 type Rank4 = [number, number, number, number];
+
+const CONV_GRADIENT_KERNELS: string[] = [tf.Conv2DBackpropFilter, tf.Conv2DBackpropInput];
+/** Our conv-gradient kernels registered for `backend`. */
+const registeredConvGradients = (backend: string) => registeredKernels(backend).filter((name) => CONV_GRADIENT_KERNELS.includes(name));
 
 interface Case {
   label: string;
@@ -80,11 +83,10 @@ function runKernel(name: string, inputs: tf.NamedTensorMap, attributes: object):
 
 
 
-beforeAll(async () => {
-  await tf.setBackend('cpu');
+beforeAll(() => {
   // References come from the cpu backend's shipped kernels, so ours must not stand in their place.
-  unregisterConvGradientKernels(['cpu']);
-  expect(registeredConvGradientKernels('cpu')).toEqual([]);
+  unregisterKernels('cpu', CONV_GRADIENT_KERNELS);
+  expect(registeredConvGradients('cpu')).toEqual([]);
   for (const [index, testCase] of cases.entries()) {
     tf.tidy(() => {
       const size = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
@@ -108,7 +110,7 @@ beforeAll(async () => {
   }
 });
 
-const filterMethods: FilterGradientMethod[] = ['direct', 'im2col', 'per-tap', 'convolution'];
+const filterMethods = ['direct', 'im2col', 'per-tap', 'convolution'] as const;
 const inputMethods: InputGradientMethod[] = ['sub-pixel', 'zero-insertion'];
 
 // 'wasm, tf ops' runs the helpers' tf-op forms, which other backends (webgl, webgpu) use.
@@ -130,7 +132,10 @@ describe.each(['cpu', 'wasm', 'wasm, tf ops'])('conv gradients on %s match the c
       const dy = tf.tensor4d(reference.dy, reference.dyShape as Rank4);
       const tensorsWithInputs = tf.memory().numTensors;
       for (const method of filterMethods) {
-        const gradient = conv2dFilterGradient(x, dy, testCase.filter, testCase.attributes, method);
+        const gradient =
+          method === 'im2col' || method === 'per-tap'
+            ? conv2dFilterGradientByMatMul(method, x, dy, testCase.filter, testCase.attributes)
+            : conv2dFilterGradient(x, dy, testCase.filter, testCase.attributes, method satisfies FilterGradientMethod);
         expect(gradient.shape).toEqual(testCase.filter);
         expect(relativeError(gradient.dataSync(), reference.filterGradient), method).toBeLessThan(1e-5);
         gradient.dispose();
@@ -158,10 +163,11 @@ describe('registered kernels', () => {
     // wasm ships no filter gradient at all.
     expect(shippedFilter === undefined).toBe(backend === 'wasm');
 
-    expect(registerConvGradientKernels([backend], [tf.Conv2DBackpropFilter, tf.Conv2DBackpropInput])).toEqual({
-      [backend]: [tf.Conv2DBackpropFilter, tf.Conv2DBackpropInput],
-    });
-    expect(registeredConvGradientKernels(backend)).toEqual([tf.Conv2DBackpropFilter, tf.Conv2DBackpropInput]);
+    expect(registerKernels(backend, CONV_GRADIENT_KERNELS).filter((name) => CONV_GRADIENT_KERNELS.includes(name))).toEqual([
+      tf.Conv2DBackpropFilter,
+      tf.Conv2DBackpropInput,
+    ]);
+    expect(registeredConvGradients(backend)).toEqual([tf.Conv2DBackpropFilter, tf.Conv2DBackpropInput]);
     const before = tf.memory().numTensors;
     tf.tidy(() => {
       const x = tf.tensor4d(reference.x, testCase.input);
@@ -175,7 +181,7 @@ describe('registered kernels', () => {
     });
     expect(tf.memory().numTensors).toBe(before);
 
-    unregisterConvGradientKernels([backend]);
+    unregisterKernels(backend, CONV_GRADIENT_KERNELS);
     expect(tf.getKernel(tf.Conv2DBackpropFilter, backend)).toBe(shippedFilter);
     expect(tf.getKernel(tf.Conv2DBackpropInput, backend)).toBe(shippedInput);
     // The restored kernel must still run (wasm binds its C++ function in a setup step).

@@ -6,8 +6,8 @@
  * the wasm `Conv2DBackpropInput` is a direct loop several times slower than the forward convolution.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { float32Buffers } from './typed-array-backend.js';
-import { simdFilterGradient, simdFilterGradientAvailable, simdFilterGradientSupports, type FilterGradientGeometry } from './simd-filter-gradient.js';
+import { float32Buffers } from '../typed-array-backend.js';
+import { simdFilterGradient, simdFilterGradientAvailable, simdFilterGradientSupports, type FilterGradientGeometry } from '../simd/filter-gradient.js';
 
 /** Padding as the Conv2D kernels accept it: a mode, a single number, or explicit `[[0,0],[t,b],[l,r],[0,0]]`. */
 export type ConvPadding = 'valid' | 'same' | number | tf.backend_util.ExplicitPadding;
@@ -24,18 +24,25 @@ export interface ConvGradientAttributes {
   dimRoundingMode?: 'floor' | 'round' | 'ceil';
 }
 
+/** The attributes of a backprop kernel call that the gradient functions read. */
+export function convGradientAttributesOf(attrs: tf.NamedAttrMap | undefined): ConvGradientAttributes {
+  const { strides, pad, dataFormat, dimRoundingMode } = (attrs ?? {}) as unknown as ConvGradientAttributes;
+  return { strides, pad, dataFormat, dimRoundingMode };
+}
+
 /**
  * How the filter gradient is formed. `direct` (the default, the fastest measured: see the package README)
  * is one WebAssembly SIMD loop over the positions on backends whose values are in memory (wasm, cpu)
  * and `convolution` elsewhere (or without WebAssembly SIMD, or with output channels not a multiple of 4).
+ * (Two GEMM forms measured slower are kept for the benchmark only: filter-gradient-matmul.ts.)
  */
-export type FilterGradientMethod = 'direct' | 'im2col' | 'per-tap' | 'convolution';
+export type FilterGradientMethod = 'direct' | 'convolution';
 /** How the input gradient is formed; `sub-pixel` is the fastest measured (see the package README); both are the same at stride 1. */
 export type InputGradientMethod = 'sub-pixel' | 'zero-insertion';
 
 type Rank4 = [number, number, number, number];
 
-function toNhwc(t: tf.Tensor4D, dataFormat: 'NHWC' | 'NCHW' | undefined): tf.Tensor4D {
+export function toNhwc(t: tf.Tensor4D, dataFormat: 'NHWC' | 'NCHW' | undefined): tf.Tensor4D {
   return dataFormat === 'NCHW' ? tf.transpose(t, [0, 2, 3, 1]) : t;
 }
 
@@ -44,7 +51,7 @@ function nhwcShape(shape: Rank4, dataFormat: 'NHWC' | 'NCHW' | undefined): Rank4
   return dataFormat === 'NCHW' ? [n, b, c, a] : shape;
 }
 
-function convolutionInfo(
+export function convolutionInfo(
   inputShape: Rank4,
   filterShape: Rank4,
   attributes: ConvGradientAttributes,
@@ -108,7 +115,7 @@ function convolvePadded(
 }
 
 /** The window of padded `x` that tap (row, column) of the filter sees: shape [batch, outHeight, outWidth, inChannels]. */
-function tapWindow(xPadded: tf.Tensor4D, info: tf.backend_util.Conv2DInfo, row: number, column: number): tf.Tensor4D {
+export function tapWindow(xPadded: tf.Tensor4D, info: tf.backend_util.Conv2DInfo, row: number, column: number): tf.Tensor4D {
   const { batchSize, outHeight, outWidth, inChannels, strideHeight, strideWidth } = info;
   if (strideHeight === 1 && strideWidth === 1) {
     return tf.slice(xPadded, [0, row, column, 0], [batchSize, outHeight, outWidth, inChannels]);
@@ -153,7 +160,7 @@ function windowPadding(info: tf.backend_util.Conv2DInfo): [number, number, numbe
 }
 
 /** `x` padded so that every filter window is in range and nothing past the last window remains. */
-function padForWindows(x: tf.Tensor4D, info: tf.backend_util.Conv2DInfo): tf.Tensor4D {
+export function padForWindows(x: tf.Tensor4D, info: tf.backend_util.Conv2DInfo): tf.Tensor4D {
   return padOrCrop(x, ...windowPadding(info));
 }
 
@@ -228,25 +235,7 @@ export function conv2dFilterGradient(
       return tf.transpose(byChannel, [1, 2, 0, 3]);
     }
 
-    const xPadded = padForWindows(toNhwc(x, attributes.dataFormat), info);
-    const dyMatrix = tf.reshape(dyNhwc, [positions, outChannels]);
-
-    const taps: tf.Tensor4D[] = [];
-    for (let row = 0; row < filterHeight; row++) {
-      for (let column = 0; column < filterWidth; column++) taps.push(tapWindow(xPadded, info, row, column));
-    }
-    // dyᵀ·columns rather than columnsᵀ·dy: wasm's matMul with transposeA is ~15x slower than without, and
-    // transposing dy (outChannels wide) is cheaper than transposing the columns.
-    const dyTransposed = tf.transpose(dyMatrix);
-    if (method === 'per-tap') {
-      const perTap = taps.map((tap) => tf.matMul(dyTransposed, tf.reshape(tap, [positions, inChannels])));
-      const byTap = tf.transpose(tf.stack(perTap), [0, 2, 1]);
-      return tf.reshape(byTap, filterShape);
-    }
-    // Column order (row, column, inChannel) is the row-major order of the filter, so one reshape finishes.
-    const columns = taps.length === 1 ? taps[0]! : tf.concat(taps, 3);
-    const gradient = tf.matMul(dyTransposed, tf.reshape(columns, [positions, filterHeight * filterWidth * inChannels]));
-    return tf.reshape(tf.transpose(gradient), filterShape);
+    throw new Error(`conv2dFilterGradient: unknown method '${String(method)}'; expected 'direct' or 'convolution'`);
   });
 }
 

@@ -1,16 +1,12 @@
-import '@tensorflow/tfjs-backend-cpu';
 import '@tensorflow/tfjs-backend-wasm';
 import * as tf from '@tensorflow/tfjs-core';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { CHANNEL_MOMENTS_KERNEL, CHANNEL_SUMS_KERNEL } from './channel-reductions.js';
-import {
-  areChannelReductionKernelsRegistered,
-  isSharedIdentityKernelRegistered,
-  registerChannelReductionKernels,
-  registerSharedIdentityKernel,
-  unregisterChannelReductionKernels,
-  unregisterSharedIdentityKernel,
-} from './register-kernels.js';
+import { registerKernels, registeredKernels, unregisterKernels } from '../kernels/register-kernels.js';
+
+const CHANNEL_KERNELS = [CHANNEL_MOMENTS_KERNEL, CHANNEL_SUMS_KERNEL];
+/** Whether both channel-reduction kernels are registered for `backend`. */
+const channelKernelsRegistered = (backend: string) => CHANNEL_KERNELS.every((name) => registeredKernels(backend).includes(name));
 import { relativeError } from '@regstack/regularizer/testing';
 
 /** Values with a channel-dependent offset and scale, so that a channel mix-up or a lost row shows. */
@@ -50,7 +46,7 @@ const shapes = [
 describe.each(['wasm', 'cpu'])('channel reductions on %s', (backendName) => {
   beforeAll(async () => {
     await tf.setBackend(backendName);
-    registerChannelReductionKernels([backendName as 'wasm' | 'cpu']);
+    registerKernels(backendName as 'wasm' | 'cpu', CHANNEL_KERNELS);
   });
 
   it.each(shapes)('moments and sums of [%i, %i, …] equal a float64 reference', (...shape) => {
@@ -92,11 +88,11 @@ describe.each(['wasm', 'cpu'])('channel reductions on %s', (backendName) => {
 
   it('can be removed again', () => {
     const name = backendName as 'wasm' | 'cpu';
-    expect(areChannelReductionKernelsRegistered(name)).toBe(true);
-    unregisterChannelReductionKernels([name]);
+    expect(channelKernelsRegistered(name)).toBe(true);
+    unregisterKernels(name, CHANNEL_KERNELS);
     expect(tf.getKernel(CHANNEL_MOMENTS_KERNEL, name)).toBeUndefined();
-    expect(areChannelReductionKernelsRegistered(name)).toBe(false);
-    registerChannelReductionKernels([name]);
+    expect(channelKernelsRegistered(name)).toBe(false);
+    registerKernels(name, CHANNEL_KERNELS);
     expect(tf.getKernel(CHANNEL_SUMS_KERNEL, name)).toBeDefined();
   });
 });
@@ -104,8 +100,8 @@ describe.each(['wasm', 'cpu'])('channel reductions on %s', (backendName) => {
 describe('the sharing Identity on wasm', () => {
   it('clones without copying, keeps the data alive for the clone, and frees it with the last reference', async () => {
     await tf.setBackend('wasm');
-    registerSharedIdentityKernel(['wasm']);
-    expect(isSharedIdentityKernelRegistered('wasm')).toBe(true);
+    registerKernels('wasm', [tf.Identity]);
+    expect(registeredKernels('wasm')).toContain(tf.Identity);
     const backend = tf.backend() as unknown as { refCount(dataId: object): number; numDataIds(): number };
     const dataBefore = backend.numDataIds();
     const x = tf.tensor([1, 2, 3, 4], [2, 2]);
@@ -117,12 +113,12 @@ describe('the sharing Identity on wasm', () => {
     clone.dispose();
     expect(backend.numDataIds()).toBe(dataBefore);
 
-    unregisterSharedIdentityKernel(['wasm']);
+    unregisterKernels('wasm', [tf.Identity]);
     const y = tf.tensor([5, 6]);
     const copied = tf.clone(y);
     expect(copied.dataId).not.toBe(y.dataId);
     expect(Array.from(copied.dataSync())).toEqual([5, 6]);
     tf.dispose([y, copied]);
-    registerSharedIdentityKernel(['wasm']);
+    registerKernels('wasm', [tf.Identity]);
   });
 });

@@ -2,9 +2,9 @@ import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { convolutionThreads, setConvPool, setMinimumParallelWork } from './parallel-conv.js';
 import { relativeError } from '@regstack/regularizer/testing';
-import { stopWorkerThreads, useBackend } from './use-backend.js';
+import { stopWorkerThreads, useBackend } from '../use-backend.js';
 import { setWorkerTimeout } from './conv-pool.js';
-import { simdKernels } from './simd-kernels.js';
+import { simdKernels } from '../simd/instance.js';
 
 function values(shape: number[], seed: number): Float32Array {
   let state = seed;

@@ -1,10 +1,11 @@
-import '@tensorflow/tfjs-backend-cpu';
 import '@tensorflow/tfjs-backend-wasm';
-import '@tensorflow/tfjs-core/dist/register_all_gradients';
 import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { maxPoolGradient, type MaxPoolGradientAttributes } from './max-pool-gradient.js';
-import { isMaxPoolGradientKernelRegistered, registerMaxPoolGradientKernel, unregisterMaxPoolGradientKernel } from './register-kernels.js';
+import { registerKernels, registeredKernels, unregisterKernels } from '../kernels/register-kernels.js';
+
+/** Whether our MaxPoolGrad is registered for `backend`. */
+const oursRegistered = (backend: string) => registeredKernels(backend).includes(tf.MaxPoolGrad);
 
 type Rank4 = [number, number, number, number];
 
@@ -52,9 +53,8 @@ function data(testCase: Case) {
 /** The cpu backend's shipped MaxPoolGrad, through tf.grad: the reference. */
 const references = new Map<string, Float32Array>();
 
-beforeAll(async () => {
-  await tf.setBackend('cpu');
-  expect(isMaxPoolGradientKernelRegistered('cpu')).toBe(false);
+beforeAll(() => {
+  expect(oursRegistered('cpu')).toBe(false);
   for (const testCase of cases) {
     const { input, weights, pooledShape } = data(testCase);
     references.set(
@@ -65,7 +65,7 @@ beforeAll(async () => {
 });
 
 afterAll(() => {
-  unregisterMaxPoolGradientKernel(['wasm']);
+  unregisterKernels('wasm', [tf.MaxPoolGrad]);
 });
 
 describe('maxPoolGradient', () => {
@@ -110,7 +110,7 @@ describe('maxPoolGradient', () => {
 describe('the wasm MaxPoolGrad kernel', () => {
   it('is needed: the shipped wasm kernel loses whole windows of the small-CNN case', async () => {
     await tf.setBackend('wasm');
-    unregisterMaxPoolGradientKernel(['wasm']);
+    unregisterKernels('wasm', [tf.MaxPoolGrad]);
     const testCase = cases[0]!;
     const { input, weights, pooledShape } = data(testCase);
     const shipped = tf.tidy(() => tf.grad((x: tf.Tensor) => poolLoss(x as tf.Tensor4D, tf.tensor4d(weights, pooledShape), testCase.attributes))(tf.tensor4d(input, testCase.input)).dataSync());
@@ -122,9 +122,9 @@ describe('the wasm MaxPoolGrad kernel', () => {
   it('is ours after registration: tf.grad through tf.maxPool on wasm equals cpu, frees its tensors, and restores the shipped one', async () => {
     await tf.setBackend('wasm');
     const shipped = tf.getKernel(tf.MaxPoolGrad, 'wasm');
-    registerMaxPoolGradientKernel(['wasm']);
-    registerMaxPoolGradientKernel(['wasm']); // idempotent
-    expect(isMaxPoolGradientKernelRegistered('wasm')).toBe(true);
+    registerKernels('wasm', [tf.MaxPoolGrad]);
+    registerKernels('wasm', [tf.MaxPoolGrad]); // idempotent
+    expect(oursRegistered('wasm')).toBe(true);
     expect(tf.getKernel(tf.MaxPoolGrad, 'wasm')).not.toBe(shipped);
     for (const testCase of cases) {
       const { input, weights, pooledShape } = data(testCase);
@@ -135,8 +135,8 @@ describe('the wasm MaxPoolGrad kernel', () => {
       expect(tf.memory().numTensors).toBe(before);
       expect(Array.from(gradient), testCase.label).toEqual(Array.from(references.get(testCase.label)!));
     }
-    unregisterMaxPoolGradientKernel(['wasm']);
-    expect(isMaxPoolGradientKernelRegistered('wasm')).toBe(false);
+    unregisterKernels('wasm', [tf.MaxPoolGrad]);
+    expect(oursRegistered('wasm')).toBe(false);
     expect(tf.getKernel(tf.MaxPoolGrad, 'wasm')).toBe(shipped);
     // The restored kernel must still run (wasm binds its C++ function in a setup step).
     const restored = tf.tidy(() => tf.grad((x: tf.Tensor) => tf.sum(tf.maxPool(x as tf.Tensor4D, 2, 2, 'valid')))(tf.ones([1, 2, 2, 1]) as tf.Tensor4D).dataSync());

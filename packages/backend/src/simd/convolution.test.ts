@@ -1,14 +1,14 @@
-import v8 from 'node:v8';
-import '@tensorflow/tfjs-backend-cpu';
 import '@tensorflow/tfjs-backend-wasm';
 import * as tf from '@tensorflow/tfjs-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { relativeError } from '@regstack/regularizer/testing';
-import { randomValues } from './test-values.js';
-import type { SimdGeometry } from './conv-protocol.js';
-import { simdConvolution, simdConvolutionSupports } from './simd-convolution.js';
-import { prepareSimdKernels, setFusedMultiplyAdd, setSimdChunkBytes, simdKernels } from './simd-kernels.js';
-import { isConvolutionKernelRegistered, registerConvolutionKernel, unregisterConvolutionKernel } from './register-kernels.js';
+import { randomValues } from '../test-values.js';
+import { enableRelaxedSimd, multiplyAddModes, withMultiplyAdd } from './test-multiply-add.js';
+import type { SimdGeometry } from '../threads/conv-protocol.js';
+import { simdConvolution, simdConvolutionSupports } from './convolution.js';
+import { prepareSimdKernels, setFusedMultiplyAdd, simdKernels } from './instance.js';
+import { setSimdChunkBytes } from './memory.js';
+import { registerKernels, registeredKernels, unregisterKernels } from '../kernels/register-kernels.js';
 
 /** The definition, summed in float64. */
 function reference(x: Float32Array, w: Float32Array, g: SimdGeometry): Float64Array {
@@ -49,22 +49,6 @@ function run(g: SimdGeometry, seed: number): { got: Float32Array; want: Float64A
   return { got, want: reference(x, w, g) };
 }
 
-
-/**
- * Relaxed SIMD (the fused multiply-add) is on by default from Node 22; on Node 20 its V8 flag turns it
- * on for this test process, so both forms of the kernels are tested on every Node.
- */
-function enableRelaxedSimd(): boolean {
-  const previous = setFusedMultiplyAdd(true);
-  try {
-    if (simdKernels()?.fused === true) return true;
-    v8.setFlagsFromString('--experimental-wasm-relaxed-simd');
-    setFusedMultiplyAdd(true);
-    return simdKernels()?.fused === true;
-  } finally {
-    setFusedMultiplyAdd(previous);
-  }
-}
 const relaxedSimd = enableRelaxedSimd();
 
 describe('simdConvolution', () => {
@@ -72,16 +56,8 @@ describe('simdConvolution', () => {
     expect(relaxedSimd).toBe(true);
   });
 
-  describe.each([
-    { mode: 'f32x4.mul then f32x4.add', fused: false },
-    ...(relaxedSimd ? [{ mode: 'relaxed_madd', fused: true }] : []),
-  ])('with $mode', ({ fused }) => {
-    beforeAll(() => {
-      setFusedMultiplyAdd(fused);
-    });
-    afterAll(() => {
-      setFusedMultiplyAdd('auto');
-    });
+  describe.each(multiplyAddModes(relaxedSimd))('with $mode', ({ fused }) => {
+    withMultiplyAdd(fused);
 
     // Widths 1-9 cover every remainder of the 4-position blocks; output channels 4, 8, 12, 20 the 8-wide
     // blocks with and without a 4-wide remainder; input channels 1, 3, 5 odd tap counts.
@@ -138,7 +114,7 @@ describe('simdConvolution', () => {
 
 describe("wasm's Conv2D with ours registered", () => {
   afterAll(async () => {
-    unregisterConvolutionKernel();
+    unregisterKernels('wasm', [tf.Conv2D]);
     await tf.setBackend('wasm');
   });
 
@@ -147,9 +123,9 @@ describe("wasm's Conv2D with ours registered", () => {
   /** The convolution on `backend` (cpu: TF.js's reference loop), with ours registered on wasm or not. */
   async function convolve({ x, filter, strides, pad, dilations, rounding }: Case, backend: 'cpu' | 'wasm', ours: boolean): Promise<Float32Array> {
     await tf.setBackend(backend);
-    if (ours) registerConvolutionKernel();
-    else unregisterConvolutionKernel();
-    expect(isConvolutionKernelRegistered('wasm')).toBe(ours);
+    if (ours) registerKernels('wasm', [tf.Conv2D]);
+    else unregisterKernels('wasm', [tf.Conv2D]);
+    expect(registeredKernels('wasm').includes(tf.Conv2D)).toBe(ours);
     const before = tf.memory().numTensors;
     const values = tf.tidy(() => {
       const input = tf.tensor4d(randomValues(tf.util.sizeFromShape(x), 5), x as [number, number, number, number]);

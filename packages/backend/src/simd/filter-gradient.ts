@@ -8,21 +8,11 @@
  * 4 input × 8 output channels is summed in registers over cache-sized chunks of the batch. With
  * worker threads each thread sums its images into its own dW, added up at the end.
  */
-import type { SimdGeometry, SimdPlan } from './conv-protocol.js';
-import { CHANNEL_BLOCK } from './simd-kernel-code.js';
-import {
-  alignFloats,
-  chunking,
-  copyPaddedImages,
-  fitsMemory,
-  kernelsFor,
-  paddedExtent,
-  reserve,
-  runShared,
-  simdKernels,
-  simdThreads,
-  type SimdKernels,
-} from './simd-kernels.js';
+import type { SimdGeometry, SimdPlan } from '../threads/conv-protocol.js';
+import { CHANNEL_BLOCK } from './kernel-code.js';
+import { alignFloats, chunking, copyPaddedImages, fitsMemory, paddedExtent, reserve } from './memory.js';
+import { kernelsFor, simdKernels, type SimdKernels } from './instance.js';
+import { runShared, simdThreads } from '../threads/parallel-conv.js';
 
 /** Geometry of one filter gradient. */
 export type FilterGradientGeometry = SimdGeometry;

@@ -1,11 +1,14 @@
 /**
  * Splitting a convolution's batch between the main thread and a pool of workers (conv-pool.ts, Node
  * only). Here is what the kernels need, with no Node imports: the pool's interface, where the active
- * pool is kept, and how one forward, filter-gradient or input-gradient convolution is shared out.
+ * pool is kept, how one forward, filter-gradient or input-gradient convolution is shared out through
+ * copies (the shipped kernels and the tf-op forms), and how a direct SIMD kernel call is shared out on
+ * the kernels' shared memory, in place.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import type { ConvJob, SimdJob } from './conv-protocol.js';
-import { asTensor, isWasmHeapBackend, type WasmHeapBackend } from './typed-array-backend.js';
+import type { ConvJob, SimdJob, SimdPlan } from './conv-protocol.js';
+import { asTensor, isWasmHeapBackend, type WasmHeapBackend } from '../typed-array-backend.js';
+import { forgetSimdKernels, type SimdKernels } from '../simd/instance.js';
 
 /** One worker's share of a convolution, with its inputs' values (copied into shared memory on start). */
 export interface ConvShare {
@@ -94,6 +97,11 @@ export function batchShares(batch: number, threads: number): Array<[number, numb
 }
 
 type Rank4 = [number, number, number, number];
+
+/** Multiply-adds of a convolution: every output value sums filter height × width × input channels products. */
+export function convolutionWork(outputShape: readonly number[], filterShape: readonly number[]): number {
+  return tf.util.sizeFromShape([...outputShape]) * filterShape[0]! * filterShape[1]! * filterShape[2]!;
+}
 
 /**
  * A convolution whose batch is shared between the main thread and the pool. `kind` says which:
@@ -196,4 +204,77 @@ function shareOut(
   }
   mine.dispose();
   return output;
+}
+
+/**
+ * Threads that will run a call of `batch` images and `multiplyAdds` multiply-adds: 1, or 1 + the
+ * convolution pool's workers (capped at one image each) when the memory is shared, a pool is active
+ * and idle, and the work is large enough to share.
+ */
+export function simdThreads(kernels: SimdKernels, batch: number, multiplyAdds: number): number {
+  const pool = kernels.shared ? poolFor(batch, multiplyAdds) : undefined;
+  return pool === undefined ? 1 : Math.min(batch, pool.size + 1);
+}
+
+/**
+ * Runs a planned call on `threads` threads: each worker's images are copied in and its share started,
+ * then this thread copies and runs its own share (the first images) while they work.
+ *
+ * @param copyImages Copies the inputs of images [first, end) into the memory (this thread).
+ * @param runShare Runs images [first, end) into output region `region` on this thread.
+ * @returns The output regions written: region i holds share i.
+ */
+export function runShared(
+  kernels: SimdKernels,
+  plan: SimdPlan,
+  threads: number,
+  copyImages: (first: number, end: number) => void,
+  runShare: (first: number, end: number, region: number) => void,
+): number {
+  const batch = plan.geometry.batchSize;
+  const pool = threads > 1 ? poolFor(batch, Number.POSITIVE_INFINITY) : undefined;
+  if (pool === undefined) {
+    copyImages(0, batch);
+    runShare(0, batch, 0);
+    return 1;
+  }
+  const shares = batchShares(batch, Math.min(threads, pool.size + 1));
+  whilePoolBusy(() => runOnPool(pool, kernels, plan, shares, copyImages, runShare));
+  return shares.length;
+}
+
+function runOnPool(
+  pool: ConvPool,
+  kernels: SimdKernels,
+  plan: SimdPlan,
+  shares: Array<[number, number]>,
+  copyImages: (first: number, end: number) => void,
+  runShare: (first: number, end: number, region: number) => void,
+): void {
+  for (const [first, end] of shares.slice(1)) copyImages(first, end);
+  const { fused, memory } = kernels;
+  pool.start(shares.slice(1).map(([firstImage, endImage], index) => ({ kind: 'simd', plan, firstImage, endImage, region: index + 1, fused, memory })));
+  // A worker that failed or timed out may still be running on this memory: later calls get a new one.
+  const waitForWorkers = () => {
+    try {
+      pool.wait();
+    } catch (error) {
+      forgetSimdKernels(kernels);
+      throw error;
+    }
+  };
+  try {
+    const [first, end] = shares[0]!;
+    copyImages(first, end);
+    runShare(first, end, 0);
+  } catch (error) {
+    // Collect the workers all the same; this thread's error is the one to report.
+    try {
+      waitForWorkers();
+    } catch {
+      // reported through the error above
+    }
+    throw error;
+  }
+  waitForWorkers();
 }
