@@ -42,7 +42,7 @@ const slug = (text: string) => text.replace(/[^a-zA-Z0-9.=-]+/g, '_').slice(0, 8
  * Builds and composes a stack as its jobs will, so that one that cannot run (an unknown option, mix
  * weights adding up to more than 1) fails before the comparison trains the others for hours.
  */
-function checkStack(stack: StackSpec): void {
+export function checkStack(stack: StackSpec): void {
   const plugins = createRegularizers(stack.regularizers); // errors name the option, e.g. rcad.alpha
   try {
     composeRegularizers(plugins);

@@ -3,7 +3,7 @@ import { modelNames, type ModelName } from '@regstack/models';
 import { ConfigError, assertChoice, assertNumber } from '@regstack/regularizer';
 import { DATASET_NAMES, type DataSpec } from '../data.js';
 import type { JobSpec, Recipe } from '../job.js';
-import { createRegularizers } from '../registry.js';
+import { checkStack } from '../compare.js';
 import { parseStackSpec } from '../spec.js';
 
 /** Version of the job data below; a worker refuses data of another version. */
@@ -80,7 +80,7 @@ export function validateQueuedJob(untrusted: unknown): QueuedJobData {
   const study = checkStudyName(job.study, 'job.study');
   if (typeof job.stack !== 'string' || job.stack.length > 1000) throw new ConfigError('job.stack', 'expected a stack as written on the command line');
   const stack = parseStackSpec(job.stack, 'job.stack');
-  createRegularizers(stack.regularizers); // every option checked by its plugin, as on the command line
+  checkStack(stack); // every option checked by its plugin, and the stack composed, as by a local compare
   const seed = assertNumber('job.seed', job.seed, { integer: true, min: 0, max: 2 ** 31 - 1 });
   const run = runId(stack.label, seed);
   if (job.run !== run || !RUN_ID.test(run)) throw new ConfigError('job.run', `expected '${run}' for stack '${stack.label}' and seed ${seed}, got '${String(job.run)}'`);

@@ -36,7 +36,7 @@ export interface WorkerOptions {
 
 /** What a training process tells its worker. */
 type ChildMessage =
-  | { type: 'epoch'; epoch: number; epochs: number; validationAccuracy: number }
+  | { type: 'epoch'; epoch: number; epochs: number; validationAccuracy: number | null }
   | { type: 'result'; result: JobResult }
   | { type: 'error'; name: string; field?: string; message: string };
 
@@ -205,7 +205,7 @@ export async function runChild(): Promise<void> {
     const result = await runJob(start.spec, {
       quiet: true,
       checkpoints,
-      onEpochEnd: (record) => send({ type: 'epoch', epoch: record.epoch, epochs: start.spec.recipe.epochs, validationAccuracy: record.validation.accuracy }),
+      onEpochEnd: (record) => send({ type: 'epoch', epoch: record.epoch, epochs: start.spec.recipe.epochs, validationAccuracy: record.validation?.accuracy ?? null }),
     });
     await send({ type: 'result', result });
     process.exit(0);
