@@ -11,7 +11,7 @@ import { LockLostError, packCheckpoint, redisCheckpointStore, unpackCheckpoint }
 import { QueueConnectionError, assertReachable, parseQueueUrl } from './connection.js';
 import { queuedJobFromSpec, validateQueuedJob } from './job-data.js';
 import { KEY_PREFIX, QUEUE_NAME, studyStatus } from './study.js';
-import { CliProcess, TestRedis, builtCli, freePort, hasBuiltCli, hasRedisServer } from './test-redis.js';
+import { CliProcess, TestRedis, builtCli, freePort, hasBuiltCli, hasRedisServer } from './__fixtures__/test-redis.js';
 
 const template = {
   data: { name: 'fashion-mnist-embedded' as const, trainSize: 300, testSize: 100 },

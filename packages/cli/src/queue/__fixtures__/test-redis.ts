@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 export const hasRedisServer = spawnSync('redis-server', ['--version']).status === 0;
 
 /** The built command line the worker processes run (`npm run build` makes it). */
-export const builtCli = fileURLToPath(new URL('../../dist/cli.js', import.meta.url));
+export const builtCli = fileURLToPath(new URL('../../../dist/cli.js', import.meta.url));
 export const hasBuiltCli = existsSync(builtCli);
 
 /** A free TCP port on 127.0.0.1. */
