@@ -165,7 +165,12 @@ describe.skipIf(!hasRedisServer)('queue against a private redis-server (skipped 
         workerD = new CliProcess(['worker', '--queue', redis.url, ...fast], await folder('worker-c'));
         // Restart Redis once mid-sweep; both workers must reconnect.
         const deadline = Date.now() + 150_000;
-        while ((await studyStatus(queue, 'sweep')).completed < 1 && Date.now() < deadline) await new Promise((done) => setTimeout(done, 500));
+        await workerD.waitFor((e) => e.event === 'ready', 60_000, 'worker D to start');
+        const midSweep = async () => {
+          const now = await studyStatus(queue, 'sweep');
+          return now.completed >= 1 && now.active.length > 0;
+        };
+        while (!(await midSweep()) && Date.now() < deadline) await new Promise((done) => setTimeout(done, 200));
         await redis.stop();
         const restarted = new Date().toISOString();
         await new Promise((done) => setTimeout(done, 500));
@@ -185,7 +190,11 @@ describe.skipIf(!hasRedisServer)('queue against a private redis-server (skipped 
         const completions = [workerA, workerB, workerC, workerD!].flatMap((w) => w.events.filter((e) => e.event === 'completed').map((e) => String(e.job)));
         expect(completions.sort()).toEqual(['sweep/erm__seed0', 'sweep/erm__seed1', 'sweep/label-smoothing_epsilon=0.1__seed0', 'sweep/label-smoothing_epsilon=0.1__seed1']);
         // Both workers lost Redis, reconnected, and finished jobs after the restart.
-        for (const worker of [workerB, workerD!]) expect(worker.events.some((e) => e.event === 'redis-error')).toBe(true);
+        for (const worker of [workerB, workerD!]) {
+          const lostAt = worker.events.findIndex((e) => e.event === 'redis-lost');
+          expect(lostAt, JSON.stringify(worker.events.map((e) => [e.event, e.time, e.message]))).toBeGreaterThanOrEqual(0);
+          expect(worker.events.slice(lostAt).some((e) => e.event === 'redis-reconnected')).toBe(true);
+        }
         expect(completions.length).toBe(4);
         const afterRestart = [workerB, workerD!].flatMap((w) => w.events.filter((e) => (e.event === 'completed' || e.event === 'failed') && String(e.time) > restarted));
         expect(afterRestart.length).toBeGreaterThan(0);

@@ -68,6 +68,18 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
 
   const connection = reconnectingClient(location);
   connection.on('error', (error) => log({ event: 'redis-error', message: error.message }));
+  // Redis going away and coming back (a restart): logged once each, the reconnection is ioredis's.
+  let lost = false;
+  connection.on('close', () => {
+    if (lost || stopping) return;
+    lost = true;
+    log({ event: 'redis-lost' });
+  });
+  connection.on('ready', () => {
+    if (!lost) return;
+    lost = false;
+    log({ event: 'redis-reconnected' });
+  });
 
   const processor = async (job: Job, token?: string): Promise<JobResult> => {
     let data: QueuedJobData;
