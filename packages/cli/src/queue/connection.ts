@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { Redis, type RedisOptions } from 'ioredis';
 import { ConfigError, RegstackError } from '@regstack/regularizer';
 
@@ -39,7 +40,8 @@ export function parseQueueUrl(text: string, field = '--queue'): QueueLocation {
     db: path === '' ? 0 : Number(path),
     ...(url.username ? { username: decodeURIComponent(url.username) } : {}),
     ...(url.password ? { password: decodeURIComponent(url.password) } : {}),
-    ...(url.protocol === 'rediss:' ? { tls: { servername: host } } : {}),
+    // TLS checks the certificate against the host name (SNI), or its IP address for an IP.
+    ...(url.protocol === 'rediss:' ? { tls: isIP(host) ? {} : { servername: host } } : {}),
   };
   const shown = new URL(text);
   if (shown.password) shown.password = '***';

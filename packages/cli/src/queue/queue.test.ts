@@ -11,7 +11,7 @@ import { LockLostError, packCheckpoint, redisCheckpointStore, unpackCheckpoint }
 import { QueueConnectionError, assertReachable, parseQueueUrl } from './connection.js';
 import { queuedJobFromSpec, validateQueuedJob } from './job-data.js';
 import { KEY_PREFIX, QUEUE_NAME, studyStatus } from './study.js';
-import { CliProcess, TestRedis, builtCli, freePort, hasBuiltCli, hasRedisServer } from './__fixtures__/test-redis.js';
+import { CliProcess, TestRedis, freePort, hasBuiltCli, hasRedisServer, makeCertificates, redisHasTls } from './__fixtures__/test-redis.js';
 
 const template = {
   data: { name: 'fashion-mnist-embedded' as const, trainSize: 300, testSize: 100 },
@@ -135,6 +135,8 @@ describe.skipIf(!hasRedisServer)('queue against a private redis-server (skipped 
       expect(await again.exited).toBe(0);
       expect(again.stderr).toMatch(/0 jobs enqueued, 6 already there/);
 
+      // Watches the sweep to its end through every fault below, then writes the table and report.
+      const watcher = new CliProcess(['compare', '--queue', redis.url, '--name', 'sweep', '--attempts', '2', ...common, '--wait', '--out', join(directory, 'waited')], await folder('enqueue'));
       const fast = ['--lock-duration', '2000', '--stalled-interval', '1000'];
       const workerA = new CliProcess(['worker', '--queue', redis.url, ...fast], await folder('worker-a'));
       const workerB = new CliProcess(['worker', '--queue', redis.url, ...fast], await folder('worker-b'));
@@ -209,6 +211,12 @@ describe.skipIf(!hasRedisServer)('queue against a private redis-server (skipped 
         const html = await readFile(join(directory, 'report', 'report.html'), 'utf8');
         expect(html).toContain('<h2>Failed runs</h2>');
 
+        expect(await watcher.exited).toBe(0);
+        expect(watcher.stderr).toMatch(/active [12] \((erm|label-smoothing:epsilon=0\.1) seed [01]: epoch [0-4]\/4/);
+        expect(watcher.stderr.trim().split('\n').at(-1)).toBe('waiting 0 · active 0 · completed 4 · failed 2 · of 6');
+        expect(watcher.stdout).toMatch(/failed: mixup:mixupAlpha=1e-30 seed 1: /);
+        expect(JSON.parse(await readFile(join(directory, 'waited', 'results.json'), 'utf8'))).toHaveLength(4);
+
         expect(await local.exited).toBe(0);
         const strip = (result: JobResult) => ({
           id: result.id,
@@ -231,4 +239,29 @@ describe.skipIf(!hasRedisServer)('queue against a private redis-server (skipped 
     },
     300_000,
   );
+});
+
+describe.skipIf(!redisHasTls || !hasBuiltCli)('queue over TLS (skipped where redis-server has no TLS or the command line is not built)', () => {
+  let directory: string;
+  let redis: TestRedis | null = null;
+  afterAll(async () => {
+    await redis?.stop();
+    if (directory) await rm(directory, { recursive: true, force: true });
+  });
+
+  it('enqueues over rediss:// with a private certificate authority, and refuses an unverified server', async () => {
+    directory = await mkdtemp(join(tmpdir(), 'regstack-queue-tls-'));
+    const certificates = makeCertificates(directory);
+    if (!certificates) return; // no openssl: nothing to test with
+    redis = new TestRedis(directory, await freePort(), 'tls-secret', certificates);
+    await redis.start();
+    expect(redis.url).toMatch(/^rediss:\/\//);
+    const args = ['compare', '--queue', redis.url, '--name', 'tls', '--stack', 'erm', '--model', 'mlp', '--epochs', '1'];
+    const trusted = new CliProcess(args, directory, { ...process.env, NODE_EXTRA_CA_CERTS: certificates.authority });
+    expect(await trusted.exited).toBe(0);
+    expect(trusted.stderr).toMatch(/study 'tls' on rediss:\/\/default:\*\*\*@127\.0\.0\.1:\d+\/0: 1 jobs enqueued/);
+    const untrusted = new CliProcess(args, directory, { ...process.env, NODE_EXTRA_CA_CERTS: '' });
+    expect(await untrusted.exited).toBe(2);
+    expect(untrusted.stderr).toMatch(/regstack: --queue: cannot use Redis at rediss:.*(self-signed|unable to verify|certificate)/i);
+  });
 });

@@ -3,7 +3,7 @@
  * system service), and regstack processes from the built command line.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { Socket, createServer } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,6 +14,27 @@ export const hasRedisServer = spawnSync('redis-server', ['--version']).status ==
 /** The built command line the worker processes run (`npm run build` makes it). */
 export const builtCli = fileURLToPath(new URL('../../../dist/cli.js', import.meta.url));
 export const hasBuiltCli = existsSync(builtCli);
+
+/** Whether this redis-server was built with TLS (Debian's is). */
+export const redisHasTls = hasRedisServer && (() => {
+  // A build without TLS rejects the first directive, `tls-port`; one with TLS gets to the made-up one after it.
+  const probe = spawnSync('redis-server', ['--tls-port', '0', '--port', '0', '--regstack-probe', '1'], { timeout: 5000 });
+  return !`${probe.stdout}${probe.stderr}`.includes(">>> 'tls-port");
+})();
+
+/**
+ * Makes a certificate authority and a server certificate for 127.0.0.1 with openssl; returns the
+ * paths, or null without openssl.
+ */
+export function makeCertificates(directory: string): { certificate: string; key: string; authority: string } | null {
+  const run = (args: string[]) => spawnSync('openssl', args, { cwd: directory, stdio: 'ignore' }).status === 0;
+  writeFileSync(join(directory, 'san.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
+  const ok =
+    run(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '1', '-subj', '/CN=regstack test CA']) &&
+    run(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=localhost']) &&
+    run(['x509', '-req', '-in', 'server.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'server.pem', '-days', '1', '-extfile', 'san.ext']);
+  return ok ? { certificate: join(directory, 'server.pem'), key: join(directory, 'server.key'), authority: join(directory, 'ca.pem') } : null;
+}
 
 /** A free TCP port on 127.0.0.1. */
 export function freePort(): Promise<number> {
@@ -35,16 +56,21 @@ export class TestRedis {
     readonly directory: string,
     readonly port: number,
     readonly password: string,
+    /** With TLS: the server's certificate and key; the plain port is then off. */
+    readonly tls?: { certificate: string; key: string; authority: string },
   ) {}
 
   /** The URL workers get. */
   get url(): string {
-    return `redis://default:${encodeURIComponent(this.password)}@127.0.0.1:${this.port}/0`;
+    return `${this.tls ? 'rediss' : 'redis'}://default:${encodeURIComponent(this.password)}@127.0.0.1:${this.port}/0`;
   }
 
   async start(): Promise<void> {
+    const ports = this.tls
+      ? ['--port', '0', '--tls-port', String(this.port), '--tls-cert-file', this.tls.certificate, '--tls-key-file', this.tls.key, '--tls-ca-cert-file', this.tls.authority, '--tls-auth-clients', 'no']
+      : ['--port', String(this.port)];
     const args = [
-      '--port', String(this.port), '--bind', '127.0.0.1', '--dir', this.directory, '--daemonize', 'no',
+      ...ports, '--bind', '127.0.0.1', '--dir', this.directory, '--daemonize', 'no',
       '--appendonly', 'yes', '--appendfsync', 'everysec', '--save', '', '--requirepass', this.password,
       '--logfile', join(this.directory, 'redis.log'), '--protected-mode', 'yes',
     ];
@@ -87,8 +113,8 @@ export class CliProcess {
   readonly exited: Promise<number | null>;
   private waiters: Array<() => void> = [];
 
-  constructor(args: string[], cwd: string) {
-    this.child = spawn(process.execPath, [builtCli, ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+  constructor(args: string[], cwd: string, env: NodeJS.ProcessEnv = process.env) {
+    this.child = spawn(process.execPath, [builtCli, ...args], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
     let partial = '';
     this.child.stdout!.on('data', (chunk: Buffer) => {
       this.stdout += chunk.toString();
