@@ -64,6 +64,21 @@ describe('queue URLs and job data', () => {
     expect(() => unpackCheckpoint(Buffer.from('hello world'))).toThrow(/is not a regstack checkpoint/);
     void memoryCheckpointStore; // the interface both stores implement
   });
+
+  it.skipIf(!hasBuiltCli)('stops a worker within seconds, with a typed error and exit code 2, when Redis is unreachable', async () => {
+    const cwd = await mkdtemp(join(tmpdir(), 'regstack-queue-unreachable-'));
+    try {
+      const port = await freePort();
+      const started = Date.now();
+      const worker = new CliProcess(['worker', '--queue', `redis://someone:hunter2@127.0.0.1:${port}/0`], cwd);
+      expect(await worker.exited).toBe(2);
+      expect(Date.now() - started).toBeLessThan(20_000); // process start included, on a loaded machine
+      expect(worker.stderr).toMatch(new RegExp(`^regstack: --queue: cannot use Redis at redis://someone:\\*\\*\\*@127\\.0\\.0\\.1:${port}/0: connect ECONNREFUSED`));
+      expect(worker.stderr).not.toContain('hunter2');
+    } finally {
+      await rm(cwd, { recursive: true, force: true });
+    }
+  });
 });
 
 // CI installs redis-server (.ci/run) and builds first: there a missing one is a failure, not a skip.
