@@ -1,18 +1,21 @@
 /**
- * RCAD in your own training loop. Form 1: `stack.prepare` computes the step's constants outside the
- * weight tape, then `optimizer.minimize` takes the loss closure. Form 2: `stack.gradients` returns
- * the loss and weight gradients so you can clip them and add weight decay yourself, as the paper's
- * recipe does (and it is the cheaper one for RCAD).
+ * RCAD in your own training loop, in the three forms the stack offers, taking turns. Form 1:
+ * `stack.minimize(optimizer, input)`, one update in one call. Form 2: `stack.prepare` computes the
+ * step's constants outside the weight tape, then `optimizer.minimize` takes the loss closure. Form 3:
+ * `stack.gradients` returns the loss and weight gradients so you can clip them and add weight decay
+ * yourself, as the paper's recipe does. Forms 1 and 3 serve RCAD's clean input gradient from the
+ * base pass (one pass less).
  *
  *   npx tsx examples/01-rcad-own-loop.ts [--quick]
  */
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs-core';
 import { useBackend } from '@regstack/backend';
-import { loadEmbeddedFashionMnist, normalization } from '@regstack/datasets';
+import { normalization } from '@regstack/datasets';
+import { loadEmbeddedFashionMnist } from '@regstack/datasets/embedded';
 import { smallCnn } from '@regstack/models';
 import { rcad } from '@regstack/rcad';
-import { Random, addWeightDecay, clipByGlobalNorm, composeRegularizers } from '@regstack/regularizer';
+import { Random, addWeightDecay, applyGradients, clipByGlobalNorm, composeRegularizers } from '@regstack/regularizer';
 import { evaluate } from '@regstack/trainer';
 
 export async function main({ quick = false } = {}) {
@@ -21,7 +24,7 @@ export async function main({ quick = false } = {}) {
   const model = smallCnn({ inputShape: [28, 28, 1], numClasses: 10, width: 8, seed: 0, ...normalization.fashionMnist });
   const stack = composeRegularizers([rcad({ alpha: 0.5, lambda: 0.2 })]); // α ≈ 0.5 suits 28×28×1 inputs
   const optimizer = tf.train.momentum(0.05, 0.9, true);
-  const random = new Random(0);
+  const random = new Random(0); // one generator for the run: batches and every step's draws
   const batchSize = 64;
   const steps = quick ? 24 : 150;
   const losses: number[] = [];
@@ -31,19 +34,22 @@ export async function main({ quick = false } = {}) {
     const indices = random.permutation(train.size).slice(0, batchSize);
     const batch = train.batch(indices);
     let terms: Record<string, number>;
-    if (step % 2 === 0) {
-      // Form 1: prepare outside the tape, then the closure for optimizer.minimize.
+    if (step % 3 === 0) {
+      // Form 1: one call.
+      terms = stack.minimize(optimizer, { model, batch, random, step }); // { base, rcad, total }
+    } else if (step % 3 === 1) {
+      // Form 2: prepare outside the tape, then the closure for optimizer.minimize.
       const prepared = stack.prepare({ model, batch, random, step });
-      optimizer.minimize(prepared.loss, false, model.trainableVariables as tf.Variable[]);
-      terms = prepared.terms(); // { base, rcad, total }
+      optimizer.minimize(prepared.loss, false, model.trainableVariables);
+      terms = prepared.terms();
       prepared.dispose();
     } else {
-      // Form 2: gradients (RCAD's clean input gradient comes from the base pass here, one pass less),
-      // clipped by global norm, then weight decay, then the update.
+      // Form 3: gradients, clipped by global norm, then weight decay, then the update
+      // (applyGradients: TF.js declares Momentum's and Adam's for variables, not gradient maps).
       const { value, grads, terms: stepTerms } = stack.gradients({ model, batch, random, step });
       const clipped = clipByGlobalNorm(grads, 1.0);
       const decayed = addWeightDecay(clipped.grads, model.trainableVariables, 5e-4);
-      optimizer.applyGradients(decayed as Parameters<typeof optimizer.applyGradients>[0]);
+      applyGradients(optimizer, decayed);
       tf.dispose([value, ...Object.values(grads), ...Object.values(clipped.grads), ...Object.values(decayed)]);
       terms = stepTerms;
     }

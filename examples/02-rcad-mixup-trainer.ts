@@ -6,7 +6,8 @@
  */
 import { fileURLToPath } from 'node:url';
 import { useBackend } from '@regstack/backend';
-import { loadEmbeddedFashionMnist, normalization } from '@regstack/datasets';
+import { normalization } from '@regstack/datasets';
+import { loadEmbeddedFashionMnist } from '@regstack/datasets/embedded';
 import { mixup } from '@regstack/mixup';
 import { smallCnn } from '@regstack/models';
 import { rcad } from '@regstack/rcad';

@@ -9,7 +9,8 @@
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs-core';
 import { useBackend } from '@regstack/backend';
-import { loadEmbeddedFashionMnist, normalization } from '@regstack/datasets';
+import { normalization } from '@regstack/datasets';
+import { loadEmbeddedFashionMnist } from '@regstack/datasets/embedded';
 import { labelSmoothing } from '@regstack/label-smoothing';
 import { smallCnn } from '@regstack/models';
 import {

@@ -5,13 +5,14 @@ import { main as ownLoop } from './01-rcad-own-loop.js';
 import { main as rcadMixup } from './02-rcad-mixup-trainer.js';
 import { main as customRegularizer, noiseConsistency } from './03-custom-regularizer.js';
 import { main as paperSetting } from './04-paper-cifar100-2k.js';
+import { main as fitLayersModel } from './05-fit-layers-model.js';
 
 describe('examples (quick mode)', () => {
   beforeAll(async () => {
     await useBackend('wasm');
   });
 
-  it('01: RCAD in a user loop with optimizer.minimize and with clipped gradients', async () => {
+  it('01: RCAD in a user loop with stack.minimize, optimizer.minimize and clipped gradients', async () => {
     const { losses, metrics, tensorCounts } = await ownLoop({ quick: true });
     expect(losses).toHaveLength(24);
     const mean = (values: number[]) => values.reduce((s, v) => s + v, 0) / values.length;
@@ -41,5 +42,15 @@ describe('examples (quick mode)', () => {
     expect([trainSize, validationSize, testSize]).toEqual([180, 20, 100]);
     expect(result.history).toHaveLength(1);
     expect(Object.keys(result.history[0]!.terms).sort()).toEqual(['base', 'rcad', 'total']);
+  });
+
+  it('05: fit trains a LayersModel with RCAD + mixup; file:// save and reload predict the same', async () => {
+    const { history, maxDifference, testAccuracy } = await fitLayersModel({ quick: true });
+    expect(history.epoch).toEqual([0, 1]);
+    expect(Object.keys(history.history).sort()).toEqual(['acc', 'base', 'loss', 'rcad', 'val_acc', 'val_loss']);
+    expect(history.history.rcad![0]).toBeGreaterThan(0);
+    expect(history.params.samples).toBe(576); // 640 less the last 10%
+    expect(maxDifference).toBe(0); // float32 weights round-trip bit for bit
+    expect(testAccuracy).toBeGreaterThan(0.4); // 10-class chance is 0.1
   });
 });

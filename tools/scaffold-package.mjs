@@ -1,7 +1,7 @@
 // Writes the boilerplate of one workspace package (package.json, tsconfig, tsup config) so every
 // package publishes the same way; files already there are kept. What else a new package needs is in
 // CONTRIBUTING.md. Usage: node tools/scaffold-package.mjs <dir> "<description>" [dep ...]
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 const [dir, description, ...deps] = process.argv.slice(2);
@@ -16,6 +16,10 @@ const pkg = {
   version: '0.1.0',
   description,
   license: 'MIT',
+  repository: { type: 'git', url: 'git+https://github.com/regstack/regstack.git', directory: `packages/${dir}` },
+  homepage: `https://github.com/regstack/regstack/tree/main/packages/${dir}#readme`,
+  bugs: { url: 'https://github.com/regstack/regstack/issues' },
+  keywords: ['regstack', 'tensorflowjs', 'tfjs', 'machine-learning', 'deep-learning', 'regularization'],
   type: 'module',
   sideEffects: false,
   exports: {
@@ -45,6 +49,8 @@ const write = (file, text) => {
   if (!existsSync(join(root, file))) writeFileSync(join(root, file), text);
 };
 write('package.json', JSON.stringify(pkg, null, 2) + '\n');
+// npm ships a LICENSE file found in the package whatever packs it; each package holds a copy of the root's.
+write('LICENSE', readFileSync('LICENSE', 'utf8'));
 write(
   'tsconfig.json',
   JSON.stringify({ extends: '../../tsconfig.base.json', include: ['src'] }, null, 2) + '\n',
@@ -55,6 +61,6 @@ write(
   "import { libraryConfig } from '../../tools/build/tsup-library';\n\nexport default libraryConfig();\n",
 );
 console.log(
-  `wrote ${root}/{package.json,tsconfig.json,tsup.config.ts} (existing files kept). Next: src/index.ts, the code with ` +
+  `wrote ${root}/{package.json,LICENSE,tsconfig.json,tsup.config.ts} (existing files kept). Next: src/index.ts, the code with ` +
     'its tests beside it, README.md, `npm install` (links the workspace), a changeset; see CONTRIBUTING.md.',
 );

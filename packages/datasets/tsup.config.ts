@@ -1,11 +1,14 @@
 import { libraryConfig } from '../../tools/build/tsup-library';
 
 export default libraryConfig({
-  entry: ['src/index.ts', 'src/node.ts'],
-  // The embedded subset is 3 MB of base64: maps keep line mappings but not a second copy of it.
-  esbuildOptions(options) {
-    options.sourcesContent = false;
-  },
-  // CommonJS too, so that both entries share one Dataset class (instanceof works across them).
+  entry: ['src/index.ts', 'src/node.ts', 'src/embedded.ts'],
+  // The embedded subset's data stay one shipped file, `data/fashion-mnist-subset.json`, that both
+  // module formats load (the import path is the same from `src/` and `dist/`): bundling it here would
+  // ship it twice, once per format.
+  external: ['../data/fashion-mnist-subset.json'],
+  // CommonJS too, so that the entries share one Dataset class (instanceof works across them).
   splitting: true,
+  // Node 20.10 is the first Node 20 with import attributes (`with { type: 'json' }`), which ES-module
+  // JSON imports need; an older target makes esbuild drop them.
+  target: 'node20.10',
 });

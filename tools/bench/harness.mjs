@@ -5,8 +5,9 @@ import { existsSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs-core';
+import * as tfl from '@tensorflow/tfjs-layers';
 import { useBackend } from '@regstack/backend';
-import { Random, addWeightDecay, clipByGlobalNorm, composeRegularizers } from '@regstack/regularizer';
+import { Random, addWeightDecay, classifierFromLayersModel, clipByGlobalNorm, composeRegularizers } from '@regstack/regularizer';
 import { resnet18, smallCnn } from '@regstack/models';
 import { rcad } from '@regstack/rcad';
 import { labelSmoothing } from '@regstack/label-smoothing';
@@ -52,16 +53,22 @@ const PREPARE_PATH = new Set(['rcad-unfused']);
 /**
  * @typedef {object} ModelSpec
  * @property {string} id Name in tables and JSON, e.g. `resnet18-w16`.
- * @property {'small-cnn' | 'resnet18'} architecture
+ * @property {'small-cnn' | 'resnet18' | 'layers-cnn'} architecture `layers-cnn`: the small CNN's layout built
+ *   as a `tf.LayersModel` (tfjs-layers) and wrapped with `classifierFromLayersModel`, as a user with
+ *   their own Layers model would (no PyTorch twin).
  * @property {number} width First stage's channels.
  * @property {[number, number, number]} inputShape [height, width, channels].
  * @property {number} numClasses
  * @property {number} rounds Timed rounds (each times every variant once).
  */
 
-/** The models of a full run: the small CNN at its default width and ResNet-18 at width 16, CIFAR-sized. */
+/**
+ * The models of a full run: the small CNN at its default width, ResNet-18 at width 16, CIFAR-sized,
+ * and the small CNN's layout as a tf.LayersModel.
+ */
 export const MODELS = /** @type {Record<string, ModelSpec>} */ ({
   'small-cnn': { id: 'small-cnn', architecture: 'small-cnn', width: 32, inputShape: [32, 32, 3], numClasses: 10, rounds: 9 },
+  'layers-cnn': { id: 'layers-cnn', architecture: 'layers-cnn', width: 32, inputShape: [32, 32, 3], numClasses: 10, rounds: 9 },
   'resnet18-w16': { id: 'resnet18-w16', architecture: 'resnet18', width: 16, inputShape: [32, 32, 3], numClasses: 10, rounds: 5 },
 });
 
@@ -89,7 +96,40 @@ function median(values) {
   return sorted.length % 2 === 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
 }
 
+/**
+ * The small CNN's layout (two stages of [conv3×3-BN-ReLU ×2, max-pool 2×2], width and 2·width
+ * channels, flatten, dense logits) as a tf.sequential, wrapped as a user would: no dropout, so the
+ * adapter reads `stochastic: false` and the stack fuses RCAD's input gradient into the base pass.
+ */
+function createLayersModel(spec, seed) {
+  const layers = [];
+  let initializerSeed = seed;
+  const convolution = (filters, first) =>
+    tfl.layers.conv2d({
+      ...(first ? { inputShape: spec.inputShape } : {}),
+      filters,
+      kernelSize: 3,
+      padding: 'same',
+      useBias: false,
+      kernelInitializer: tfl.initializers.heNormal({ seed: initializerSeed++ }),
+    });
+  for (const [stage, filters] of [spec.width, 2 * spec.width].entries()) {
+    for (let index = 0; index < 2; index++) {
+      layers.push(convolution(filters, stage === 0 && index === 0), tfl.layers.batchNormalization({ momentum: 0.9, epsilon: 1e-5 }), tfl.layers.reLU());
+    }
+    layers.push(tfl.layers.maxPooling2d({ poolSize: 2 }));
+  }
+  layers.push(tfl.layers.flatten(), tfl.layers.dense({ units: spec.numClasses, kernelInitializer: tfl.initializers.glorotUniform({ seed: initializerSeed }) }));
+  const layersModel = tfl.sequential({ layers });
+  const classifier = classifierFromLayersModel(layersModel);
+  return Object.assign(classifier, {
+    parameterCount: () => layersModel.countParams(),
+    dispose: () => layersModel.dispose(),
+  });
+}
+
 function createModel(spec, seed) {
+  if (spec.architecture === 'layers-cnn') return createLayersModel(spec, seed);
   const options = { width: spec.width, inputShape: spec.inputShape, numClasses: spec.numClasses, mean: CIFAR_MEAN, std: CIFAR_STD, seed };
   return spec.architecture === 'resnet18' ? resnet18(options) : smallCnn(options);
 }
@@ -195,12 +235,13 @@ async function benchmarkModel(spec, variants, options) {
     });
   }
 
-  const torchSettings = options.torch === false ? undefined : options.torch === true ? {} : options.torch;
+  // The Layers model has no PyTorch twin in torch_step.py; its comparison is with our own models.
+  const torchSettings = options.torch === false || spec.architecture === 'layers-cnn' ? undefined : options.torch === true ? {} : options.torch;
   const torchThreads = torchSettings?.threads ?? [1, 2];
   const torchVariants = variants.includes('rcad') ? ['erm', 'rcad'] : ['erm'];
   /** @type {Record<string, Record<string, number[]>>} */
   const torchSamples = Object.fromEntries(torchThreads.map((threads) => [threads, Object.fromEntries(torchVariants.map((variant) => [variant, []]))]));
-  let torch = { available: false, reason: 'disabled (--no-torch)' };
+  let torch = { available: false, reason: spec.architecture === 'layers-cnn' && options.torch !== false ? 'no PyTorch twin of the tf.LayersModel' : 'disabled (--no-torch)' };
   let worker;
   if (torchSettings) {
     const started = await TorchWorker.start(spec, torchSettings, batchSize, options.seed);
@@ -367,11 +408,16 @@ export class TorchWorker {
       for (const { reject } of this.pending.splice(0)) reject(this.failure);
     };
     this.process.on('error', (error) => fail(`${python} failed to start: ${error.message}`));
-    this.process.on('exit', (code) => fail(`torch_step.py exited with ${code}: ${this.stderr.trim().split('\n').slice(-3).join(' | ')}`));
-    // The child may exit at any moment (without torch it answers once and exits): a write to its closed
-    // stdin then fails with EPIPE, which, unhandled, would kill the whole process (a test runner's too).
+    // 'close', not 'exit': it comes after the child's stdout has ended, so an answer it wrote before
+    // exiting (without torch it answers once and exits) reaches its request first.
+    this.process.on('close', (code) => fail(`torch_step.py exited with ${code}: ${this.stderr.trim().split('\n').slice(-3).join(' | ')}`));
+    // The child may exit at any moment: a write to its closed stdin then fails with EPIPE, which,
+    // unhandled, would kill the whole process (a test runner's too). Handled, and left to 'close' to
+    // report, so that the child's own reason wins over the broken pipe it caused.
     for (const stream of [this.process.stdin, this.process.stdout, this.process.stderr]) {
-      stream.on('error', (error) => fail(`torch_step.py's pipe failed: ${error.message}`));
+      stream.on('error', (error) => {
+        this.pipeError ??= error;
+      });
     }
     createInterface({ input: this.process.stdout }).on('line', (line) => {
       const next = this.pending.shift();

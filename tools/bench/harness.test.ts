@@ -78,6 +78,30 @@ describe('bench harness', () => {
     expect(JSON.parse(JSON.stringify(report)).models[0].variants.rcad.medianMs).toBe(report.models[0].variants.rcad.medianMs);
   });
 
+  it('times a tf.LayersModel wrapped by classifierFromLayersModel, on the fused RCAD path', async () => {
+    const before = tf.memory().numTensors;
+    const report = await runBenchmark({
+      models: [{ id: 'tiny-layers', architecture: 'layers-cnn', width: 2, inputShape: [8, 8, 3], numClasses: 3, rounds: 1 }],
+      variants: ['rcad', 'rcad-unfused'],
+      batchSize: 4,
+      warmup: 1,
+      threads: [1],
+      torch: true,
+    });
+    expect(tf.memory().numTensors).toBe(before);
+    const [model] = report.models;
+    // Convolutions 3→2, 2→2, 2→4, 4→4 (3×3, no bias), batch norms of 4 values per channel, then
+    // 8×8 pooled twice to 2×2×4 = 16 features into 3 logits.
+    expect(model.parameters).toBe(9 * (3 * 2 + 2 * 2 + 2 * 4 + 4 * 4) + 4 * (2 + 2 + 4 + 4) + (16 * 3 + 3));
+    expect(model.torch).toEqual({ available: false, reason: 'no PyTorch twin of the tf.LayersModel' });
+    // No dropout layer: the adapter reads stochastic: false and the stack fuses RCAD's input gradient.
+    expect(model.variants.rcad.fused).toBe(true);
+    expect(model.variants['rcad-unfused'].fused).toBe(false);
+    expect(model.variants.rcad.memory.kernelCalls).toBeLessThan(model.variants['rcad-unfused'].memory.kernelCalls);
+    expect(model.variants.rcad.memory.leakedTensorsPerStep).toBe(0);
+    expect(model.variants.rcad.ratioToErm).toBeGreaterThan(0);
+  });
+
   it('rejects an unknown variant by name', async () => {
     await expect(runBenchmark({ models: [], variants: ['rcad', 'dropout'] })).rejects.toThrow(/unknown variant 'dropout'/);
   });

@@ -168,6 +168,9 @@ const step = () => {
   optimizer.applyGradients(decayed);
   tf.dispose([value, ...Object.values(grads), ...Object.values(clipped), ...Object.values(decayed)]);
 };
+// The stack looks at the backend on its first step (wasm without @regstack/backend's kernels refuses
+// a max-pooling model): take that step with every kernel in force, before any is switched off.
+step();
 /** A whole small-CNN ERM step with `setupA` and with `setupB` in force, interleaved, medians. */
 function compareSteps(label, setupA, setupB) {
   const times = { a: [], b: [] };

@@ -4,7 +4,7 @@
 // tools/bench/results/bench-<time>.json (and latest.json).
 //
 //   --quick                 a third of the rounds, one warm-up step
-//   --models a,b            from: small-cnn, resnet18-w16 (default both)
+//   --models a,b            from: small-cnn, layers-cnn (the small CNN as a tf.LayersModel), resnet18-w16 (default all)
 //   --variants a,b          from harness.mjs VARIANTS (default all; erm is always included)
 //   --rounds-scale x        multiply every model's rounds
 //   --batch n               batch size (default 64)
@@ -14,7 +14,8 @@
 //   --python path           Python with torch (default /usr/bin/python3)
 //   --output file           JSON path (default tools/bench/results/bench-<time>.json)
 //
-// The full run takes about 9 minutes on the idle 2-core VM (13 at a load of 4–7 from other jobs).
+// The full run took about 9 minutes on the idle 2-core VM (13 at a load of 4–7 from other jobs) before
+// layers-cnn, which adds about a third (its steps are slower than the small CNN's; no PyTorch twin).
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';

@@ -1,4 +1,5 @@
-import { loadEmbeddedFashionMnist, type LoadedDataset } from '@regstack/datasets';
+import type { LoadedDataset } from '@regstack/datasets';
+import { loadEmbeddedFashionMnist } from '@regstack/datasets/embedded';
 import { loadCifar10, loadCifar100, loadFashionMnist, loadSvhn, loadTinyImageNet } from '@regstack/datasets/node';
 import { ConfigError, Random } from '@regstack/regularizer';
 

@@ -38,12 +38,15 @@ describe('loadEmbeddedFashionMnist', () => {
   });
 });
 
-describe('browser safety', () => {
-  it('bundles the main entry for the browser without any Node module', async () => {
-    const result = await build({
-      entryPoints: [fileURLToPath(new URL('./index.ts', import.meta.url))],
+describe('browser safety and bundle size', () => {
+  const bundle = (entry: string, contents?: string) =>
+    build({
+      ...(contents === undefined
+        ? { entryPoints: [fileURLToPath(new URL(entry, import.meta.url))] }
+        : { stdin: { contents, resolveDir: fileURLToPath(new URL('.', import.meta.url)), loader: 'ts' } }),
       bundle: true,
       write: false,
+      minify: true,
       platform: 'browser',
       format: 'esm',
       conditions: ['@regstack/source'],
@@ -51,9 +54,29 @@ describe('browser safety', () => {
       logLevel: 'silent',
       metafile: true,
     });
+  const nodeOnly = (inputs: string[]) => inputs.filter((path) => /(^|\/)node:|mat-v5|download|files\.ts/.test(path));
+
+  it('bundles the main entry for the browser without any Node module or the embedded data', async () => {
+    const result = await bundle('./index.ts');
     const inputs = Object.keys(result.metafile.inputs);
-    expect(inputs.some((path) => path.endsWith('embedded/fashion-mnist-subset.ts'))).toBe(true);
-    expect(inputs.filter((path) => /(^|\/)node:|mat-v5|download|files\.ts/.test(path))).toEqual([]);
+    expect(inputs.some((path) => path.includes('fashion-mnist-subset'))).toBe(false);
+    expect(nodeOnly(inputs)).toEqual([]);
     expect(result.outputFiles[0]!.text).not.toMatch(/from ["']node:/);
+  });
+
+  it('bundles randomSubset alone small (the 3.3 MB subset was in every bundle when the main entry held it)', async () => {
+    const result = await bundle('', "import { randomSubset } from './index.js'; console.log(randomSubset);");
+    // 8.6 kB measured (tfjs-core external): the bound leaves room for growth, not for the data.
+    expect(result.outputFiles[0]!.contents.byteLength).toBeLessThan(20_000);
+  });
+
+  it('bundles the embedded entry for the browser with its data once and no Node module', async () => {
+    const result = await bundle('./embedded.ts');
+    const inputs = Object.keys(result.metafile.inputs);
+    expect(inputs.filter((path) => path.endsWith('data/fashion-mnist-subset.json'))).toHaveLength(1);
+    expect(nodeOnly(inputs)).toEqual([]);
+    const size = result.outputFiles[0]!.contents.byteLength;
+    expect(size).toBeGreaterThan(3_000_000);
+    expect(size).toBeLessThan(3_600_000);
   });
 });

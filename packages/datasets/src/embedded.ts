@@ -1,27 +1,32 @@
+/**
+ * `@regstack/datasets/embedded`: the Fashion-MNIST subset shipped inside the package. A separate entry
+ * so that importing anything else from `@regstack/datasets` never bundles its 3.3 MB.
+ */
 import { DataError, assertKnownOptions } from '@regstack/regularizer';
+// JSON rather than a module so that the ES-module and CommonJS builds share the one shipped file (both
+// keep this import as written: `data/` sits beside `src/` and `dist/`). See scripts/build-embedded.mjs.
+import subset from '../data/fashion-mnist-subset.json' with { type: 'json' };
+import { decodeBase64 } from './base64.js';
 import { Dataset } from './dataset.js';
-import {
-  embeddedFashionMnistSource,
-  testImagesBase64,
-  testLabelsBase64,
-  trainImagesBase64,
-  trainLabelsBase64,
-} from './embedded/fashion-mnist-subset.js';
 import { fashionMnistClassNames, fashionMnistLicense } from './idx.js';
 import { holdOut, type HoldOutOptions, type LoadedDataset } from './loaded.js';
 import { fashionMnistNormalization } from './normalization.js';
 
-/** Decodes base64 with `atob`, which Node ≥ 16 and every browser provide, so no Node module is needed. */
-export function decodeBase64(text: string): Uint8Array {
-  const binary = atob(text);
-  const bytes = new Uint8Array(binary.length);
-  for (let index = 0; index < binary.length; index++) bytes[index] = binary.charCodeAt(index);
-  return bytes;
+/** How the embedded subset was made: which images, and the SHA-256 of the official files it came from. */
+export interface EmbeddedFashionMnistSource {
+  readonly selection: string;
+  readonly trainPerClass: number;
+  readonly testPerClass: number;
+  readonly imageShape: readonly number[];
+  readonly sourceSha256: { readonly trainImages: string; readonly trainLabels: string; readonly testImages: string; readonly testLabels: string };
 }
 
-function decodeSplit(imagesBase64: string, labelsBase64: string, name: string): Dataset {
-  const images = decodeBase64(imagesBase64);
-  const labels = Int32Array.from(decodeBase64(labelsBase64));
+/** How the embedded subset was made (read from the shipped data). */
+export const embeddedFashionMnistSource: EmbeddedFashionMnistSource = subset.source;
+
+function decodeSplit(imageLines: readonly string[], labelLines: readonly string[], name: string): Dataset {
+  const images = decodeBase64(imageLines.join(''));
+  const labels = Int32Array.from(decodeBase64(labelLines.join('')));
   if (images.length !== labels.length * 784) {
     throw new DataError(name, `embedded data are corrupt: ${images.length} bytes for ${labels.length} images; rebuild with scripts/build-embedded.mjs`);
   }
@@ -36,8 +41,8 @@ function decodeSplit(imagesBase64: string, labelsBase64: string, name: string): 
  */
 export function loadEmbeddedFashionMnist(options: HoldOutOptions = {}): LoadedDataset {
   assertKnownOptions('loadEmbeddedFashionMnist', options, ['validationFraction', 'seed']);
-  const fullTrain = decodeSplit(trainImagesBase64, trainLabelsBase64, 'fashion-mnist-embedded/train');
-  const test = decodeSplit(testImagesBase64, testLabelsBase64, 'fashion-mnist-embedded/test');
+  const fullTrain = decodeSplit(subset.trainImagesBase64, subset.trainLabelsBase64, 'fashion-mnist-embedded/train');
+  const test = decodeSplit(subset.testImagesBase64, subset.testLabelsBase64, 'fashion-mnist-embedded/test');
   const { train, validation } = holdOut(fullTrain, options, 'loadEmbeddedFashionMnist');
   return {
     train,

@@ -44,7 +44,7 @@ export function parseIdx(bytes: Uint8Array, field = 'idx'): IdxArray {
   return { dimensions, data: bytes.subarray(headerLength) };
 }
 
-/** The licence line of Fashion-MNIST; the full text ships as `src/embedded/FASHION-MNIST-LICENSE`. */
+/** The licence line of Fashion-MNIST; the full text ships as `data/FASHION-MNIST-LICENSE`. */
 export const fashionMnistLicense = 'MIT, Copyright (c) 2017 Zalando SE';
 
 /** The ten Fashion-MNIST classes, by label. */

@@ -36,5 +36,6 @@ export {
   type Cifar100LabelKind,
   type Cifar100Parsed,
 } from './cifar.js';
-export { loadEmbeddedFashionMnist, decodeBase64 } from './embedded.js';
+// The embedded Fashion-MNIST subset is its own entry, `@regstack/datasets/embedded`: 3.3 MB that no other import should bundle.
+export { decodeBase64 } from './base64.js';
 export { holdOut, type LoadedDataset, type DatasetInfo, type HoldOutOptions } from './loaded.js';

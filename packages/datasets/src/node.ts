@@ -1,6 +1,6 @@
 /**
  * File, disk and download loaders: Node only. The browser-safe parts (Dataset, batching,
- * augmentation, parsers, the embedded subset) are in `@regstack/datasets`.
+ * augmentation, parsers) are in `@regstack/datasets`, the embedded subset in `@regstack/datasets/embedded`.
  */
 export {
   loadFashionMnist,

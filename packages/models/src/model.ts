@@ -64,8 +64,9 @@ export abstract class NetworkModel implements ClassifierModel {
     return false;
   }
 
-  get trainableVariables(): readonly tf.Variable[] {
-    return this.parameters.trainable;
+  /** A fresh array each time (TF.js's optimizers take a mutable `Variable[]`), in a stable order. */
+  get trainableVariables(): tf.Variable[] {
+    return [...this.parameters.trainable];
   }
 
   get nonTrainableVariables(): readonly tf.Variable[] {

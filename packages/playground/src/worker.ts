@@ -4,7 +4,8 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { useBackend } from '@regstack/backend';
-import { balancedSubset, loadEmbeddedFashionMnist } from '@regstack/datasets';
+import { balancedSubset } from '@regstack/datasets';
+import { loadEmbeddedFashionMnist } from '@regstack/datasets/embedded';
 import { createModel } from '@regstack/models';
 import { Random, RegstackError, composeRegularizers, schedules } from '@regstack/regularizer';
 import { RECIPE_MILESTONE_FRACTIONS, train } from '@regstack/trainer';

@@ -66,8 +66,13 @@ export interface Classifier {
   readonly numClasses: number;
   /** Runs a forward pass; must be differentiable w.r.t. the inputs and the trainable variables. */
   apply(inputs: Tensor, options: ForwardOptions): ClassifierOutput;
-  /** The variables an optimizer updates. */
-  readonly trainableVariables: readonly Variable[];
+  /**
+   * The variables an optimizer updates. A plain (mutable) array type because TF.js's
+   * `optimizer.minimize(f, returnCost, varList)` and `tf.variableGrads(f, varList)` declare
+   * `varList: Variable[]`: `optimizer.minimize(step.loss, false, model.trainableVariables)` must
+   * compile as written. Return a fresh array (or one the caller may not change your model through).
+   */
+  readonly trainableVariables: Variable[];
   /** Variables that are state but not trained (batch-norm running statistics), for checkpoints. */
   readonly nonTrainableVariables: readonly Variable[];
   /**
@@ -228,8 +233,12 @@ export interface StepInput {
   model: Classifier;
   /** The clean batch. */
   batch: Batch;
-  /** The run's seeded generator (advanced by the step). */
-  random: Random;
+  /**
+   * The run's seeded generator (advanced by the step). Default: the stack's own generator, seeded by
+   * `composeRegularizers(plugins, { seed })`, which every step without one advances. Never pass a
+   * new generator per step (`random: new Random(0)` inside a loop): every step would draw the same.
+   */
+  random?: Random;
   /** Optimizer steps taken so far (for schedules). Default 0. */
   step?: number;
   /** Fractional epoch (for schedules). Default 0. */

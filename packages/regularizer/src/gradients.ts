@@ -27,3 +27,15 @@ export function addWeightDecay(grads: tf.NamedTensorMap, variables: readonly tf.
   }
   return decayed;
 }
+
+/**
+ * `optimizer.applyGradients(grads)` for any TF.js optimizer, from the gradient maps this package
+ * returns (`stack.gradients`, {@link clipByGlobalNorm}, {@link addWeightDecay}). TF.js 4.22 declares
+ * the parameter of Adam's, Adamax's, Adagrad's, Adadelta's and Momentum's `applyGradients` as
+ * `NamedVariableMap | NamedTensor[]` (gradients are tensors, not variables, and every optimizer
+ * takes them), so a `NamedTensorMap` does not compile there; this passes the `NamedTensor[]` form,
+ * which every optimizer declares. The gradients are not disposed.
+ */
+export function applyGradients(optimizer: tf.Optimizer, grads: tf.NamedTensorMap): void {
+  optimizer.applyGradients(Object.entries(grads).map(([name, tensor]) => ({ name, tensor })));
+}

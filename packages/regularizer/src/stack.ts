@@ -15,10 +15,12 @@ import type {
   StepGradients,
   StepInput,
 } from './contract.js';
-import { ConfigError, DataError } from './errors.js';
+import { ConfigError, DataError, assertKnownOptions, assertNumber } from './errors.js';
+import { applyGradients } from './gradients.js';
 import { oneHotTargets, softCrossEntropy } from './losses.js';
-import type { Random } from './random.js';
+import { Random } from './random.js';
 import { resolveSchedule, validateSchedulable, type Schedule } from './schedule.js';
+import { assertClassifier, assertOutsideTape, checkBackendOnce } from './step-checks.js';
 
 /** The order in which a stack runs its stages. */
 export const STAGE_ORDER: readonly Stage[] = ['batch-transform', 'target-transform', 'loss-term', 'generated-loss'];
@@ -35,11 +37,19 @@ export interface RegularizerStack {
   /** The plugins in the order they run. */
   readonly plugins: readonly RegularizerPlugin[];
   /**
-   * Prepares one step OUTSIDE the weight tape and returns its loss closure. Never call it inside
-   * `optimizer.minimize` or `tf.variableGrads`: the constants it computes would then be taped.
+   * Prepares one step OUTSIDE the weight tape and returns its loss closure. Calling it inside
+   * `optimizer.minimize` or `tf.variableGrads` (where the constants it computes would be taped)
+   * throws a ConfigError: call `prepare` first, then `optimizer.minimize(step.loss, ...)`.
    * When it throws, it has freed every tensor it made.
    */
   prepare(input: StepInput): PreparedStep;
+  /**
+   * One optimizer update: the step's gradients as {@link RegularizerStack.gradients} computes them
+   * (fused where that is exact), applied with `optimizer.applyGradients`, everything disposed.
+   * Returns the step's named terms: `base`, one per plugin, and `total`. No clipping or weight decay:
+   * use `gradients` for those.
+   */
+  minimize(optimizer: tf.Optimizer, input: StepInput): Record<string, number>;
   /**
    * One step's total loss and weight gradients, for a loop that clips and decays them itself (the
    * trainer does). Equal to `prepare(input).gradients()`, but cheaper where it can be: when the base
@@ -56,15 +66,43 @@ export interface RegularizerStack {
   describe(): string;
 }
 
+/** Options of {@link composeRegularizers}. */
+export interface StackOptions {
+  /**
+   * Seed of the stack's own generator, which serves every step called without `random`
+   * (one generator for the whole run, advanced by each step). Default 0.
+   */
+  seed?: number;
+}
+
 /**
  * Validates and orders a stack. Plugins run by stage ({@link STAGE_ORDER}); within a stage, in the
  * order given. Rejected with a ConfigError: duplicate names, two plugins of one exclusive group
  * (two label smoothers, two batch mixers), a plugin lacking the hook its stage needs, and
  * generated-loss plugins whose declared mix weights (`RegularizerPlugin.mixWeight`) can add up to
  * more than 1.
+ *
+ * On its first step the stack looks at the TF.js backend: on wasm without `@regstack/backend`'s
+ * kernels a model whose training cannot work there (convolutions: no filter-gradient kernel; max
+ * pooling: the shipped gradient drops values) gets a ConfigError naming `useBackend`; where it is
+ * only slow (TF.js's own cpu or wasm kernels), one console warning per backend says what to call.
  */
-export function composeRegularizers(plugins: readonly RegularizerPlugin[] = []): RegularizerStack {
+export function composeRegularizers(plugins: readonly RegularizerPlugin[] = [], options: StackOptions = {}): RegularizerStack {
   if (!Array.isArray(plugins)) throw new ConfigError('stack', 'expected an array of regularizer plugins');
+  assertKnownOptions('composeRegularizers', options, ['seed']);
+  const seed = options.seed === undefined ? 0 : assertNumber('composeRegularizers.seed', options.seed, { integer: true });
+  const random = new Random(seed);
+  let backendChecked = false;
+  /** The input with the stack's generator where none was given; checks the model, the tape and (once) the backend. */
+  const resolve = (input: StepInput, where: string): StepInput & { random: Random } => {
+    assertOutsideTape(where);
+    assertClassifier(input?.model);
+    if (!backendChecked) {
+      checkBackendOnce(input.model, input.batch);
+      backendChecked = true;
+    }
+    return input.random === undefined ? { ...input, random } : (input as StepInput & { random: Random });
+  };
   const names = new Set<string>();
   const groups = new Map<string, string>();
   plugins.forEach((plugin, index) => {
@@ -96,8 +134,9 @@ export function composeRegularizers(plugins: readonly RegularizerPlugin[] = []):
   checkMixWeights(ordered);
   return {
     plugins: ordered,
-    prepare: (input) => prepareStep(ordered, input),
-    gradients: (input) => stepGradients(ordered, input),
+    prepare: (input) => prepareStep(ordered, resolve(input, 'stack.prepare')),
+    gradients: (input) => stepGradients(ordered, resolve(input, 'stack.gradients')),
+    minimize: (optimizer, input) => minimizeStep(ordered, optimizer, resolve(input, 'stack.minimize')),
     describe: () => {
       const before = ordered.filter((p) => p.stage === 'batch-transform' || p.stage === 'target-transform').map((p) => p.name);
       const after = ordered.filter((p) => p.stage === 'loss-term' || p.stage === 'generated-loss').map((p) => p.name);
@@ -233,7 +272,7 @@ interface InternalStep extends PreparedStep {
 /** Thrown when a plugin reads `context.base` on the fused path, which then falls back. */
 class BaseNotAvailable extends Error {}
 
-function prepareStep(plugins: readonly RegularizerPlugin[], input: StepInput, options: PrepareOptions = {}): InternalStep {
+function prepareStep(plugins: readonly RegularizerPlugin[], input: StepInput & { random: Random }, options: PrepareOptions = {}): InternalStep {
   // What the step makes is listed as it is made, so that a throw half-way through frees it all.
   const owned: unknown[] = [];
   try {
@@ -251,14 +290,13 @@ function disposeOwned(owned: unknown[], clean: Batch | undefined): void {
   owned.length = 0;
 }
 
-function buildStep(plugins: readonly RegularizerPlugin[], input: StepInput, options: PrepareOptions, owned: unknown[]): InternalStep {
+function buildStep(plugins: readonly RegularizerPlugin[], input: StepInput & { random: Random }, options: PrepareOptions, owned: unknown[]): InternalStep {
   const own = <T>(value: T): T => {
     owned.push(value);
     return value;
   };
   if (input === null || typeof input !== 'object') throw new ConfigError('input', 'expected a StepInput object { model, batch, random }');
   const { model, batch: clean, random } = input;
-  if (!model || typeof model.apply !== 'function') throw new ConfigError('model', 'expected a Classifier (see classifierFromLayersModel)');
   const step = input.step ?? 0;
   const epoch = input.epoch ?? 0;
   const numClasses = model.numClasses;
@@ -433,7 +471,7 @@ function buildStep(plugins: readonly RegularizerPlugin[], input: StepInput, opti
   };
 }
 
-function plainGradients(plugins: readonly RegularizerPlugin[], input: StepInput): StepGradients {
+function plainGradients(plugins: readonly RegularizerPlugin[], input: StepInput & { random: Random }): StepGradients {
   const step = prepareStep(plugins, input);
   try {
     const { value, grads } = step.gradients();
@@ -454,7 +492,7 @@ function canFuse(plugins: readonly RegularizerPlugin[], input: StepInput): boole
   );
 }
 
-function stepGradients(plugins: readonly RegularizerPlugin[], input: StepInput): StepGradients {
+function stepGradients(plugins: readonly RegularizerPlugin[], input: StepInput & { random: Random }): StepGradients {
   if (!canFuse(plugins, input)) return plainGradients(plugins, input);
   // What the fused step makes besides its result, freed whether it returns or throws (disposing a
   // tensor twice is a no-op in TF.js).
@@ -473,7 +511,7 @@ interface FusedScratch {
   step?: InternalStep;
 }
 
-function fusedGradients(plugins: readonly RegularizerPlugin[], input: StepInput, scratch: FusedScratch): StepGradients {
+function fusedGradients(plugins: readonly RegularizerPlugin[], input: StepInput & { random: Random }, scratch: FusedScratch): StepGradients {
   const { model, batch: clean, random } = input;
   if (input.validate !== false) validateBatch(clean, model.numClasses);
   const variables = model.trainableVariables as tf.Variable[];
@@ -567,6 +605,19 @@ function releasingTape<T>(body: () => T): T {
     for (const node of state.activeTape?.splice(mark) ?? []) tf.dispose(node.saved ?? []);
     throw error;
   }
+}
+
+function minimizeStep(plugins: readonly RegularizerPlugin[], optimizer: tf.Optimizer, input: StepInput & { random: Random }): Record<string, number> {
+  if (optimizer === null || typeof optimizer !== 'object' || typeof optimizer.applyGradients !== 'function') {
+    throw new ConfigError('optimizer', 'expected a tf.Optimizer (e.g. tf.train.adam(1e-3))');
+  }
+  const { value, grads, terms } = stepGradients(plugins, input);
+  try {
+    applyGradients(optimizer, grads);
+  } finally {
+    tf.dispose([value, ...Object.values(grads)]);
+  }
+  return terms;
 }
 
 function tensorsIn(container: unknown, found: tf.Tensor[] = []): tf.Tensor[] {

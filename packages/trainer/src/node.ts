@@ -1,6 +1,7 @@
 /**
- * Node-only parts of the trainer: checkpoints on disk and a console reporter. Kept out of the main
- * entry so that browser bundles never see `node:fs`.
+ * Node-only parts of the trainer: checkpoints on disk, a console reporter, and `file://` model
+ * saving and loading for plain `@tensorflow/tfjs` (registered on import). Kept out of the main entry
+ * so that browser bundles never see `node:fs`.
  */
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -8,6 +9,12 @@ import cliProgress from 'cli-progress';
 import { DataError } from '@regstack/regularizer';
 import type { CheckpointManifest, CheckpointStore, SerializedCheckpoint } from './checkpoint.js';
 import type { BatchInfo, EpochRecord } from './trainer.js';
+import { registerFileSystemIO } from './file-system-io.js';
+
+export { fileSystemIO, registerFileSystemIO } from './file-system-io.js';
+
+// `model.save('file://…')` and `tf.loadLayersModel('file://…')` work once this entry is imported.
+registerFileSystemIO();
 
 /**
  * Checkpoints in a directory: `checkpoint.json` (the manifest) and `checkpoint.bin` (the tensors).

@@ -1,0 +1,4 @@
+// A browser entry that uses the datasets' main entry (not the embedded subset).
+import { Dataset, randomSubset, standardAugmentation } from '@regstack/datasets';
+
+export { Dataset, randomSubset, standardAugmentation };
