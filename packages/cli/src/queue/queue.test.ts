@@ -129,6 +129,25 @@ describe.skipIf(!hasRedisServer)('queue against a private redis-server (skipped 
     }
   });
 
+  it.skipIf(!hasBuiltCli)('keeps checkpoints in --artifacts instead of Redis when given a shared folder', async () => {
+    const cwd = join(directory, 'artifacts-case');
+    await mkdir(cwd, { recursive: true });
+    const enqueue = new CliProcess(['compare', '--queue', redis.url, '--name', 'shared', '--stack', 'erm', '--model', 'mlp', '--train-size', '200', '--test-size', '50', '--epochs', '2', '--batch-size', '50'], cwd);
+    expect(await enqueue.exited).toBe(0);
+    const worker = new CliProcess(['worker', '--queue', redis.url, '--artifacts', join(cwd, 'shared-mount')], cwd);
+    try {
+      await worker.waitFor((e) => e.event === 'completed', 120_000, 'the job to complete');
+      const manifest = JSON.parse(await readFile(join(cwd, 'shared-mount', 'shared', 'erm__seed0', 'checkpoint.json'), 'utf8'));
+      expect(manifest.state.epoch).toBe(2);
+      const client = new Redis({ ...parseQueueUrl(redis.url).redis });
+      expect(await client.exists('regstack:checkpoint:shared/erm__seed0')).toBe(0);
+      client.disconnect();
+    } finally {
+      worker.child.kill('SIGTERM');
+      await worker.exited;
+    }
+  });
+
   it.skipIf(!hasBuiltCli)(
     'runs a sweep on two workers through a SIGKILL, a SIGTERM and a Redis restart; results equal a local compare',
     async () => {
@@ -149,6 +168,9 @@ describe.skipIf(!hasRedisServer)('queue against a private redis-server (skipped 
       const again = new CliProcess(['compare', '--queue', redis.url, '--name', 'sweep', '--attempts', '2', ...common], await folder('enqueue'));
       expect(await again.exited).toBe(0);
       expect(again.stderr).toMatch(/0 jobs enqueued, 6 already there/);
+      const changed = new CliProcess(['compare', '--queue', redis.url, '--name', 'sweep', ...common.map((a) => (a === '4' ? '5' : a))], await folder('enqueue'));
+      expect(await changed.exited).toBe(2);
+      expect(changed.stderr).toMatch(/--name: study 'sweep' already holds erm__seed0 with another spec/);
 
       // Watches the sweep to its end through every fault below, then writes the table and report.
       const watcher = new CliProcess(['compare', '--queue', redis.url, '--name', 'sweep', '--attempts', '2', ...common, '--wait', '--out', join(directory, 'waited')], await folder('enqueue'));

@@ -64,6 +64,7 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
   const workDirectory = resolve(options.workDirectory);
   const artifacts = options.artifacts ? resolve(options.artifacts) : undefined;
   const children = new Set<ChildProcess>();
+  const childOfJob = new Map<string, ChildProcess>();
   let stopping = false;
 
   const connection = reconnectingClient(location);
@@ -98,11 +99,12 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
         : { kind: 'redis', queue: options.queue, key: checkpointKey(id), lockKey: lockKey(id), token: token! },
     };
     log({ event: 'started', job: id, attempt: job.attemptsStarted });
-    const outcome = await trainInChild(start, options.childCommand, children, async (message) => {
+    const outcome = await trainInChild(start, options.childCommand, children, (child) => childOfJob.set(id, child), async (message) => {
       const progress: JobProgress = { epoch: message.epoch, epochs: message.epochs, worker: name };
       await job.updateProgress(progress as unknown as object).catch(() => {}); // progress is best effort (Redis may be restarting)
       log({ event: 'epoch', job: id, epoch: message.epoch, epochs: message.epochs, validationAccuracy: message.validationAccuracy });
     });
+    childOfJob.delete(id);
     if (outcome.kind === 'result') return outcome.result;
     if (stopping) {
       // Stopped by SIGTERM/SIGINT: back to the queue at once, not after its lock expires.
@@ -126,6 +128,13 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
     autorun: false,
   });
   worker.on('error', (error) => log({ event: 'worker-error', message: error.message }));
+  worker.on('lockRenewalFailed', (jobIds: string[]) => {
+    // Another worker may already have the job: stop training it here (its checkpoints would be refused anyway).
+    for (const jobId of jobIds) {
+      log({ event: 'lock-lost', job: jobId });
+      childOfJob.get(jobId)?.kill('SIGKILL');
+    }
+  });
   worker.on('completed', (job) => {
     log({ event: 'completed', job: job.id });
     // The result is in Redis now; the checkpoint is no longer needed.
@@ -165,12 +174,14 @@ function trainInChild(
   start: ChildStart,
   command: string[] | undefined,
   children: Set<ChildProcess>,
+  onStart: (child: ChildProcess) => void,
   onEpoch: (message: Extract<ChildMessage, { type: 'epoch' }>) => Promise<void>,
 ): Promise<ChildOutcome> {
   const [script, ...args] = command ?? [process.argv[1]!, 'queue-job'];
   return new Promise((resolveOutcome) => {
     const child = fork(script!, args, { execArgv: process.execArgv, stdio: ['ignore', 'ignore', 'pipe', 'ipc'], serialization: 'advanced' });
     children.add(child);
+    onStart(child);
     let outcome: ChildOutcome | null = null;
     let errorText = '';
     child.stderr!.on('data', (chunk: Buffer) => {
