@@ -10,6 +10,7 @@ import { JobsFailedError, compare, stopWorkers } from './compare.js';
 import { DATASET_NAMES, type DatasetName } from './data.js';
 import { runJob, type JobSpec, type Recipe } from './job.js';
 import { regularizerRegistry } from './registry.js';
+import { addQueueCommands, compareOnQueue } from './queue/commands.js';
 import { FileSystemError, RunFolderError, asFileSystemError, isFileSystemError, releaseAllLocks } from './run-folder.js';
 import { parseOptions, parseRegularizerSpec, parseStackSpec, type RegularizerSpec, type StackSpec } from './spec.js';
 import { SUMMARY_HEADERS, formatRow } from './summary.js';
@@ -113,6 +114,14 @@ interface CommonValues {
   overwrite: boolean;
 }
 
+/** Options of `compare` for queued sweeps. */
+interface QueueValues {
+  queue?: string;
+  name: string;
+  wait: boolean;
+  attempts: number;
+}
+
 function template(values: CommonValues): Omit<JobSpec, 'stack' | 'seed' | 'id' | 'directory'> {
   return {
     data: {
@@ -172,8 +181,12 @@ export function createProgram(): Command {
       .option('--seeds <s1,s2,...>', 'seeds', numberList('--seeds', { integer: true }), [0])
       .option('--workers <n>', 'parallel worker processes (one per core)', number('--workers', { integer: true, min: 1 }), 2)
       .option('--quick', 'the quick demonstration: embedded Fashion-MNIST subset, small CNN, 7 stacks, a few epochs (overrides data, model, recipe and stacks)', false)
-      .option('--out <dir>', 'output folder', 'runs/compare'),
-  ).action(async (values: CommonValues & { stack: StackSpec[]; seeds: number[]; workers: number; quick: boolean; out: string }, command: Command) => {
+      .option('--out <dir>', 'output folder', 'runs/compare')
+      .option('--queue <url>', 'enqueue the runs on a Redis queue for `regstack worker`s instead of training here: redis://[user:password@]host:port/db or rediss://…')
+      .option('--name <study>', 'with --queue: the study\'s name (enqueuing the same name again adds nothing)', 'default')
+      .option('--wait', 'with --queue: show progress until the study ends, then write the table and report to --out', false)
+      .option('--attempts <n>', 'with --queue: tries per run before it is marked failed', number('--attempts', { integer: true, min: 1 }), 2),
+  ).action(async (values: CommonValues & QueueValues & { stack: StackSpec[]; seeds: number[]; workers: number; quick: boolean; out: string }, command: Command) => {
     if (values.quick) {
       Object.assign(values, {
         data: QUICK_PRESET.data,
@@ -193,6 +206,22 @@ export function createProgram(): Command {
         'Differences of a point or two are noise at this size. For the full comparison run, e.g., ' +
         "`regstack compare --data cifar100-2k --data-dir DIR --model resnet18 --epochs 200 --batch-size 32 --augment crop-flip --seeds 0,1,2 --stack erm --stack label-smoothing:epsilon=0.6 --stack 'rcad+label-smoothing:epsilon=0.6' ...`."
       : `${values.seeds.length} seed(s) per stack.`;
+    if (values.queue) {
+      await compareOnQueue({
+        queue: values.queue,
+        study: values.name,
+        wait: values.wait,
+        attempts: values.attempts,
+        stacks: values.stack,
+        seeds: values.seeds,
+        template: template(values),
+        directory,
+        title: values.quick ? 'regstack: quick comparison (demonstration)' : 'regstack comparison',
+        note,
+        command: ['regstack', ...process.argv.slice(2)].join(' ').replace(/(rediss?:\/\/[^:/@\s]*:)[^@\s]*@/, '$1***@'),
+      });
+      return;
+    }
     const started = Date.now();
     const outcome = await compare({
       stacks: values.stack,
@@ -236,6 +265,8 @@ export function createProgram(): Command {
       ];
       process.stdout.write(`${lines.join('\n')}\n`);
     });
+
+  addQueueCommands(program);
 
   program
     .command('run-job', { hidden: true })
@@ -332,5 +363,5 @@ export async function main(argv = process.argv): Promise<void> {
   }
 }
 
-const invokedDirectly = process.argv[1] && /(?:^|[\\/])(?:cli\.[cm]?js|regstack)$/.test(process.argv[1]);
+const invokedDirectly = process.argv[1] && /(?:^|[\\/])(?:cli\.[cm]?[jt]s|regstack)$/.test(process.argv[1]);
 if (invokedDirectly) await main();

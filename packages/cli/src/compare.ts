@@ -61,7 +61,7 @@ const slug = (text: string) => text.replace(/[^a-zA-Z0-9.=-]+/g, '_').slice(0, 8
  * Builds and composes a stack as its jobs will, so that one that cannot run (an unknown option, mix
  * weights adding up to more than 1) fails before the comparison trains the others for hours.
  */
-function checkStack(stack: StackSpec): void {
+export function checkStack(stack: StackSpec): void {
   const plugins = createRegularizers(stack.regularizers); // errors name the option, e.g. rcad.alpha
   try {
     composeRegularizers(plugins);
@@ -259,14 +259,42 @@ export async function compare(options: CompareOptions): Promise<CompareResult> {
     if (finished.length === 0) {
       throw new JobsFailedError(options.directory, `every job failed: ${failures.map((f) => `${f.stack} seed ${f.seed}: ${f.message}`).join(' | ')}`);
     }
-    await writeFile(join(options.directory, 'results.json'), JSON.stringify(finished, null, 1));
-    const rows = summarize(finished, labels);
-    const images = { learningCurves: join(options.directory, 'learning-curves'), reliability: join(options.directory, 'reliability') };
-    await renderChart(learningCurveSpec(finished), images.learningCurves);
-    await renderChart(reliabilitySpec(finished), images.reliability);
-    const report = await writeReport({ ...options, rows, results: finished, jobs, images });
-    return { rows, results: finished, failures, report, images };
+    const failed = failures.map((failure) => ({ stack: failure.stack, seed: failure.seed, reason: failure.message }));
+    const written = await writeComparison({ ...options, results: finished, labels, jobs, failed });
+    return { ...written, results: finished, failures };
   } finally {
     lock.release();
   }
+}
+
+/** A run that ended without a result (queued sweeps): listed in the table's output and the report. */
+export interface FailedRun {
+  stack: string;
+  seed: number;
+  reason: string;
+}
+
+/**
+ * Writes `results.json`, the plots and `report.html` of finished runs (stacks in `labels` order):
+ * the end of a local `compare`, and what `regstack report --queue` writes from a queue's results.
+ */
+export async function writeComparison(options: {
+  results: JobResult[];
+  labels: readonly string[];
+  jobs: readonly JobSpec[];
+  directory: string;
+  title: string;
+  note: string;
+  command: string;
+  failed?: readonly FailedRun[];
+}): Promise<Omit<CompareResult, 'results' | 'failures'>> {
+  const { results, labels } = options;
+  await prepareFolder(options.directory);
+  await writeFile(join(options.directory, 'results.json'), JSON.stringify(results, null, 1));
+  const rows = summarize(results, labels);
+  const images = { learningCurves: join(options.directory, 'learning-curves'), reliability: join(options.directory, 'reliability') };
+  await renderChart(learningCurveSpec(results), images.learningCurves);
+  await renderChart(reliabilitySpec(results), images.reliability);
+  const report = await writeReport({ ...options, rows, results, jobs: options.jobs, images });
+  return { rows, report, images };
 }

@@ -5,7 +5,7 @@ import { useBackend, type BackendName } from '@regstack/backend';
 import { standardAugmentation } from '@regstack/datasets';
 import { createModel, type ModelName } from '@regstack/models';
 import { ConfigError, DataError, schedules } from '@regstack/regularizer';
-import { train, type ClassificationMetrics, type EpochRecord } from '@regstack/trainer';
+import { train, type CheckpointStore, type ClassificationMetrics, type EpochRecord } from '@regstack/trainer';
 import { consoleReporter, fileCheckpointStore } from '@regstack/trainer/node';
 import { loadData, type DataSpec } from './data.js';
 import { createRegularizers } from './registry.js';
@@ -71,6 +71,14 @@ export interface JobResult {
   steps: number;
 }
 
+/** Both epoch callbacks, in order. */
+const chain =
+  (first: ((record: EpochRecord) => void) | undefined, second: (record: EpochRecord) => void | Promise<void>) =>
+  async (record: EpochRecord) => {
+    first?.(record);
+    await second(record);
+  };
+
 /** The command that reruns a job alone. */
 export function jobCommand(spec: JobSpec): string {
   const modelOptions = Object.entries(spec.model.options).map(([k, v]) => `${k}=${Array.isArray(v) ? v.join(';') : v}`).join(',');
@@ -92,6 +100,16 @@ export function jobCommand(spec: JobSpec): string {
     `--out ${spec.directory}`,
   ];
   return parts.filter(Boolean).join(' ');
+}
+
+/** Options of {@link runJob}. */
+export interface RunJobOptions {
+  /** No progress output. */
+  quiet?: boolean;
+  /** Where checkpoints go; default files in the job's folder. Queue workers keep them in Redis. */
+  checkpoints?: CheckpointStore;
+  /** Called after each epoch, once its checkpoint is saved. */
+  onEpochEnd?: (record: EpochRecord) => void | Promise<void>;
 }
 
 /** Learning-rate milestones as run: the given ones, or 50%, 75% and 90% of the epochs. */
@@ -209,7 +227,7 @@ async function clearRun(directory: string): Promise<void> {
  * checkpoint each epoch, evaluates the best-validation weights on the test set and writes
  * result.json. Nothing is written to the folder before the job's options and data are checked.
  */
-export async function runJob(spec: JobSpec, options: { quiet?: boolean } = {}): Promise<JobResult> {
+export async function runJob(spec: JobSpec, options: RunJobOptions = {}): Promise<JobResult> {
   const resultPath = join(spec.directory, 'result.json');
   const regularizers = createRegularizers(spec.stack.regularizers); // option errors come first
   const before = await readRunFolder(spec.directory);
@@ -235,7 +253,7 @@ export async function runJob(spec: JobSpec, options: { quiet?: boolean } = {}): 
       if (!spec.resume && spec.overwrite) await clearRun(spec.directory);
       await writeFileAtomically(join(spec.directory, 'job.json'), JSON.stringify(spec, null, 2));
       const { recipe } = spec;
-      const reporter = options.quiet ? {} : consoleReporter({ fields: { job: spec.id } });
+      const reporter: Partial<ReturnType<typeof consoleReporter>> = options.quiet ? {} : consoleReporter({ fields: { job: spec.id } });
       const result = await train({
         model,
         train: data.train,
@@ -251,10 +269,11 @@ export async function runJob(spec: JobSpec, options: { quiet?: boolean } = {}): 
         seed: spec.seed,
         ...(recipe.augment !== 'none' ? { augment: standardAugmentation } : {}),
         baseLoss: recipe.augment === 'two-view' ? 'two-view' : 'single',
-        checkpoints: fileCheckpointStore(join(spec.directory, 'checkpoint')),
+        checkpoints: options.checkpoints ?? fileCheckpointStore(join(spec.directory, 'checkpoint')),
         resume: spec.resume,
         validateBatches: false, // the loaders validate labels and ranges once, when they build the data set
         ...reporter,
+        ...(options.onEpochEnd ? { onEpochEnd: chain(reporter.onEpochEnd, options.onEpochEnd) } : {}),
       });
       const trainSeconds = result.history.reduce((sum, record) => sum + record.trainSeconds, 0);
       const stepsPerEpoch = result.steps / Math.max(1, result.history.length);
