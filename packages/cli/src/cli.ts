@@ -283,6 +283,14 @@ export function createProgram(): Command {
       }
     });
 
+  // train, compare and their workers stop on SIGINT/SIGTERM ending workers and freeing run
+  // folders; the queue's commands handle these signals themselves (a worker requeues its jobs).
+  program.hook('preAction', (_program, action) => {
+    if (!['train', 'compare', 'run-job'].includes(action.name())) return;
+    process.once('SIGINT', exitOnSignal);
+    process.once('SIGTERM', exitOnSignal);
+  });
+
   // Usage errors are thrown, not exited on, so that `main` gives them their exit code.
   const throwUsageErrors = (command: Command) => {
     command.exitOverride();
@@ -336,12 +344,10 @@ function exitOnSignal(signal: NodeJS.Signals): void {
 
 /**
  * Runs the program. Typed errors and file-system errors print as one line (`regstack: <path or
- * field>: <reason>`) with their exit code (see {@link EXIT_CODES}); SIGINT and SIGTERM end the
- * worker processes and free the run folder's lock.
+ * field>: <reason>`) with their exit code (see {@link EXIT_CODES}); during `train` and `compare`,
+ * SIGINT and SIGTERM end the worker processes and free the run folders' locks.
  */
 export async function main(argv = process.argv): Promise<void> {
-  process.once('SIGINT', exitOnSignal);
-  process.once('SIGTERM', exitOnSignal);
   try {
     await createProgram().parseAsync(argv);
   } catch (error) {
