@@ -19,6 +19,7 @@ import { ConfigError, DataError } from './errors.js';
 import { oneHotTargets, softCrossEntropy } from './losses.js';
 import type { Random } from './random.js';
 import { resolveSchedule, validateSchedulable, type Schedule } from './schedule.js';
+import { checkSpecificationVersion } from './specification.js';
 
 /** The order in which a stack runs its stages. */
 export const STAGE_ORDER: readonly Stage[] = ['batch-transform', 'target-transform', 'loss-term', 'generated-loss'];
@@ -72,6 +73,7 @@ export function composeRegularizers(plugins: readonly RegularizerPlugin[] = []):
     if (plugin === null || typeof plugin !== 'object') throw new ConfigError(field, 'expected a regularizer plugin object');
     if (typeof plugin.name !== 'string' || plugin.name === '') throw new ConfigError(`${field}.name`, 'expected a non-empty string');
     if (plugin.name === 'base' || plugin.name === 'total') throw new ConfigError(`${field}.name`, `'${plugin.name}' is reserved for the step's own terms`);
+    checkSpecificationVersion(plugin, field);
     if (!STAGE_ORDER.includes(plugin.stage)) {
       throw new ConfigError(`${field}.stage`, `unknown stage ${String(plugin.stage)}; known: ${STAGE_ORDER.join(', ')}`);
     }
