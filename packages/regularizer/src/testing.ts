@@ -61,11 +61,11 @@ export function countingClassifier(options: CountingClassifierOptions): Classifi
  * error not of `type` when one is given, is rethrown.
  * @example expect(errorField(() => rcad({ alpha: -1 }), ConfigError)).toBe('rcad.alpha');
  */
-export function errorField(make: () => unknown, type: abstract new (...args: never[]) => RegstackError = RegstackError): string {
+export function errorField(make: () => unknown, type: typeof RegstackError = RegstackError): string {
   try {
     make();
   } catch (error) {
-    if (error instanceof type) return error.field;
+    if (type.isInstance(error)) return error.field;
     throw error;
   }
   return 'no error';
