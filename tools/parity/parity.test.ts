@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { unregisterKernels, useBackend } from '@regstack/backend';
 import { adversarialTraining, type AdversarialTrainingOptions } from '@regstack/adversarial-training';
-import { entropyMinimization } from '@regstack/entropy-min';
+import { entropyMin } from '@regstack/entropy-min';
 import { labelSmoothing } from '@regstack/label-smoothing';
 import { meAda, type MeAdaOptions } from '@regstack/me-ada';
 import { mixup } from '@regstack/mixup';
@@ -40,7 +40,7 @@ interface FixtureTensor {
 
 interface FixtureCase {
   name: string;
-  plugin: 'none' | 'label-smoothing' | 'mixup' | 'rcad' | 'entropy-min' | 'adversarial' | 'me-ada';
+  plugin: 'none' | 'label-smoothing' | 'mixup' | 'rcad' | 'entropy-min' | 'adversarial-training' | 'me-ada';
   options: Record<string, unknown>;
   seed?: number;
   draws?: MixupDraws;
@@ -83,8 +83,8 @@ function pluginsFor(testCase: FixtureCase): RegularizerPlugin[] {
     case 'rcad':
       return [rcad({ alpha: options.alpha as number, lambda: options.lambda as number })];
     case 'entropy-min':
-      return [entropyMinimization({ lambda: options.lambda as number })];
-    case 'adversarial':
+      return [entropyMin({ lambda: options.lambda as number })];
+    case 'adversarial-training':
       return [adversarialTraining(options as AdversarialTrainingOptions)];
     case 'me-ada':
       return [meAda(options as MeAdaOptions)];

@@ -13,7 +13,7 @@ import {
   type RegularizerPlugin,
 } from '@regstack/regularizer';
 import { countingClassifier, minimizeSteps } from '@regstack/regularizer/testing';
-import { adversarialTraining, type AdversarialState } from './index.js';
+import { adversarialTraining, type AdversarialTrainingState } from './index.js';
 
 beforeAll(async () => {
   await tf.setBackend('cpu');
@@ -36,9 +36,9 @@ function makeBatch(size = 6, seed = 4) {
 }
 
 /** Wraps the plugin so a test can read the adversarial inputs the real stack's prepare produced. */
-function capturing(plugin: RegularizerPlugin<AdversarialState>) {
+function capturing(plugin: RegularizerPlugin<AdversarialTrainingState>) {
   const captured: number[][][] = [];
-  const wrapped: RegularizerPlugin<AdversarialState> = {
+  const wrapped: RegularizerPlugin<AdversarialTrainingState> = {
     ...plugin,
     prepare: (context) => {
       const state = plugin.prepare!(context);
@@ -153,7 +153,7 @@ describe('adversarialTraining', () => {
     }
     const terms = step.terms();
     const adversarialLoss = tf.tidy(() => crossEntropy(model.apply(adversarial, { mode: 'frozen-stats' }).logits, batch.labels).dataSync()[0]!);
-    expect(terms.adversarial).toBeCloseTo(adversarialLoss, 6);
+    expect(terms['adversarial-training']).toBeCloseTo(adversarialLoss, 6);
     expect(terms.total).toBeCloseTo((1 - weight) * terms.base! + weight * adversarialLoss, 6);
     // The attack raised the loss it was built to raise.
     expect(adversarialLoss).toBeGreaterThan(terms.base!);

@@ -45,7 +45,7 @@ describe('regstack command line', () => {
   });
 
   it('names what exists when a regularizer or an option is unknown', async () => {
-    expect(() => createRegularizers([{ name: 'dropblock', options: {} }])).toThrow(/unknown regularizer 'dropblock'; known: rcad, label-smoothing, mixup, adversarial, entropy-min, me-ada/);
+    expect(() => createRegularizers([{ name: 'dropblock', options: {} }])).toThrow(/unknown regularizer 'dropblock'; known: rcad, label-smoothing, mixup, adversarial-training, entropy-min, me-ada/);
     const result = await run(['train', '--reg', 'rcad:alpah=1', '--epochs', '1', '--out', join(directory, 'bad')]);
     expect(result.exitCode).toBe(2);
     expect(result.stderr).toMatch(/rcad\.alpah: unknown option; known options: alpha, lambda, mode/);
@@ -53,11 +53,11 @@ describe('regstack command line', () => {
 
   it('compare checks every stack before its first job: mix weights adding up to 1.3 fail at once, naming the stack', async () => {
     const out = join(directory, 'overweight');
-    const stack = 'adversarial:weight=0.7+me-ada:weight=0.6';
+    const stack = 'adversarial-training:weight=0.7+me-ada:weight=0.6';
     const result = await run(['compare', '--stack', 'erm', '--stack', stack, '--train-size', '96', '--test-size', '100', '--epochs', '1', '--workers', '1', '--out', out]);
     expect(result.exitCode).toBe(2);
     expect(result.stderr).toBe(
-      `regstack: --stack: '${stack}' cannot be composed: stack: the generated-loss plugins' mix weights add up to 1.3 > 1 (adversarial 0.7 + me-ada 0.6); lower them so that they sum to at most 1\n`,
+      `regstack: --stack: '${stack}' cannot be composed: stack: the generated-loss plugins' mix weights add up to 1.3 > 1 (adversarial-training 0.7 + me-ada 0.6); lower them so that they sum to at most 1\n`,
     );
     expect(existsSync(join(out, 'runs'))).toBe(false); // no job started, not even erm's
   });

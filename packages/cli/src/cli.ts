@@ -26,7 +26,7 @@ export const QUICK_PRESET = {
     'erm',
     'label-smoothing:epsilon=0.1',
     'mixup',
-    'adversarial:attack=fgsm,epsilon=0.03',
+    'adversarial-training:attack=fgsm,epsilon=0.03',
     'entropy-min',
     'rcad:alpha=0.5',
     'rcad:alpha=0.5+label-smoothing:epsilon=0.1',
