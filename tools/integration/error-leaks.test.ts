@@ -1,8 +1,6 @@
 // Every error path of a step, repeated: a thrown error must leave `tf.memory().numTensors` as it was.
 // TF.js leaks are silent, and a loop that catches and retries (or a comparison that reports a
 // failed stack and goes on) would otherwise grow without bound.
-import '@tensorflow/tfjs-backend-cpu';
-import '@tensorflow/tfjs-core/dist/register_all_gradients';
 import * as tf from '@tensorflow/tfjs-core';
 import { adversarialTraining } from '@regstack/adversarial-training';
 import { entropyMin } from '@regstack/entropy-min';
@@ -16,7 +14,6 @@ import {
   DataError,
   Random,
   RegstackError,
-  classifierFromFunction,
   composeRegularizers,
   lossInputGradient,
   oneHotTargets,
@@ -26,27 +23,18 @@ import {
   type RegularizerPlugin,
   type StepInput,
 } from '@regstack/regularizer';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { linearClassifier } from '@regstack/regularizer/testing';
+import { afterAll, describe, expect, it } from 'vitest';
 
 const REPEATS = 20;
 const CLASSES = 3;
-
-beforeAll(async () => {
-  await tf.setBackend('cpu');
-});
 
 // Batch norm and no dropout: `stochastic` is false, so stack.gradients takes the fused path.
 const model = smallCnn({ width: 2, inputShape: [6, 6, 1], numClasses: CLASSES, seed: 1 });
 // Dropout: stochastic, so stack.gradients takes the plain path.
 const dropoutModel = smallCnn({ width: 2, inputShape: [6, 6, 1], numClasses: CLASSES, seed: 1, dropout: 0.3 });
-const weight = tf.variable(tf.randomNormal([36, CLASSES], 0, 0.3, 'float32', 2));
 // Logits only: ME-ADA needs features and fails inside its ascent's tape.
-const logitsOnly = classifierFromFunction({
-  numClasses: CLASSES,
-  trainableVariables: [weight],
-  stochastic: false,
-  apply: (inputs) => tf.matMul(tf.reshape(inputs, [inputs.shape[0]!, 36]), weight) as tf.Tensor2D,
-});
+const logitsOnly = linearClassifier({ inputSize: 36, numClasses: CLASSES, scale: 0.3, seed: 2, bias: null, stochastic: false });
 
 const labels = tf.tensor1d([0, 1, 2, 0], 'int32');
 const images = tf.randomUniform([4, 6, 6, 1], 0, 1, 'float32', 3);
@@ -64,7 +52,8 @@ const bad = {
 };
 
 afterAll(() => {
-  tf.dispose([weight, labels, images, ...Object.values(bad).flatMap((batch) => [batch.inputs, batch.labels])]);
+  logitsOnly.dispose();
+  tf.dispose([labels, images, ...Object.values(bad).flatMap((batch) => [batch.inputs, batch.labels])]);
   model.dispose();
   dropoutModel.dispose();
 });

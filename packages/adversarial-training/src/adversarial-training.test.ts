@@ -1,7 +1,5 @@
-import '@tensorflow/tfjs-backend-cpu';
-import '@tensorflow/tfjs-core/dist/register_all_gradients';
 import * as tf from '@tensorflow/tfjs-core';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   ConfigError,
   DataError,
@@ -14,11 +12,6 @@ import {
 } from '@regstack/regularizer';
 import { countingClassifier, minimizeSteps } from '@regstack/regularizer/testing';
 import { adversarialTraining, type AdversarialTrainingState } from './index.js';
-
-beforeAll(async () => {
-  await tf.setBackend('cpu');
-  await tf.ready();
-});
 
 const INPUTS = 5;
 const CLASSES = 3;

@@ -1,7 +1,5 @@
-import '@tensorflow/tfjs-backend-cpu';
-import '@tensorflow/tfjs-core/dist/register_all_gradients';
 import * as tf from '@tensorflow/tfjs-core';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   ConfigError,
   Random,
@@ -13,11 +11,6 @@ import {
 } from '@regstack/regularizer';
 import { meAda, type MeAdaOptions, type MeAdaState } from './index.js';
 import { countingClassifier, minimizeSteps } from '@regstack/regularizer/testing';
-
-beforeAll(async () => {
-  await tf.setBackend('cpu');
-  await tf.ready();
-});
 
 const INPUTS = 5;
 const CLASSES = 3;

@@ -1,10 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { classifierFromLayersModel } from './classifier.js';
-import { useCpu } from './test-setup.js';
-
-beforeAll(useCpu);
 
 describe('classifierFromLayersModel', () => {
   it('runs three modes, and frozen-stats leaves batch-norm moving statistics untouched', () => {

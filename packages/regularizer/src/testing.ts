@@ -1,6 +1,7 @@
 /**
- * Test helpers for plugin authors (`@regstack/regularizer/testing`): a tiny classifier that counts
- * its passes by mode, the field of a typed error, a leak-checked minimize loop and a relative error.
+ * Test helpers for plugin authors (`@regstack/regularizer/testing`): a linear and a tiny tanh
+ * classifier that count their passes by mode, the field of a typed error, a leak-checked minimize
+ * loop and a relative error.
  * Import them in tests only.
  */
 import * as tf from '@tensorflow/tfjs-core';
@@ -54,6 +55,50 @@ export function countingClassifier(options: CountingClassifierOptions): Classifi
     },
   });
   return Object.assign(model, { calls, dispose: () => tf.dispose([first, firstBias, second, secondBias]) });
+}
+
+/** Options of {@link linearClassifier}. */
+export interface LinearClassifierOptions {
+  /** Values per input example (inputs are flattened). */
+  inputSize: number;
+  /** Number of classes. */
+  numClasses: number;
+  /** Fixed weights, one row of `numClasses` values per input value. Default: N(0, `scale`) drawn with `seed`. */
+  weights?: readonly (readonly number[])[];
+  /** Fixed bias, `numClasses` values, or `null` for none. Default zeros. */
+  bias?: readonly number[] | null;
+  /** Standard deviation of drawn weights. Default 0.5. */
+  scale?: number;
+  /** Seed of drawn weights. Default 1. */
+  seed?: number;
+  /** Declared `stochastic` (see `Classifier.stochastic`): `false` lets `stack.gradients` fuse its base pass. Default undefined. */
+  stochastic?: boolean;
+}
+
+/**
+ * A linear softmax classifier, logits = flatten(x)·W + b: the model whose cross-entropy and input
+ * gradient a test can write by hand (∂CE/∂x = W·(p − y)). Records the mode of every forward pass in
+ * `calls`; `weight` and `bias` are its variables (`bias` absent with `bias: null`).
+ */
+export function linearClassifier(options: LinearClassifierOptions): Classifier & { weight: tf.Variable; bias?: tf.Variable; calls: ModelMode[]; dispose(): void } {
+  const { inputSize, numClasses, scale = 0.5, seed = 1 } = options;
+  const weight = tf.variable(options.weights ? tf.tensor2d(options.weights as number[][], [inputSize, numClasses]) : tf.randomNormal([inputSize, numClasses], 0, scale, 'float32', seed));
+  const bias = options.bias === null ? undefined : tf.variable(options.bias ? tf.tensor1d(options.bias as number[]) : tf.zeros([numClasses]));
+  const calls: ModelMode[] = [];
+  const variables = bias ? [weight, bias] : [weight];
+  const model = classifierFromFunction({
+    numClasses,
+    trainableVariables: variables,
+    ...(options.stochastic === undefined ? {} : { stochastic: options.stochastic }),
+    apply: (inputs, { mode }) => {
+      calls.push(mode);
+      return tf.tidy(() => {
+        const product = tf.matMul(tf.reshape(inputs, [inputs.shape[0]!, -1]), weight) as tf.Tensor2D;
+        return bias ? (tf.add(product, bias) as tf.Tensor2D) : product;
+      });
+    },
+  });
+  return Object.assign(model, { weight, ...(bias ? { bias } : {}), calls, dispose: () => tf.dispose(variables) });
 }
 
 /**
