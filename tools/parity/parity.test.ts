@@ -15,7 +15,7 @@ import { mixup } from '@regstack/mixup';
 import { importNamedTensors, resnet18, smallCnn, type ClassifierModel } from '@regstack/models';
 import { rcad, rcadPerturbation } from '@regstack/rcad';
 import { Random, composeRegularizers, lossInputGradient, oneHotTargets, type RegularizerPlugin } from '@regstack/regularizer';
-import { relativeError } from '@regstack/regularizer/testing';
+import { capturePrepared, relativeError } from '@regstack/regularizer/testing';
 import { mixupDraws, type MixupDraws } from './mixup-draws.js';
 
 /** The target: float32 against float64, norm-wise per tensor. */
@@ -96,18 +96,11 @@ function pluginsFor(testCase: FixtureCase): RegularizerPlugin[] {
  * comparison; the plugin itself runs unchanged inside the real stack.
  */
 function capturingState(plugin: RegularizerPlugin, captured: Map<string, tf.Tensor>): RegularizerPlugin {
-  if (!plugin.prepare) return plugin;
-  const prepare = plugin.prepare.bind(plugin);
-  return {
-    ...plugin,
-    prepare(context) {
-      const state = prepare(context);
-      for (const [key, value] of Object.entries(state as Record<string, unknown>)) {
-        if (value instanceof tf.Tensor) captured.set(key, tf.keep(tf.clone(value)));
-      }
-      return state;
-    },
-  };
+  return capturePrepared(plugin, (state) => {
+    for (const [key, value] of Object.entries(state as Record<string, unknown>)) {
+      if (value instanceof tf.Tensor) captured.set(key, tf.keep(tf.clone(value)));
+    }
+  }).plugin;
 }
 
 const fixtures = [

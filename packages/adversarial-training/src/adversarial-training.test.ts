@@ -10,7 +10,7 @@ import {
   type ModelMode,
   type RegularizerPlugin,
 } from '@regstack/regularizer';
-import { countingClassifier, minimizeSteps } from '@regstack/regularizer/testing';
+import { capturePrepared, countingClassifier, minimizeSteps } from '@regstack/regularizer/testing';
 import { adversarialTraining, type AdversarialTrainingState } from './index.js';
 
 const INPUTS = 5;
@@ -29,18 +29,7 @@ function makeBatch(size = 6, seed = 4) {
 }
 
 /** Wraps the plugin so a test can read the adversarial inputs the real stack's prepare produced. */
-function capturing(plugin: RegularizerPlugin<AdversarialTrainingState>) {
-  const captured: number[][][] = [];
-  const wrapped: RegularizerPlugin<AdversarialTrainingState> = {
-    ...plugin,
-    prepare: (context) => {
-      const state = plugin.prepare!(context);
-      captured.push(state.adversarial.arraySync() as number[][]);
-      return state;
-    },
-  };
-  return { plugin: wrapped, captured };
-}
+const capturing = (plugin: RegularizerPlugin<AdversarialTrainingState>) => capturePrepared(plugin, (state) => state.adversarial.arraySync() as number[][]);
 
 function attackOnce(options: Parameters<typeof adversarialTraining>[0], seed = 1, batch = makeBatch(), model = countingModel()) {
   const { plugin, captured } = capturing(adversarialTraining(options));

@@ -1,6 +1,9 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { describe, expect, it } from 'vitest';
-import { linearClassifier } from './testing.js';
+import type { RegularizerPlugin } from './contract.js';
+import { Random } from './random.js';
+import { composeRegularizers } from './stack.js';
+import { capturePrepared, linearClassifier } from './testing.js';
 
 describe('linearClassifier', () => {
   it('computes flatten(x)·W + b with the given weights, recording each pass by mode', () => {
@@ -32,5 +35,33 @@ describe('linearClassifier', () => {
     const before = tf.memory().numTensors;
     [first, again, other].forEach((model) => model.dispose());
     expect(before - tf.memory().numTensors).toBe(5);
+  });
+});
+
+describe('capturePrepared', () => {
+  it("hands each step's prepared state to read, and leaves the plugin's behaviour as it was", () => {
+    const doubling: RegularizerPlugin<{ doubled: tf.Tensor }> = {
+      name: 'doubling',
+      stage: 'loss-term',
+      prepare: (context) => ({ doubled: tf.mul(context.clean.inputs, 2) }),
+      loss: (context, state) => ({ value: tf.mean(state.doubled) as tf.Scalar }),
+    };
+    const { plugin, captured } = capturePrepared(doubling, (state) => Array.from(state.doubled.dataSync()));
+    const model = linearClassifier({ inputSize: 2, numClasses: 2 });
+    const stack = composeRegularizers([plugin]);
+    const terms: number[] = [];
+    for (const rows of [[[0.1, 0.2]], [[0.5, 0.25]]]) {
+      const batch = { inputs: tf.tensor2d(rows), labels: tf.tensor1d([1], 'int32') };
+      const step = stack.prepare({ model, batch, random: new Random(0) });
+      tf.dispose(step.loss());
+      terms.push(step.terms()['doubling']!);
+      step.dispose();
+      tf.dispose([batch.inputs, batch.labels]);
+    }
+    expect(captured.map((values) => values.map((value) => Number(value.toFixed(6))))).toEqual([[0.2, 0.4], [1, 0.5]]);
+    expect(terms.map((value) => Number(value.toFixed(6)))).toEqual([0.3, 0.75]);
+    const transform: RegularizerPlugin = { name: 'none', stage: 'target-transform', transformTargets: (targets) => targets };
+    expect(capturePrepared(transform, () => 1).plugin).toBe(transform);
+    model.dispose();
   });
 });

@@ -1,12 +1,12 @@
 /**
  * Test helpers for plugin authors (`@regstack/regularizer/testing`): a linear and a tiny tanh
- * classifier that count their passes by mode, the field of a typed error, a leak-checked minimize
- * loop and a relative error.
+ * classifier that count their passes by mode, the field of a typed error, a plugin wrapper that
+ * captures its prepared state, a leak-checked minimize loop and a relative error.
  * Import them in tests only.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { classifierFromFunction } from './classifier.js';
-import type { Classifier, ModelMode, StepInput } from './contract.js';
+import type { Classifier, ModelMode, RegularizerPlugin, StepInput } from './contract.js';
 import { RegstackError } from './errors.js';
 import type { RegularizerStack } from './stack.js';
 
@@ -114,6 +114,30 @@ export function errorField(make: () => unknown, type: typeof RegstackError = Reg
     throw error;
   }
   return 'no error';
+}
+
+/**
+ * Wraps `plugin` so that what `read` takes from each state its `prepare` returns (a perturbed or
+ * generated batch, as arrays) lands in `captured`, one entry per step; the plugin itself runs
+ * unchanged inside the real stack. `read` runs before the step can dispose the state: copy, do not keep.
+ * @example const { plugin, captured } = capturePrepared(rcad(), (state) => state.perturbed?.arraySync());
+ */
+export function capturePrepared<State extends tf.TensorContainer, Captured>(
+  plugin: RegularizerPlugin<State>,
+  read: (state: State) => Captured,
+): { plugin: RegularizerPlugin<State>; captured: Captured[] } {
+  const captured: Captured[] = [];
+  const prepare = plugin.prepare?.bind(plugin);
+  if (!prepare) return { plugin, captured };
+  const wrapped: RegularizerPlugin<State> = {
+    ...plugin,
+    prepare: (context) => {
+      const state = prepare(context);
+      captured.push(read(state));
+      return state;
+    },
+  };
+  return { plugin: wrapped, captured };
 }
 
 /**
