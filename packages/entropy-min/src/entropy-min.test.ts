@@ -2,24 +2,11 @@ import * as tf from '@tensorflow/tfjs-core';
 import { ConfigError, Random, composeRegularizers } from '@regstack/regularizer';
 import { describe, expect, it } from 'vitest';
 import { entropyMin } from './index.js';
-import { errorField, linearClassifier, minimizeSteps } from '@regstack/regularizer/testing';
+import { errorField, linearClassifier, linearLogProbabilities, linearProblem, minimizeSteps } from '@regstack/regularizer/testing';
 
+const { inputs: inputRows, labels, weights: weightRows, bias: biasValues } = linearProblem();
 const inputSize = 3;
 const numClasses = 4;
-const inputRows = [
-  [0.2, 0.9, 0.4],
-  [0.7, 0.1, 0.5],
-  [0.3, 0.6, 0.8],
-  [0.95, 0.05, 0.35],
-  [0.5, 0.5, 0.1],
-];
-const labels = [0, 3, 1, 2, 1];
-const weightRows = [
-  [0.8, -0.6, 0.3, 0.1],
-  [-0.4, 0.5, 0.9, -0.7],
-  [0.2, 0.4, -0.8, 0.6],
-];
-const biasValues = [0.1, -0.2, 0.05, 0.0];
 
 /** A linear classifier with the fixed weights above, counting its forward passes by mode. */
 const linearModel = () => linearClassifier({ inputSize, numClasses, weights: weightRows, bias: biasValues });
@@ -31,10 +18,7 @@ function lossInFloat64(weights: number[][], bias: number[], lambda: number, sign
   let crossEntropy = 0;
   let entropy = 0;
   inputRows.forEach((x, i) => {
-    const logits = bias.map((b, k) => b + x.reduce((sum, xj, j) => sum + xj * weights[j]![k]!, 0));
-    const max = Math.max(...logits);
-    const logNormaliser = max + Math.log(logits.reduce((sum, z) => sum + Math.exp(z - max), 0));
-    const logProbabilities = logits.map((z) => z - logNormaliser);
+    const logProbabilities = linearLogProbabilities(weights, bias, x);
     crossEntropy -= logProbabilities[labels[i]!]!;
     entropy -= logProbabilities.reduce((sum, logP) => sum + Math.exp(logP) * logP, 0);
   });

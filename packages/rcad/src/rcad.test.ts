@@ -21,25 +21,12 @@ import {
 } from '@regstack/regularizer';
 import { describe, expect, it } from 'vitest';
 import { rcad, rcadPerturbation } from './index.js';
-import { errorField, linearClassifier, minimizeSteps, relativeError } from '@regstack/regularizer/testing';
+import { errorField, linearClassifier, linearLogProbabilities, linearProblem, minimizeSteps, relativeError } from '@regstack/regularizer/testing';
 
 // ─── A linear model with fixed weights, mirrored in float64 below for finite differences ──────────
 
 const numClasses = 4;
-const inputRows = [
-  [0.2, 0.9, 0.4],
-  [0.7, 0.1, 0.5],
-  [0.3, 0.6, 0.8],
-  [0.95, 0.05, 0.35],
-  [0.5, 0.5, 0.1],
-];
-const labels = [0, 3, 1, 2, 1];
-const weightRows = [
-  [0.8, -0.6, 0.3, 0.1],
-  [-0.4, 0.5, 0.9, -0.7],
-  [0.2, 0.4, -0.8, 0.6],
-];
-const biasValues = [0.1, -0.2, 0.05, 0.0];
+const { inputs: inputRows, labels, weights: weightRows, bias: biasValues } = linearProblem();
 
 type Counted = Classifier & { calls: ModelMode[]; dispose(): void };
 
@@ -48,12 +35,7 @@ const linearModel = (weights = weightRows, bias = biasValues) => linearClassifie
 const linearBatch = (): Batch => ({ inputs: tf.tensor2d(inputRows), labels: tf.tensor1d(labels, 'int32') });
 
 const float64 = {
-  logProbabilities(weights: number[][], bias: number[], x: number[]): number[] {
-    const logits = bias.map((b, k) => b + x.reduce((sum, xj, j) => sum + xj * weights[j]![k]!, 0));
-    const max = Math.max(...logits);
-    const normaliser = max + Math.log(logits.reduce((sum, z) => sum + Math.exp(z - max), 0));
-    return logits.map((z) => z - normaliser);
-  },
+  logProbabilities: linearLogProbabilities,
   /** d_i = g_i/(‖g_i‖ + 1e-10) with g_i = ∂CE_i/∂x_i = W(p_i − y_i) for a linear model. */
   direction(weights: number[][], bias: number[]): number[][] {
     return inputRows.map((x, i) => {

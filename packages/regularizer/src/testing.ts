@@ -102,6 +102,40 @@ export function linearClassifier(options: LinearClassifierOptions): Classifier &
 }
 
 /**
+ * A small problem for tests that check a loss or a gradient against float64 arithmetic by hand: five
+ * examples of three input values in [0, 1], labels over four classes, and fixed weights for
+ * {@link linearClassifier} whose softmax entropies lie well inside (0, log 4), so an entropy-based
+ * check can fail either way.
+ */
+export function linearProblem(): { inputs: number[][]; labels: number[]; weights: number[][]; bias: number[] } {
+  // A new copy each call: a test may change its arrays without changing another test's.
+  return {
+    inputs: [
+      [0.2, 0.9, 0.4],
+      [0.7, 0.1, 0.5],
+      [0.3, 0.6, 0.8],
+      [0.95, 0.05, 0.35],
+      [0.5, 0.5, 0.1],
+    ],
+    labels: [0, 3, 1, 2, 1],
+    weights: [
+      [0.8, -0.6, 0.3, 0.1],
+      [-0.4, 0.5, 0.9, -0.7],
+      [0.2, 0.4, -0.8, 0.6],
+    ],
+    bias: [0.1, -0.2, 0.05, 0.0],
+  };
+}
+
+/** log softmax(x·W + b) of one example, in float64: the reference for a linear model's float32 results. */
+export function linearLogProbabilities(weights: readonly (readonly number[])[], bias: readonly number[], inputs: readonly number[]): number[] {
+  const logits = bias.map((b, k) => b + inputs.reduce((sum, value, j) => sum + value * weights[j]![k]!, 0));
+  const largest = Math.max(...logits);
+  const normaliser = largest + Math.log(logits.reduce((sum, logit) => sum + Math.exp(logit - largest), 0));
+  return logits.map((logit) => logit - normaliser);
+}
+
+/**
  * The `field` of the regstack error `make` throws, or `'no error'`. Any other error, or a regstack
  * error not of `type` when one is given, is rethrown.
  * @example expect(errorField(() => rcad({ alpha: -1 }), ConfigError)).toBe('rcad.alpha');
