@@ -36,6 +36,7 @@ export function noiseConsistency(options: NoiseConsistencyOptions = {}): Regular
   const lambda = validateSchedulable('noiseConsistency.lambda', options.lambda ?? 1, { min: 0 });
   const sigma = assertNumber('noiseConsistency.sigma', options.sigma ?? 0.1, { min: 0 });
   return {
+    specificationVersion: 'v1', // the contract this plugin was written against
     name: 'noise-consistency',
     stage: 'loss-term',
     // Outside the tape: the noisy inputs are constants of this step.

@@ -5,7 +5,7 @@ import Table from 'cli-table3';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { BACKEND_NAMES, listBackends, type BackendName } from '@regstack/backend';
 import { modelNames, type ModelName } from '@regstack/models';
-import { RegstackError } from '@regstack/regularizer';
+import { RegstackError, describeError } from '@regstack/regularizer';
 import { compare } from './compare.js';
 import { DATASET_NAMES, type DatasetName } from './data.js';
 import { runJob, type JobSpec, type Recipe } from './job.js';
@@ -27,7 +27,7 @@ export const QUICK_PRESET = {
     'erm',
     'label-smoothing:epsilon=0.1',
     'mixup',
-    'adversarial:attack=fgsm,epsilon=0.03',
+    'adversarial-training:attack=fgsm,epsilon=0.03',
     'entropy-min',
     'rcad:alpha=0.5',
     'rcad:alpha=0.5+label-smoothing:epsilon=0.1',
@@ -252,8 +252,8 @@ export async function main(argv = process.argv): Promise<void> {
   try {
     await createProgram().parseAsync(argv);
   } catch (error) {
-    if (error instanceof RegstackError) {
-      process.stderr.write(`regstack: ${error.message}\n`);
+    if (RegstackError.isInstance(error)) {
+      process.stderr.write(`regstack: ${describeError(error)}\n`);
       process.exitCode = 2;
       return;
     }

@@ -170,6 +170,12 @@ export interface LossContext extends StepContext {
 // ─── The plugin ────────────────────────────────────────────────────────────────────────────────
 
 /**
+ * Versions of the plugin contract ({@link RegularizerPlugin}). A new version is added (never an old
+ * one changed) when the contract changes in a way an existing plugin could not satisfy.
+ */
+export type RegularizerSpecificationVersion = 'v1';
+
+/**
  * Stages, in the order a stack runs them. Within a stage, plugins run in the order given.
  * - `batch-transform`: new inputs and soft targets (mixup, cutmix).
  * - `target-transform`: new soft targets (label smoothing), applied after every batch transform.
@@ -199,7 +205,17 @@ export interface LossTerm {
  * is optional, and `prepare`'s tensors are disposed by the stack when the step ends.
  */
 export interface RegularizerPlugin<State extends TensorContainer = TensorContainer> {
-  /** Unique within a stack: the key of the plugin's term in logs, e.g. `rcad`. */
+  /**
+   * The version of this contract the plugin implements: `'v1'`, the only one so far. A stack rejects
+   * a version it does not know with a ConfigError naming the plugin, so a plugin written against a
+   * later contract fails when composed, not inside a step. Optional in v1 (a plugin without it is
+   * taken as v1); declare it: a later version will require it.
+   */
+  readonly specificationVersion?: RegularizerSpecificationVersion;
+  /**
+   * Unique within a stack: the key of the plugin's term in logs, e.g. `rcad`. By convention the
+   * plugin's package name without its scope, which is also its command-line name.
+   */
   readonly name: string;
   /** Where in the step the plugin acts. */
   readonly stage: Stage;

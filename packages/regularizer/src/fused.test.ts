@@ -1,13 +1,10 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { classifierFromFunction } from './classifier.js';
 import type { ModelMode, RegularizerPlugin } from './contract.js';
 import { meanEntropy } from './losses.js';
 import { Random } from './random.js';
 import { composeRegularizers } from './stack.js';
-import { useCpu } from './test-setup.js';
-
-beforeAll(useCpu);
 
 /**
  * A network with batch normalisation (batch statistics in train and frozen-stats mode, running

@@ -21,6 +21,7 @@ import { oneHotTargets, softCrossEntropy } from './losses.js';
 import { Random } from './random.js';
 import { resolveSchedule, validateSchedulable, type Schedule } from './schedule.js';
 import { assertClassifier, assertOutsideTape, checkBackendOnce } from './step-checks.js';
+import { checkSpecificationVersion } from './specification.js';
 
 /** The order in which a stack runs its stages. */
 export const STAGE_ORDER: readonly Stage[] = ['batch-transform', 'target-transform', 'loss-term', 'generated-loss'];
@@ -52,13 +53,10 @@ export interface RegularizerStack {
   minimize(optimizer: tf.Optimizer, input: StepInput): Record<string, number>;
   /**
    * One step's total loss and weight gradients, for a loop that clips and decays them itself (the
-   * trainer does). Equal to `prepare(input).gradients()`, but cheaper where it can be: when the base
-   * loss is the plain cross-entropy on the clean batch (no augmentation, no batch or target
-   * transform), the model declares `stochastic: false`, and every plugin with a loss also has a
-   * `prepare`, one forward+backward on the clean batch yields both the base loss's weight gradients
-   * and the clean input gradient (batch statistics are the same in `train` and `frozen-stats` mode),
-   * so RCAD or FGSM costs one pass less. Then the plugins run on a second tape. A plugin that reads
-   * `context.base` there makes the step fall back to the plain path (running statistics restored).
+   * trainer does). Equal to `prepare(input).gradients()`, but one pass cheaper where that is exact
+   * (plain cross-entropy on the clean batch, `stochastic: false`, every plugin with a loss having a
+   * `prepare`): the base pass then also serves the clean input gradient, and `fused` is true. The
+   * conditions and why the result is the same: docs/architecture.md, "Cost of RCAD: the fused step".
    * When it throws, it has freed every tensor it made.
    */
   gradients(input: StepInput): StepGradients;
@@ -110,6 +108,7 @@ export function composeRegularizers(plugins: readonly RegularizerPlugin[] = [], 
     if (plugin === null || typeof plugin !== 'object') throw new ConfigError(field, 'expected a regularizer plugin object');
     if (typeof plugin.name !== 'string' || plugin.name === '') throw new ConfigError(`${field}.name`, 'expected a non-empty string');
     if (plugin.name === 'base' || plugin.name === 'total') throw new ConfigError(`${field}.name`, `'${plugin.name}' is reserved for the step's own terms`);
+    checkSpecificationVersion(plugin, field);
     if (!STAGE_ORDER.includes(plugin.stage)) {
       throw new ConfigError(`${field}.stage`, `unknown stage ${String(plugin.stage)}; known: ${STAGE_ORDER.join(', ')}`);
     }
