@@ -38,6 +38,8 @@ export function noiseConsistency(options: NoiseConsistencyOptions = {}): Regular
   return {
     name: 'noise-consistency',
     stage: 'loss-term',
+    // loss() reads context.base: declared, so the stack never runs this term without the base pass.
+    readsBase: true,
     // Outside the tape: the noisy inputs are constants of this step.
     prepare: ({ clean, random }) => ({
       noisy: tf.add(clean.inputs, tf.randomNormal(clean.inputs.shape, 0, sigma, 'float32', random.seed())),

@@ -49,6 +49,7 @@ export function entropyMinimization(options: EntropyMinimizationOptions = {}): R
   return {
     name: 'entropy-min',
     stage: 'loss-term',
+    readsBase: true, // the entropy is taken on the base pass's logits
     loss(context: LossContext): LossTerm {
       const weight = assertNumber(`${OWNER}.lambda`, context.value(lambda), LAMBDA_RANGE);
       return { value: tf.tidy(() => tf.mul(sign * weight, meanEntropy(context.base.logits)) as tf.Scalar) };

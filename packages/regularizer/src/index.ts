@@ -5,5 +5,6 @@ export { RegstackError, ConfigError, DataError, DivergenceError, assertKnownOpti
 export { oneHotTargets, softCrossEntropy, softCrossEntropyPerExample, crossEntropy, entropyPerExample, meanEntropy } from './losses.js';
 export { clipByGlobalNorm, addWeightDecay, applyGradients } from './gradients.js';
 export { classifierFromLayersModel, classifierFromFunction, type LayersModelLike, type LayersClassifierOptions, type ForwardFunction } from './classifier.js';
-export { composeRegularizers, lossInputGradient, validateBatch, STAGE_ORDER, type RegularizerStack, type StackOptions } from './stack.js';
+export { composeRegularizers, STAGE_ORDER, type RegularizerStack, type StackOptions } from './stack.js';
+export { lossInputGradient, validateBatch } from './step.js';
 export { setBackendAdviceHandler, REGSTACK_BACKEND_MARKER_KERNEL } from './step-checks.js';
