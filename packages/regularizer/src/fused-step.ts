@@ -126,8 +126,8 @@ class StatisticsBeforeBasePass {
     const restoreFor = () => {
       if (this.preparing) this.restore();
     };
-    // A prototype-less target (not the model itself) so that the proxy may answer what it likes
-    // even for a frozen model; every other property is the model's own, methods bound to it.
+    // A fresh target with the model as prototype (not the model itself), so that the proxy may answer
+    // what it likes even for a frozen model; every other property is the model's, methods bound to it.
     return new Proxy(Object.create(model) as Classifier, {
       get: (_target, key) => {
         if (key === 'apply') {

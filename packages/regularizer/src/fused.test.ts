@@ -171,6 +171,7 @@ describe('stack.gradients: the fused base pass', () => {
     const smoothing: RegularizerPlugin = { name: 'smooth', stage: 'target-transform', transformTargets: (t) => t };
     const withTransform = composeRegularizers([directionEntropy(1, 1), smoothing]).gradients({ model: deterministic.model, batch: data, random: new Random(1) });
     expect(withTransform.fused).toBe(false);
+    expect(errorField(() => composeRegularizers([{ ...readsBase, readsBase: 'yes' } as never]), ConfigError)).toBe('stack[0].readsBase');
     tf.dispose([slow.value, result.value, withTransform.value, ...Object.values(slow.grads), ...Object.values(result.grads), ...Object.values(withTransform.grads), data.inputs, data.labels]);
     reference.dispose();
     deterministic.dispose();
