@@ -53,6 +53,7 @@ export function entropyMin(options: EntropyMinOptions = {}): RegularizerPlugin<E
     specificationVersion: 'v1',
     name: 'entropy-min',
     stage: 'loss-term',
+    readsBase: true, // the entropy is taken on the base pass's logits
     loss(context: LossContext): LossTerm {
       const weight = assertNumber(`${OWNER}.lambda`, context.value(lambda), LAMBDA_RANGE);
       return { value: tf.tidy(() => tf.mul(sign * weight, meanEntropy(context.base.logits)) as tf.Scalar) };

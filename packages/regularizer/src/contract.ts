@@ -161,7 +161,11 @@ export interface LossContext extends StepContext {
   readonly clean: Batch;
   /** The batch the base loss saw. */
   readonly batch: SoftBatch;
-  /** The base loss's forward pass (mode `train`) on `batch.inputs`: reuse it instead of a new pass. */
+  /**
+   * The base loss's forward pass (mode `train`) on `batch.inputs`: reuse it instead of a new pass.
+   * Only for a plugin that declares `readsBase: true`; for any other, reading it throws a
+   * ConfigError naming the plugin's `readsBase`.
+   */
   readonly base: { logits: Tensor2D; features?: Tensor2D; loss: Scalar };
   /** A forward pass of the model inside the tape. */
   forward(inputs: Tensor, mode: ModelMode): ClassifierOutput;
@@ -231,6 +235,14 @@ export interface RegularizerPlugin<State extends TensorContainer = TensorContain
    * its value changes; a function can only be checked at each step.
    */
   readonly mixWeight?: Schedulable;
+  /**
+   * `true` when `loss` reads `context.base` (the base pass's logits, features or loss), as entropy
+   * minimisation does. Default `false`: then `context.base` throws a ConfigError naming this field,
+   * and the stack may run the plugin's term on a tape of its own, after a base pass that also served
+   * the clean input gradient (the fused step: one forward+backward less for RCAD or FGSM). A stack
+   * with a plugin that declares it never fuses. Why and when: docs/architecture.md, "The fused step".
+   */
+  readonly readsBase?: boolean;
   /** `batch-transform`: returns new inputs and soft targets. Outside the tape. */
   transformBatch?(batch: SoftBatch, context: StepContext): SoftBatch;
   /** `target-transform`: returns new soft targets. Outside the tape. */

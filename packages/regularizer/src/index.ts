@@ -6,5 +6,6 @@ export { oneHotTargets, softCrossEntropy, softCrossEntropyPerExample, crossEntro
 export { clipByGlobalNorm, addWeightDecay, applyGradients } from './gradients.js';
 export { classifierFromLayersModel, classifierFromFunction, type LayersModelLike, type LayersClassifierOptions, type ForwardFunction } from './classifier.js';
 export { SPECIFICATION_VERSIONS } from './specification.js';
-export { composeRegularizers, lossInputGradient, validateBatch, STAGE_ORDER, type RegularizerStack, type StackOptions } from './stack.js';
+export { composeRegularizers, STAGE_ORDER, type RegularizerStack, type StackOptions } from './stack.js';
+export { lossInputGradient, validateBatch } from './step.js';
 export { setBackendAdviceHandler, REGSTACK_BACKEND_MARKER_KERNEL } from './step-checks.js';

@@ -277,7 +277,7 @@ describe('a prepared step', () => {
 
 describe('lossInputGradient', () => {
   it('leaves nothing behind when a caller keeps only the gradient', async () => {
-    const { lossInputGradient } = await import('./stack.js');
+    const { lossInputGradient } = await import('./step.js');
     const model = linearClassifier({ inputSize: 5, numClasses: 3 });
     const batch = makeBatch();
     const targets = tf.cast(tf.oneHot(batch.labels, 3), 'float32') as tf.Tensor2D;
