@@ -5,7 +5,7 @@ import Table from 'cli-table3';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { BACKEND_NAMES, listBackends, type BackendName } from '@regstack/backend';
 import { modelNames, type ModelName } from '@regstack/models';
-import { ConfigError, DataError, DivergenceError, RegstackError } from '@regstack/regularizer';
+import { ConfigError, DataError, DivergenceError, RegstackError, describeError } from '@regstack/regularizer';
 import { JobsFailedError, compare, stopWorkers } from './compare.js';
 import { DATASET_NAMES, type DatasetName } from './data.js';
 import { runJob, type JobSpec, type Recipe } from './job.js';
@@ -28,7 +28,7 @@ export const QUICK_PRESET = {
     'erm',
     'label-smoothing:epsilon=0.1',
     'mixup',
-    'adversarial:attack=fgsm,epsilon=0.03',
+    'adversarial-training:attack=fgsm,epsilon=0.03',
     'entropy-min',
     'rcad:alpha=0.5',
     'rcad:alpha=0.5+label-smoothing:epsilon=0.1',
@@ -325,12 +325,13 @@ export const EXIT_CODES = {
 
 /** The exit code of a typed error. */
 export function exitCodeOf(error: RegstackError): number {
-  if (error instanceof DivergenceError) return EXIT_CODES.divergence;
-  if (error instanceof DataError) return EXIT_CODES.data;
-  if (error instanceof FileSystemError) return EXIT_CODES.fileSystem;
-  if (error instanceof RunFolderError) return EXIT_CODES.runFolder;
-  if (error instanceof JobsFailedError) return EXIT_CODES.jobsFailed;
-  if (error instanceof ConfigError) return EXIT_CODES.usage;
+  // isInstance, not instanceof: errors thrown by another copy of a regstack package count too.
+  if (DivergenceError.isInstance(error)) return EXIT_CODES.divergence;
+  if (DataError.isInstance(error)) return EXIT_CODES.data;
+  if (FileSystemError.isInstance(error)) return EXIT_CODES.fileSystem;
+  if (RunFolderError.isInstance(error)) return EXIT_CODES.runFolder;
+  if (JobsFailedError.isInstance(error)) return EXIT_CODES.jobsFailed;
+  if (ConfigError.isInstance(error)) return EXIT_CODES.usage;
   return EXIT_CODES.usage;
 }
 
@@ -356,9 +357,10 @@ export async function main(argv = process.argv): Promise<void> {
       process.exitCode = error.exitCode === 0 ? 0 : EXIT_CODES.usage;
       return;
     }
-    const typed = error instanceof RegstackError ? error : isFileSystemError(error) ? asFileSystemError(error) : null;
+    const typed = RegstackError.isInstance(error) ? error : isFileSystemError(error) ? asFileSystemError(error) : null;
     if (typed) {
-      process.stderr.write(`regstack: ${typed.message.split('\n')[0]}\n`);
+      // One line: the message and its causes (a file read's error, say).
+      process.stderr.write(`regstack: ${describeError(typed).replace(/\s*\n\s*/g, ' ')}\n`);
       process.exitCode = exitCodeOf(typed);
       return;
     }

@@ -53,7 +53,9 @@ export interface CompareResult {
 }
 
 /** Every job of a comparison failed (exit code 7). */
-export class JobsFailedError extends RegstackError {}
+export class JobsFailedError extends RegstackError {
+  static override readonly kind: string = 'JobsFailedError';
+}
 
 const slug = (text: string) => text.replace(/[^a-zA-Z0-9.=-]+/g, '_').slice(0, 80);
 
@@ -233,7 +235,7 @@ export async function compare(options: CompareOptions): Promise<CompareResult> {
             result = await runJob(job, { quiet: true });
           }
         } catch (error) {
-          if (!(error instanceof RegstackError) && !(error instanceof WorkerFailure)) throw error;
+          if (!RegstackError.isInstance(error) && !(error instanceof WorkerFailure)) throw error;
           const failure: JobFailure = {
             id: job.id, stack: job.stack.label, seed: job.seed, message: error.message,
             ...(error instanceof WorkerFailure && error.exitCode !== null ? { exitCode: error.exitCode } : {}),

@@ -8,14 +8,18 @@ import { RegstackError } from '@regstack/regularizer';
  * A file or folder could not be created, read or written: `field` is the path, the message says
  * why in words (the command line prints it as one line, exit code 5).
  */
-export class FileSystemError extends RegstackError {}
+export class FileSystemError extends RegstackError {
+  static override readonly kind: string = 'FileSystemError';
+}
 
 /**
  * A run folder cannot be used as asked: another process holds it, it holds a finished or
  * started run and neither `--resume` nor `--overwrite` was given, or `--resume` names a folder
  * whose run was made with another spec (exit code 6).
  */
-export class RunFolderError extends RegstackError {}
+export class RunFolderError extends RegstackError {
+  static override readonly kind: string = 'RunFolderError';
+}
 
 const REASONS: Record<string, string> = {
   EACCES: 'permission denied',

@@ -35,7 +35,7 @@ const readBinary = async (path: string, field: string): Promise<Uint8Array> => {
   try {
     return await readFile(path);
   } catch (error) {
-    throw new DataError(field, `cannot read ${path}: ${(error as Error).message}`);
+    throw new DataError(field, `cannot read ${path}`, { cause: error });
   }
 };
 

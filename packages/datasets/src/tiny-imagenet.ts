@@ -24,7 +24,7 @@ export function decodeJpeg(bytes: Uint8Array, field: string, side = SIDE): Uint8
   try {
     image = jpeg.decode(bytes, { useTArray: true, formatAsRGBA: false, tolerantDecoding: false });
   } catch (error) {
-    throw new DataError(field, `not a decodable JPEG: ${(error as Error).message}`);
+    throw new DataError(field, 'not a decodable JPEG', { cause: error });
   }
   if (image.width !== side || image.height !== side) {
     throw new DataError(field, `is ${image.width}×${image.height}, expected ${side}×${side}`);

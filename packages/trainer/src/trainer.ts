@@ -5,7 +5,6 @@ import {
   DivergenceError,
   Random,
   addWeightDecay,
-  assertChoice,
   assertKnownOptions,
   assertNumber,
   clipByGlobalNorm,
@@ -173,8 +172,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   const seed = assertNumber('seed', options.seed ?? 0, { integer: true });
   const validationFraction = assertNumber('validationFraction', options.validationFraction ?? 0.1, { min: 0, max: 1, maxExclusive: true });
   const evaluationBatchSize = assertNumber('evaluationBatchSize', options.evaluationBatchSize ?? 512, { min: 1, integer: true });
-  const baseLoss = assertChoice('baseLoss', options.baseLoss ?? 'single', ['single', 'two-view'] as const);
-  if (baseLoss === 'two-view' && !options.augment) throw new ConfigError('baseLoss', "'two-view' needs an augment function");
+  const baseLoss = options.baseLoss ?? 'single'; // checked by the stack, at the first step, before any update
   const learningRate = validateSchedulable(
     'learningRate',
     options.learningRate ?? schedules.multiStep(0.1, RECIPE_MILESTONE_FRACTIONS.map((fraction) => fraction * epochs)),
