@@ -58,7 +58,7 @@ describe('regstack command line', () => {
     // The gzip magic bytes, then nothing zlib can inflate.
     for (const stem of Object.values(fashionMnistFiles)) await writeFile(join(data, `${stem}.gz`), Uint8Array.from([0x1f, 0x8b, 8, 0, 0, 0]));
     const result = await run(['train', '--data', 'fashion-mnist', '--data-dir', data, '--epochs', '1', '--out', join(directory, 'bad-gzip-run')]);
-    expect(result.exitCode).toBe(2);
+    expect(result.exitCode).toBe(3); // a DataError (README: exit codes)
     expect(result.stderr).toMatch(/^regstack: \S+: \S+\.gz is a corrupt or truncated gzip file \(cause: unexpected end of file\)\n$/);
   });
 
