@@ -36,8 +36,11 @@ export function noiseConsistency(options: NoiseConsistencyOptions = {}): Regular
   const lambda = validateSchedulable('noiseConsistency.lambda', options.lambda ?? 1, { min: 0 });
   const sigma = assertNumber('noiseConsistency.sigma', options.sigma ?? 0.1, { min: 0 });
   return {
+    specificationVersion: 'v1', // the contract this plugin was written against
     name: 'noise-consistency',
     stage: 'loss-term',
+    // loss() reads context.base: declared, so the stack never runs this term without the base pass.
+    readsBase: true,
     // Outside the tape: the noisy inputs are constants of this step.
     prepare: ({ clean, random }) => ({
       noisy: tf.add(clean.inputs, tf.randomNormal(clean.inputs.shape, 0, sigma, 'float32', random.seed())),

@@ -14,7 +14,7 @@ import { rcad } from '@regstack/rcad';
 import { labelSmoothing } from '@regstack/label-smoothing';
 import { mixup } from '@regstack/mixup';
 import { adversarialTraining } from '@regstack/adversarial-training';
-import { entropyMinimization } from '@regstack/entropy-min';
+import { entropyMin } from '@regstack/entropy-min';
 import { meAda } from '@regstack/me-ada';
 import { profileKernels } from './kernel-profile.mjs';
 
@@ -44,7 +44,7 @@ export const VARIANTS = {
   'label-smoothing': () => [labelSmoothing()],
   mixup: () => [mixup()],
   'adversarial-fgsm': () => [adversarialTraining({ attack: 'fgsm' })],
-  'entropy-min': () => [entropyMinimization()],
+  'entropy-min': () => [entropyMin()],
   'me-ada': () => [meAda()],
   'rcad+label-smoothing': () => [rcad(), labelSmoothing()],
   'rcad+mixup': () => [rcad(), mixup()],

@@ -267,7 +267,7 @@ describe('a consumer program: every package, the datasets entries, wasm, RCAD + 
     expect(result.kernels).toContain('Conv2DBackpropFilter');
     expect(result.embedded).toEqual({ train: 1800, validation: 200, test: 1000, sameClass: true, trainPerClass: 200 });
     expect(result.decoded).toEqual([1, 2, 3]);
-    expect(result.names).toEqual([['adversarial'], ['entropy-min'], ['me-ada'], ['mixup']]);
+    expect(result.names).toEqual([['adversarial-training'], ['entropy-min'], ['me-ada'], ['mixup']]);
     expect(result.duplicateError).toBe('stack');
     const losses = result.losses as number[];
     expect(losses.every(Number.isFinite)).toBe(true);

@@ -16,7 +16,7 @@ COMMON=(--data fashion-mnist --train-size 2000 --model resnet18 --model-options 
 CLI=packages/cli/dist/cli.js
 [ -f "$CLI" ] || npm run build
 THREE=(--stack erm --stack label-smoothing:epsilon=0.1 --stack rcad:alpha=0.5 --stack 'rcad:alpha=0.5+label-smoothing:epsilon=0.1')
-ONE=(--stack rcad:alpha=1 --stack mixup:mixupAlpha=0.4 --stack adversarial:attack=fgsm,epsilon=0.03
+ONE=(--stack rcad:alpha=1 --stack mixup:mixupAlpha=0.4 --stack adversarial-training:attack=fgsm,epsilon=0.03
      --stack entropy-min --stack 'rcad:alpha=0.5+mixup:mixupAlpha=0.4')
 
 # Required with three seeds: ERM, label smoothing, RCAD, RCAD + label smoothing; seed 0 of all four first.

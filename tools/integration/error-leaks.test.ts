@@ -1,11 +1,9 @@
 // Every error path of a step, repeated: a thrown error must leave `tf.memory().numTensors` as it was.
 // TF.js leaks are silent, and a loop that catches and retries (or a comparison that reports a
 // failed stack and goes on) would otherwise grow without bound.
-import '@tensorflow/tfjs-backend-cpu';
-import '@tensorflow/tfjs-core/dist/register_all_gradients';
 import * as tf from '@tensorflow/tfjs-core';
 import { adversarialTraining } from '@regstack/adversarial-training';
-import { entropyMinimization } from '@regstack/entropy-min';
+import { entropyMin } from '@regstack/entropy-min';
 import { labelSmoothing } from '@regstack/label-smoothing';
 import { meAda } from '@regstack/me-ada';
 import { mixup } from '@regstack/mixup';
@@ -16,7 +14,6 @@ import {
   DataError,
   Random,
   RegstackError,
-  classifierFromFunction,
   composeRegularizers,
   lossInputGradient,
   oneHotTargets,
@@ -26,27 +23,18 @@ import {
   type RegularizerPlugin,
   type StepInput,
 } from '@regstack/regularizer';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { linearClassifier } from '@regstack/regularizer/testing';
+import { afterAll, describe, expect, it } from 'vitest';
 
 const REPEATS = 20;
 const CLASSES = 3;
-
-beforeAll(async () => {
-  await tf.setBackend('cpu');
-});
 
 // Batch norm and no dropout: `stochastic` is false, so stack.gradients takes the fused path.
 const model = smallCnn({ width: 2, inputShape: [6, 6, 1], numClasses: CLASSES, seed: 1 });
 // Dropout: stochastic, so stack.gradients takes the plain path.
 const dropoutModel = smallCnn({ width: 2, inputShape: [6, 6, 1], numClasses: CLASSES, seed: 1, dropout: 0.3 });
-const weight = tf.variable(tf.randomNormal([36, CLASSES], 0, 0.3, 'float32', 2));
 // Logits only: ME-ADA needs features and fails inside its ascent's tape.
-const logitsOnly = classifierFromFunction({
-  numClasses: CLASSES,
-  trainableVariables: [weight],
-  stochastic: false,
-  apply: (inputs) => tf.matMul(tf.reshape(inputs, [inputs.shape[0]!, 36]), weight) as tf.Tensor2D,
-});
+const logitsOnly = linearClassifier({ inputSize: 36, numClasses: CLASSES, scale: 0.3, seed: 2, bias: null, stochastic: false });
 
 const labels = tf.tensor1d([0, 1, 2, 0], 'int32');
 const images = tf.randomUniform([4, 6, 6, 1], 0, 1, 'float32', 3);
@@ -64,7 +52,8 @@ const bad = {
 };
 
 afterAll(() => {
-  tf.dispose([weight, labels, images, ...Object.values(bad).flatMap((batch) => [batch.inputs, batch.labels])]);
+  logitsOnly.dispose();
+  tf.dispose([labels, images, ...Object.values(bad).flatMap((batch) => [batch.inputs, batch.labels])]);
   model.dispose();
   dropoutModel.dispose();
 });
@@ -168,18 +157,18 @@ const cases: ErrorCase[] = [
     name: 'mix weights adding up to 1.3 (known only at the step)',
     plugins: () => [rcad(), adversarialTraining({ weight: () => 0.7 }), meAda({ weight: () => 0.6, steps: 1 })],
     type: ConfigError,
-    message: /add up to 1\.3 > 1 at step 0 \(adversarial 0\.7 \+ me-ada 0\.6\)/,
+    message: /add up to 1\.3 > 1 at step 0 \(adversarial-training 0\.7 \+ me-ada 0\.6\)/,
   },
-  { name: 'adversarial: inputs outside its clip range', plugins: () => [rcad(), adversarialTraining()], input: { batch: bad.outOfRange }, type: DataError, message: /clips to adversarialTraining\.clip/ },
-  { name: 'adversarial: a weight schedule leaving [0, 1]', plugins: () => [adversarialTraining({ weight: () => 2 })], type: ConfigError, message: /adversarialTraining\.weight: must be ≤ 1/ },
-  { name: 'adversarial: a negative ε from its schedule', plugins: () => [adversarialTraining({ epsilon: () => -1, attack: 'pgd', steps: 2 })], type: ConfigError, message: /adversarialTraining\.epsilon/ },
+  { name: 'adversarial-training: inputs outside its clip range', plugins: () => [rcad(), adversarialTraining()], input: { batch: bad.outOfRange }, type: DataError, message: /clips to adversarialTraining\.clip/ },
+  { name: 'adversarial-training: a weight schedule leaving [0, 1]', plugins: () => [adversarialTraining({ weight: () => 2 })], type: ConfigError, message: /adversarialTraining\.weight: must be ≤ 1/ },
+  { name: 'adversarial-training: a negative ε from its schedule', plugins: () => [adversarialTraining({ epsilon: () => -1, attack: 'pgd', steps: 2 })], type: ConfigError, message: /adversarialTraining\.epsilon/ },
   { name: 'ME-ADA: a model without features (fails inside its ascent)', plugins: () => [rcad(), meAda({ steps: 2 })], input: { model: logitsOnly, batch: good }, type: ConfigError, message: /model\.features/ },
   { name: 'ME-ADA: a step size schedule reaching 0', plugins: () => [meAda({ stepSize: () => 0 })], type: ConfigError, message: /meAda\.stepSize/ },
   { name: 'rcad: a negative λ from its schedule', plugins: () => [rcad({ lambda: () => -1 })], type: ConfigError, message: /rcad\.lambda/ },
   { name: 'mixup: CutMix on flat inputs', plugins: () => [mixup({ cutmixAlpha: 1 }), rcad()], input: { batch: bad.flat }, type: DataError, message: /CutMix needs NHWC/ },
   { name: 'mixup: a probability schedule above 1', plugins: () => [mixup({ probability: () => 1.5 })], type: ConfigError, message: /mixup\.probability/ },
   { name: 'label smoothing: ε from its schedule above 1', plugins: () => [mixup(), labelSmoothing({ epsilon: () => 2 }), rcad()], type: ConfigError, message: /labelSmoothing\.epsilon/ },
-  { name: 'entropy minimisation: a NaN λ inside the tape', plugins: () => [rcad(), entropyMinimization({ lambda: () => NaN })], type: ConfigError, message: /entropyMinimization\.lambda/ },
+  { name: 'entropy minimisation: a NaN λ inside the tape', plugins: () => [rcad(), entropyMin({ lambda: () => NaN })], type: ConfigError, message: /entropyMin\.lambda/ },
 ];
 
 describe('a step that throws frees every tensor it made', () => {
@@ -200,7 +189,7 @@ describe('a step that throws frees every tensor it made', () => {
   it('also when composition, validateBatch or lossInputGradient throw', () => {
     // Composition: mix weights adding to 1.3, declared as numbers, fail before any tensor exists.
     const composition = () => composeRegularizers([adversarialTraining({ weight: 0.7 }), meAda({ weight: 0.6 })]);
-    expect(expectNoLeak(composition, ConfigError, /add up to 1\.3 > 1 \(adversarial 0\.7 \+ me-ada 0\.6\)/)).toBe(0);
+    expect(expectNoLeak(composition, ConfigError, /add up to 1\.3 > 1 \(adversarial-training 0\.7 \+ me-ada 0\.6\)/)).toBe(0);
     for (const batch of Object.values(bad).filter((batch) => batch !== bad.rank3 && batch !== bad.outOfRange && batch !== bad.flat)) {
       expect(expectNoLeak(() => validateBatch(batch, CLASSES), DataError, /batch\./)).toBe(0);
     }

@@ -88,8 +88,8 @@ describe('stacks of the real plugins', () => {
     // FGSM attacking in eval mode asks for a different gradient: two passes.
     expect(prepareCalls([rcad(), adversarialTraining({ attack: 'fgsm', attackMode: 'eval' })]).sort()).toEqual(['eval', 'frozen-stats']);
     const { terms } = stepOf([rcad(), adversarialTraining({ attack: 'fgsm' })], model, batch);
-    expect(Object.keys(terms).sort()).toEqual(['adversarial', 'base', 'rcad', 'total']);
-    expect(terms.total).toBeCloseTo(0.5 * terms.base! + 0.5 * terms.adversarial! + terms.rcad!, 5);
+    expect(Object.keys(terms).sort()).toEqual(['adversarial-training', 'base', 'rcad', 'total']);
+    expect(terms.total).toBeCloseTo(0.5 * terms.base! + 0.5 * terms['adversarial-training']! + terms.rcad!, 5);
     tf.dispose([batch.inputs, batch.labels]);
     dispose();
   });

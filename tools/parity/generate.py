@@ -271,7 +271,7 @@ def run_case(model, initial, inputs, labels, case):
         direction = gradient / (norm + 1e-10)
         perturbed = inputs + options["alpha"] * direction
         tensors.update(inputGradient=gradient, direction=direction, perturbed=perturbed)
-    if plugin == "adversarial":
+    if plugin == "adversarial-training":
         gradient = input_gradient(model, detached, inputs, labels, "frozen-stats")
         epsilon = options["epsilon"]
         adversarial = (inputs + epsilon * gradient.sign()).clamp(0, 1)
@@ -311,8 +311,8 @@ def run_case(model, initial, inputs, labels, case):
     if plugin == "entropy-min":
         terms["entropy-min"] = options["lambda"] * mean_entropy(logits)
         total = base + terms["entropy-min"]
-    if plugin in ("adversarial", "me-ada"):
-        generated = tensors["adversarial" if plugin == "adversarial" else "generated"]
+    if plugin in ("adversarial-training", "me-ada"):
+        generated = tensors["adversarial" if plugin == "adversarial-training" else "generated"]
         generated_logits, _ = model.forward(weights, generated, "frozen-stats")
         terms[plugin] = soft_cross_entropy(generated_logits, one_hot(labels))
         mix = options["weight"]
@@ -409,7 +409,7 @@ def fixtures():
         # λ = 1 (not the reference's 0.2) so that the term's gradient weighs as much as the base loss's.
         {"name": "rcad", "plugin": "rcad", "options": {"alpha": 0.5, "lambda": 1.0}},
         {"name": "entropy-min", "plugin": "entropy-min", "options": {"lambda": 0.5}},
-        {"name": "fgsm", "plugin": "adversarial", "options": fgsm},
+        {"name": "fgsm", "plugin": "adversarial-training", "options": fgsm},
         {"name": "me-ada", "plugin": "me-ada", "options": {**me_ada, "ascentMode": "eval"}},
         {"name": "me-ada-frozen-stats", "plugin": "me-ada", "options": {**me_ada, "ascentMode": "frozen-stats"}},
     ]
@@ -417,7 +417,7 @@ def fixtures():
     resnet_cases = [
         {"name": "erm", "plugin": "none"},
         {"name": "rcad", "plugin": "rcad", "options": {"alpha": 1.0, "lambda": 1.0}},
-        {"name": "fgsm", "plugin": "adversarial", "options": fgsm},
+        {"name": "fgsm", "plugin": "adversarial-training", "options": fgsm},
     ]
     cifar = {"mean": [125.3 / 255, 123.0 / 255, 113.9 / 255], "std": [63.0 / 255, 62.1 / 255, 66.7 / 255]}
     resnet = ResNet18({"inputShape": [8, 8, 3], "width": 2, "numClasses": NUM_CLASSES, **cifar})

@@ -8,14 +8,14 @@ import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { unregisterKernels, useBackend } from '@regstack/backend';
 import { adversarialTraining, type AdversarialTrainingOptions } from '@regstack/adversarial-training';
-import { entropyMinimization } from '@regstack/entropy-min';
+import { entropyMin } from '@regstack/entropy-min';
 import { labelSmoothing } from '@regstack/label-smoothing';
 import { meAda, type MeAdaOptions } from '@regstack/me-ada';
 import { mixup } from '@regstack/mixup';
 import { importNamedTensors, resnet18, smallCnn, type ClassifierModel } from '@regstack/models';
 import { rcad, rcadPerturbation } from '@regstack/rcad';
 import { Random, composeRegularizers, lossInputGradient, oneHotTargets, type RegularizerPlugin } from '@regstack/regularizer';
-import { relativeError } from '@regstack/regularizer/testing';
+import { capturePrepared, relativeError } from '@regstack/regularizer/testing';
 import { mixupDraws, type MixupDraws } from './mixup-draws.js';
 
 /** The target: float32 against float64, norm-wise per tensor. */
@@ -40,7 +40,7 @@ interface FixtureTensor {
 
 interface FixtureCase {
   name: string;
-  plugin: 'none' | 'label-smoothing' | 'mixup' | 'rcad' | 'entropy-min' | 'adversarial' | 'me-ada';
+  plugin: 'none' | 'label-smoothing' | 'mixup' | 'rcad' | 'entropy-min' | 'adversarial-training' | 'me-ada';
   options: Record<string, unknown>;
   seed?: number;
   draws?: MixupDraws;
@@ -83,8 +83,8 @@ function pluginsFor(testCase: FixtureCase): RegularizerPlugin[] {
     case 'rcad':
       return [rcad({ alpha: options.alpha as number, lambda: options.lambda as number })];
     case 'entropy-min':
-      return [entropyMinimization({ lambda: options.lambda as number })];
-    case 'adversarial':
+      return [entropyMin({ lambda: options.lambda as number })];
+    case 'adversarial-training':
       return [adversarialTraining(options as AdversarialTrainingOptions)];
     case 'me-ada':
       return [meAda(options as MeAdaOptions)];
@@ -96,18 +96,11 @@ function pluginsFor(testCase: FixtureCase): RegularizerPlugin[] {
  * comparison; the plugin itself runs unchanged inside the real stack.
  */
 function capturingState(plugin: RegularizerPlugin, captured: Map<string, tf.Tensor>): RegularizerPlugin {
-  if (!plugin.prepare) return plugin;
-  const prepare = plugin.prepare.bind(plugin);
-  return {
-    ...plugin,
-    prepare(context) {
-      const state = prepare(context);
-      for (const [key, value] of Object.entries(state as Record<string, unknown>)) {
-        if (value instanceof tf.Tensor) captured.set(key, tf.keep(tf.clone(value)));
-      }
-      return state;
-    },
-  };
+  return capturePrepared(plugin, (state) => {
+    for (const [key, value] of Object.entries(state as Record<string, unknown>)) {
+      if (value instanceof tf.Tensor) captured.set(key, tf.keep(tf.clone(value)));
+    }
+  }).plugin;
 }
 
 const fixtures = [

@@ -66,7 +66,7 @@ export interface AdversarialTrainingOptions {
 }
 
 /** The attack's result, a constant of the step (a type alias, so it is a TF.js TensorContainer). */
-export type AdversarialState = {
+export type AdversarialTrainingState = {
   /** The adversarial inputs x + δ, clipped to the valid range. */
   adversarial: tf.Tensor;
 };
@@ -95,14 +95,14 @@ const NORM_FLOOR = 1e-10;
  * - Random starts draw seeds from the step's seeded generator (`random.seed()`, once for L∞, twice
  *   for L2: direction then radius), so a run is reproducible.
  *
- * A `generated-loss` plugin named `adversarial`; it declares its `weight` as its `mixWeight`, so
+ * A `generated-loss` plugin named `adversarial-training`; it declares its `weight` as its `mixWeight`, so
  * `composeRegularizers` rejects a stack whose generated-loss weights add up to more than 1.
  *
  * @throws ConfigError naming the field (e.g. `adversarialTraining.epsilon`) for an unknown option or
  *   a bad value; schedule functions are checked each step.
  * @throws DataError when clean inputs lie outside the `clip` range.
  */
-export function adversarialTraining(options: AdversarialTrainingOptions = {}): RegularizerPlugin<AdversarialState> {
+export function adversarialTraining(options: AdversarialTrainingOptions = {}): RegularizerPlugin<AdversarialTrainingState> {
   assertKnownOptions(OWNER, options, OPTIONS);
   const attack = assertChoice(`${OWNER}.attack`, options.attack ?? 'fgsm', ['fgsm', 'pgd'] as const);
   const norm = assertChoice(`${OWNER}.norm`, options.norm ?? 'linf', ['linf', 'l2'] as const);
@@ -120,10 +120,11 @@ export function adversarialTraining(options: AdversarialTrainingOptions = {}): R
   const clip = assertInterval(`${OWNER}.clip`, options.clip === undefined ? [0, 1] : options.clip);
 
   return {
-    name: 'adversarial',
+    specificationVersion: 'v1',
+    name: 'adversarial-training',
     stage: 'generated-loss',
     mixWeight: weight, // declared, so a stack whose mix weights exceed 1 is rejected when composed
-    prepare(context: PrepareContext): AdversarialState {
+    prepare(context: PrepareContext): AdversarialTrainingState {
       const radius = assertNumber(`${OWNER}.epsilon`, context.value(epsilon), { min: 0 });
       const size =
         stepSize === undefined
@@ -168,6 +169,9 @@ export function adversarialTraining(options: AdversarialTrainingOptions = {}): R
     },
   };
 }
+
+/** @deprecated Renamed {@link AdversarialTrainingState}; the alias will be removed in a later release. */
+export type AdversarialState = AdversarialTrainingState;
 
 /** ‖t_i‖₂ over all axes but the batch axis, shaped [batch, 1, …, 1] to broadcast against t. */
 function perExampleNorm(tensor: tf.Tensor): tf.Tensor {

@@ -3,4 +3,4 @@
  *
  * @packageDocumentation
  */
-export { adversarialTraining, type AdversarialTrainingOptions, type AdversarialState } from './adversarial-training.js';
+export { adversarialTraining, type AdversarialTrainingOptions, type AdversarialTrainingState, type AdversarialState } from './adversarial-training.js';

@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -7,6 +7,7 @@ import { createProgram, main } from './cli.js';
 import { createRegularizers } from './registry.js';
 import { jobCommand, type JobResult, type JobSpec } from './job.js';
 import { useBackend } from '@regstack/backend';
+import { fashionMnistFiles } from '@regstack/datasets/node';
 
 let directory: string;
 beforeAll(async () => {
@@ -45,19 +46,29 @@ describe('regstack command line', () => {
   });
 
   it('names what exists when a regularizer or an option is unknown', async () => {
-    expect(() => createRegularizers([{ name: 'dropblock', options: {} }])).toThrow(/unknown regularizer 'dropblock'; known: rcad, label-smoothing, mixup, adversarial, entropy-min, me-ada/);
+    expect(() => createRegularizers([{ name: 'dropblock', options: {} }])).toThrow(/unknown regularizer 'dropblock'; known: rcad, label-smoothing, mixup, adversarial-training, entropy-min, me-ada/);
     const result = await run(['train', '--reg', 'rcad:alpah=1', '--epochs', '1', '--out', join(directory, 'bad')]);
     expect(result.exitCode).toBe(2);
     expect(result.stderr).toMatch(/rcad\.alpah: unknown option; known options: alpha, lambda, mode/);
   });
 
+  it('prints a typed error with its cause on one line (a corrupt data file)', async () => {
+    const data = join(directory, 'bad-gzip');
+    await mkdir(data);
+    // The gzip magic bytes, then nothing zlib can inflate.
+    for (const stem of Object.values(fashionMnistFiles)) await writeFile(join(data, `${stem}.gz`), Uint8Array.from([0x1f, 0x8b, 8, 0, 0, 0]));
+    const result = await run(['train', '--data', 'fashion-mnist', '--data-dir', data, '--epochs', '1', '--out', join(directory, 'bad-gzip-run')]);
+    expect(result.exitCode).toBe(3); // a DataError (README: exit codes)
+    expect(result.stderr).toMatch(/^regstack: \S+: \S+\.gz is a corrupt or truncated gzip file \(cause: unexpected end of file\)\n$/);
+  });
+
   it('compare checks every stack before its first job: mix weights adding up to 1.3 fail at once, naming the stack', async () => {
     const out = join(directory, 'overweight');
-    const stack = 'adversarial:weight=0.7+me-ada:weight=0.6';
+    const stack = 'adversarial-training:weight=0.7+me-ada:weight=0.6';
     const result = await run(['compare', '--stack', 'erm', '--stack', stack, '--train-size', '96', '--test-size', '100', '--epochs', '1', '--workers', '1', '--out', out]);
     expect(result.exitCode).toBe(2);
     expect(result.stderr).toBe(
-      `regstack: --stack: '${stack}' cannot be composed: stack: the generated-loss plugins' mix weights add up to 1.3 > 1 (adversarial 0.7 + me-ada 0.6); lower them so that they sum to at most 1\n`,
+      `regstack: --stack: '${stack}' cannot be composed: stack: the generated-loss plugins' mix weights add up to 1.3 > 1 (adversarial-training 0.7 + me-ada 0.6); lower them so that they sum to at most 1\n`,
     );
     expect(existsSync(join(out, 'runs'))).toBe(false); // no job started, not even erm's
   });
@@ -85,7 +96,8 @@ describe('regstack command line', () => {
     expect(report).toContain('regstack train --data fashion-mnist-embedded');
 
     // Resuming reads finished runs back instead of training again.
-    const again = await run(['compare', '--stack', 'erm', '--train-size', '96', '--test-size', '100', '--model-options', 'width=2', '--epochs', '1', '--batch-size', '32', '--workers', '1', '--resume', '--out', out]);
+    const again = await run(['compare', '--stack', 'erm', '--train-size', '96', '--test-size', '100', '--model-options', 'width=2', '--epochs', '1', '--batch-size', '32', '--lr', '0.05', '--workers', '1', '--resume', '--out', out]);
+    expect(again.exitCode ?? 0).toBe(0);
     expect(again.stdout).toContain(`${(100 * results[0]!.test.accuracy).toFixed(2)} ± 0.00`);
     const lines = (await readFile(join(out, 'results.jsonl'), 'utf8')).trim().split('\n');
     expect(lines).toHaveLength(2); // the read-back run is not appended twice

@@ -1,8 +1,14 @@
-export { createProgram, main, QUICK_PRESET } from './cli.js';
-export { compare, type CompareOptions, type CompareResult } from './compare.js';
-export { runJob, jobCommand, type JobSpec, type JobResult, type Recipe } from './job.js';
+export { createProgram, main, QUICK_PRESET, EXIT_CODES, exitCodeOf } from './cli.js';
+export { compare, writeComparison, stopWorkers, JobsFailedError, type CompareOptions, type CompareResult, type FailedRun, type JobFailure } from './compare.js';
+export { runJob, jobCommand, planRun, readRunFolder, specDifferences, resolvedMilestones, type JobSpec, type JobResult, type Recipe, type RunFolderState, type RunJobOptions } from './job.js';
+export { lockFolder, releaseAllLocks, prepareFolder, writeFileAtomically, FileSystemError, RunFolderError, LOCK_FILE, type FolderLock, type LockHolder } from './run-folder.js';
 export { loadData, DATASET_NAMES, type DataSpec, type DatasetName } from './data.js';
-export { regularizerRegistry, createRegularizers, type RegistryEntry } from './registry.js';
+export { regularizerRegistry, renamedRegularizers, createRegularizers, type RegistryEntry } from './registry.js';
 export { parseStackSpec, parseRegularizerSpec, parseOptions, parseOptionValue, formatStackSpec, type StackSpec, type RegularizerSpec } from './spec.js';
 export { summarize, meanAndStd, formatRow, SUMMARY_HEADERS, type SummaryRow } from './summary.js';
 export { renderChart, learningCurveSpec, reliabilitySpec } from './plots.js';
+export { parseQueueUrl, assertReachable, QueueConnectionError, type QueueLocation } from './queue/connection.js';
+export { redisCheckpointStore, packCheckpoint, unpackCheckpoint, LockLostError, type RedisCheckpointStoreOptions } from './queue/checkpoint-store.js';
+export { validateQueuedJob, queuedJobFromSpec, jobSpecFor, type QueuedJobData } from './queue/job-data.js';
+export { enqueueStudy, studyStatus, collectStudy, formatStatus, KEY_PREFIX, QUEUE_NAME, type EnqueueOptions, type StudyStatus, type StudyResults, type StudyInfo } from './queue/study.js';
+export { runWorker, type WorkerOptions } from './queue/worker.js';

@@ -15,6 +15,8 @@ export async function writeReport(options: {
   results: readonly JobResult[];
   jobs: readonly JobSpec[];
   images: { learningCurves: string; reliability: string };
+  /** Runs that failed (queued sweeps), listed under the table. */
+  failed?: readonly { stack: string; seed: number; reason: string }[];
 }): Promise<string> {
   const { rows, jobs, images } = options;
   const first = jobs[0];
@@ -46,6 +48,7 @@ Test metrics are those of each run's ${first?.recipe.validation === 'none' ? 'fi
 <table>
 ${table}
 </table>
+${options.failed?.length ? `<h2>Failed runs</h2>\n<table>\n<tr><th>stack</th><th>seed</th><th>reason</th></tr>\n${options.failed.map((f) => `<tr><td class="stack">${escape(f.stack)}</td><td>${f.seed}</td><td class="stack">${escape(f.reason)}</td></tr>`).join('\n')}\n</table>` : ''}
 <h2>Learning curves</h2>
 <p><a href="${escape(basename(images.learningCurves))}.svg"><img src="${escape(basename(images.learningCurves))}.png" alt="learning curves by epoch for each stack"></a></p>
 <h2>Reliability diagrams</h2>

@@ -4,8 +4,8 @@ import { formatStackSpec, parseRegularizerSpec, parseStackSpec } from './spec.js
 describe('stack syntax', () => {
   it('parses regularizers with typed options', () => {
     expect(parseRegularizerSpec('rcad:alpha=1,lambda=0.2')).toEqual({ name: 'rcad', options: { alpha: 1, lambda: 0.2 } });
-    expect(parseRegularizerSpec('adversarial:attack=pgd,epsilon=8/255,randomStart=true,clip=null')).toEqual({
-      name: 'adversarial',
+    expect(parseRegularizerSpec('adversarial-training:attack=pgd,epsilon=8/255,randomStart=true,clip=null')).toEqual({
+      name: 'adversarial-training',
       options: { attack: 'pgd', epsilon: 8 / 255, randomStart: true, clip: null },
     });
     expect(parseRegularizerSpec('label-smoothing')).toEqual({ name: 'label-smoothing', options: {} });

@@ -1,12 +1,7 @@
-import '@tensorflow/tfjs-backend-cpu';
 import * as tf from '@tensorflow/tfjs-core';
 import { DataError, Random } from '@regstack/regularizer';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { applyCropAndFlip, createStandardAugmentation, randomCropWithPadding, randomHorizontalFlip, standardAugmentation } from './augmentation.js';
-
-beforeAll(async () => {
-  await tf.setBackend('cpu');
-});
 
 const [COUNT, HEIGHT, WIDTH, CHANNELS] = [6, 5, 4, 2];
 

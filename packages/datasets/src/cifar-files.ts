@@ -4,7 +4,7 @@ import { ConfigError, DataError, Random, assertChoice, assertKnownOptions, asser
 import { parseCifar10, parseCifar100, type Cifar100LabelKind } from './cifar.js';
 import { randomSubset } from './dataset.js';
 import { exists, locateDirectory } from './files.js';
-import { holdOut, type HoldOutOptions, type LoadedDataset } from './loaded.js';
+import { withHoldOut, type HoldOutOptions, type LoadedDataset } from './loaded.js';
 import { cifarNormalization } from './normalization.js';
 
 /** Options of {@link loadCifar10}. */
@@ -35,7 +35,7 @@ const readBinary = async (path: string, field: string): Promise<Uint8Array> => {
   try {
     return await readFile(path);
   } catch (error) {
-    throw new DataError(field, `cannot read ${path}: ${(error as Error).message}`);
+    throw new DataError(field, `cannot read ${path}`, { cause: error });
   }
 };
 
@@ -57,21 +57,15 @@ export async function loadCifar10(options: Cifar10Options): Promise<LoadedDatase
   const trainBytes = await Promise.all(present.map((name) => readBinary(join(directory, name), `loadCifar10.${name}`)));
   const fullTrain = parseCifar10(trainBytes, 'cifar10/train');
   const test = parseCifar10([await readBinary(join(directory, 'test_batch.bin'), 'loadCifar10.test_batch.bin')], 'cifar10/test');
-  const { train, validation } = holdOut(fullTrain, options, 'loadCifar10');
-  return {
-    train,
-    validation,
-    test,
-    info: {
-      name: 'cifar10',
-      numClasses: 10,
-      imageShape: [32, 32, 3],
-      normalization: cifarNormalization,
-      source: directory,
-      license: CIFAR_LICENSE,
-      classNames: fullTrain.classNames!,
-    },
-  };
+  return withHoldOut(fullTrain, test, options, 'loadCifar10', {
+    name: 'cifar10',
+    numClasses: 10,
+    imageShape: [32, 32, 3],
+    normalization: cifarNormalization,
+    source: directory,
+    license: CIFAR_LICENSE,
+    classNames: fullTrain.classNames!,
+  });
 }
 
 async function readNames(path: string): Promise<string[] | undefined> {
@@ -111,19 +105,13 @@ export async function loadCifar100(options: Cifar100Options): Promise<LoadedData
   } else if (options.subsetSeed !== undefined) {
     throw new ConfigError('loadCifar100.subsetSeed', 'only applies with trainSize');
   }
-  const { train, validation } = holdOut(fullTrain, options, 'loadCifar100');
-  return {
-    train,
-    validation,
-    test,
-    info: {
-      name,
-      numClasses: fullTrain.numClasses,
-      imageShape: [32, 32, 3],
-      normalization: cifarNormalization,
-      source: directory,
-      license: CIFAR_LICENSE,
-      ...(fullTrain.classNames !== undefined ? { classNames: fullTrain.classNames } : {}),
-    },
-  };
+  return withHoldOut(fullTrain, test, options, 'loadCifar100', {
+    name,
+    numClasses: fullTrain.numClasses,
+    imageShape: [32, 32, 3],
+    normalization: cifarNormalization,
+    source: directory,
+    license: CIFAR_LICENSE,
+    ...(fullTrain.classNames !== undefined ? { classNames: fullTrain.classNames } : {}),
+  });
 }

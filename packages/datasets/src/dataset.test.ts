@@ -1,12 +1,7 @@
-import '@tensorflow/tfjs-backend-cpu';
 import * as tf from '@tensorflow/tfjs-core';
 import { ConfigError, DataError, Random } from '@regstack/regularizer';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { Dataset, balancedSubset, concatenateDatasets, randomSubset } from './dataset.js';
-
-beforeAll(async () => {
-  await tf.setBackend('cpu');
-});
 
 /** n images of 2×2×1; every value of image i is i, so an image's pixels name it. */
 function numbered(count: number, numClasses = 3): Dataset {

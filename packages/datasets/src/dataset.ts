@@ -26,13 +26,19 @@ export interface DatasetInit {
   classNames?: readonly string[];
 }
 
-/** One batch: float32 NHWC inputs in [0, 1] and int32 labels. The caller disposes both. */
-export interface Batch {
+/**
+ * One batch of a data set: float32 NHWC inputs in [0, 1] and int32 labels. The caller disposes both.
+ * A `Batch` of `@regstack/regularizer` (what a step takes) with the image shape made precise.
+ */
+export interface DatasetBatch {
   /** `[batch, height, width, channels]` float32 in [0, 1]. */
   inputs: tf.Tensor4D;
   /** `[batch]` int32 class indices. */
   labels: tf.Tensor1D;
 }
+
+/** @deprecated Renamed {@link DatasetBatch}, so as not to be confused with `@regstack/regularizer`'s `Batch`. */
+export type Batch = DatasetBatch;
 
 /** Options of {@link Dataset.batches}. */
 export interface BatchOptions {
@@ -155,7 +161,7 @@ export class Dataset {
   }
 
   /** Float32 inputs in [0, 1] and int32 labels for the examples at `indices`. The caller disposes both. */
-  batch(indices: ArrayLike<number>): Batch {
+  batch(indices: ArrayLike<number>): DatasetBatch {
     const perImage = this.valuesPerImage;
     const values = new Float32Array(indices.length * perImage);
     const labels = new Int32Array(indices.length);
@@ -185,10 +191,10 @@ export class Dataset {
   }
 
   /**
-   * Yields one {@link Batch} at a time; each is made only when asked for, and the caller disposes it.
+   * Yields one {@link DatasetBatch} at a time; each is made only when asked for, and the caller disposes it.
    * A shuffled order comes from `random.permutation`, drawn when iteration starts.
    */
-  *batches(options: BatchOptions): Generator<Batch, void, undefined> {
+  *batches(options: BatchOptions): Generator<DatasetBatch, void, undefined> {
     const batchSize = assertNumber('batches.batchSize', options.batchSize, { min: 1, integer: true });
     const shuffle = options.shuffle ?? options.random !== undefined;
     if (shuffle && options.random === undefined) {

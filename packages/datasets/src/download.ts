@@ -64,7 +64,7 @@ export async function downloadFile(url: string, destination: string, options: Do
   try {
     response = await fetch(url);
   } catch (error) {
-    throw new DataError(field, `cannot reach ${url}: ${(error as Error).message}${causeOf(error)}`);
+    throw new DataError(field, `cannot reach ${url}`, { cause: error });
   }
   if (!response.ok || response.body === null) {
     throw new DataError(field, `${url} answered HTTP ${response.status} ${response.statusText}`);
@@ -103,12 +103,7 @@ export async function downloadFile(url: string, destination: string, options: Do
   } catch (error) {
     output.destroy();
     await rm(temporary, { force: true });
-    if (error instanceof DataError) throw error;
-    throw new DataError(field, `${url}: download failed: ${(error as Error).message}`);
+    if (DataError.isInstance(error)) throw error;
+    throw new DataError(field, `${url}: download failed`, { cause: error });
   }
-}
-
-function causeOf(error: unknown): string {
-  const cause = (error as { cause?: { message?: string } }).cause;
-  return cause?.message ? ` (${cause.message})` : '';
 }

@@ -1,14 +1,9 @@
-import '@tensorflow/tfjs-backend-cpu';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs-core';
 import { build } from 'esbuild';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { loadEmbeddedFashionMnist } from './embedded.js';
 import { channelStatistics } from './normalization.js';
-
-beforeAll(async () => {
-  await tf.setBackend('cpu');
-});
 
 describe('loadEmbeddedFashionMnist', () => {
   it('holds 200 training and 100 test images per class', () => {

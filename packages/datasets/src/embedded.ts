@@ -9,7 +9,7 @@ import subset from '../data/fashion-mnist-subset.json' with { type: 'json' };
 import { decodeBase64 } from './base64.js';
 import { Dataset } from './dataset.js';
 import { fashionMnistClassNames, fashionMnistLicense } from './idx.js';
-import { holdOut, type HoldOutOptions, type LoadedDataset } from './loaded.js';
+import { withHoldOut, type HoldOutOptions, type LoadedDataset } from './loaded.js';
 import { fashionMnistNormalization } from './normalization.js';
 
 /** How the embedded subset was made: which images, and the SHA-256 of the official files it came from. */
@@ -43,19 +43,13 @@ export function loadEmbeddedFashionMnist(options: HoldOutOptions = {}): LoadedDa
   assertKnownOptions('loadEmbeddedFashionMnist', options, ['validationFraction', 'seed']);
   const fullTrain = decodeSplit(subset.trainImagesBase64, subset.trainLabelsBase64, 'fashion-mnist-embedded/train');
   const test = decodeSplit(subset.testImagesBase64, subset.testLabelsBase64, 'fashion-mnist-embedded/test');
-  const { train, validation } = holdOut(fullTrain, options, 'loadEmbeddedFashionMnist');
-  return {
-    train,
-    validation,
-    test,
-    info: {
-      name: 'fashion-mnist-embedded',
-      numClasses: 10,
-      imageShape: [28, 28, 1],
-      normalization: fashionMnistNormalization,
-      source: `embedded: ${embeddedFashionMnistSource.selection} (${embeddedFashionMnistSource.trainPerClass} train, ${embeddedFashionMnistSource.testPerClass} test per class)`,
-      license: fashionMnistLicense,
-      classNames: fashionMnistClassNames,
-    },
-  };
+  return withHoldOut(fullTrain, test, options, 'loadEmbeddedFashionMnist', {
+    name: 'fashion-mnist-embedded',
+    numClasses: 10,
+    imageShape: [28, 28, 1],
+    normalization: fashionMnistNormalization,
+    source: `embedded: ${embeddedFashionMnistSource.selection} (${embeddedFashionMnistSource.trainPerClass} train, ${embeddedFashionMnistSource.testPerClass} test per class)`,
+    license: fashionMnistLicense,
+    classNames: fashionMnistClassNames,
+  });
 }

@@ -4,7 +4,7 @@ import { ConfigError, DataError, assertKnownOptions } from '@regstack/regularize
 import { downloadFile, type Checksum, type DownloadProgress } from './download.js';
 import { exists, findFile, readMaybeGzipped } from './files.js';
 import { datasetFromIdx, fashionMnistClassNames, fashionMnistLicense } from './idx.js';
-import { holdOut, type HoldOutOptions, type LoadedDataset } from './loaded.js';
+import { withHoldOut, type HoldOutOptions, type LoadedDataset } from './loaded.js';
 import { fashionMnistNormalization } from './normalization.js';
 
 /** Where Debian's `dataset-fashion-mnist` package installs the four gzipped IDX files. */
@@ -126,21 +126,15 @@ export async function loadFashionMnist(options: FashionMnistOptions = {}): Promi
   ]);
   const fullTrain = datasetFromIdx(trainImages, trainLabels, 'fashion-mnist/train');
   const test = datasetFromIdx(testImages, testLabels, 'fashion-mnist/test');
-  const { train, validation } = holdOut(fullTrain, options, 'loadFashionMnist');
-  return {
-    train,
-    validation,
-    test,
-    info: {
-      name: 'fashion-mnist',
-      numClasses: 10,
-      imageShape: [28, 28, 1],
-      normalization: fashionMnistNormalization,
-      source,
-      license: fashionMnistLicense,
-      classNames: fashionMnistClassNames,
-    },
-  };
+  return withHoldOut(fullTrain, test, options, 'loadFashionMnist', {
+    name: 'fashion-mnist',
+    numClasses: 10,
+    imageShape: [28, 28, 1],
+    normalization: fashionMnistNormalization,
+    source,
+    license: fashionMnistLicense,
+    classNames: fashionMnistClassNames,
+  });
 }
 
 async function downloadAll(cacheDirectory: string, options: FashionMnistOptions): Promise<Record<FashionMnistFile, string>> {

@@ -19,13 +19,13 @@ export async function readMaybeGzipped(path: string, field: string): Promise<Uin
   try {
     raw = await readFile(path);
   } catch (error) {
-    throw new DataError(field, `cannot read ${path}: ${(error as Error).message}`);
+    throw new DataError(field, `cannot read ${path}`, { cause: error });
   }
   if (raw.length >= 2 && raw[0] === 0x1f && raw[1] === 0x8b) {
     try {
       return gunzipSync(raw);
     } catch (error) {
-      throw new DataError(field, `${path} is a corrupt or truncated gzip file: ${(error as Error).message}`);
+      throw new DataError(field, `${path} is a corrupt or truncated gzip file`, { cause: error });
     }
   }
   return raw;

@@ -6,6 +6,7 @@ export {
   type DatasetInit,
   type ImageShape,
   type ImageStorage,
+  type DatasetBatch,
   type Batch,
   type BatchOptions,
   type SplitOptions,

@@ -46,3 +46,8 @@ export function holdOut(train: Dataset, options: HoldOutOptions, owner: string):
   const seed = assertNumber(`${owner}.seed`, options.seed ?? 0, { integer: true });
   return train.split({ fraction, random: new Random(seed) });
 }
+
+/** A loader's result: the seeded hold-out split off `fullTrain` (see {@link holdOut}), the test split and the description. */
+export function withHoldOut(fullTrain: Dataset, test: Dataset, options: HoldOutOptions, owner: string, info: DatasetInfo): LoadedDataset {
+  return { ...holdOut(fullTrain, options, owner), test, info };
+}

@@ -130,7 +130,7 @@ export function readMatV5(bytes: Uint8Array, field = 'mat'): Map<string, MatArra
       try {
         inflated = inflateSync(element.data);
       } catch (error) {
-        throw new DataError(field, `a compressed element does not inflate: ${(error as Error).message}`);
+        throw new DataError(field, 'a compressed element does not inflate', { cause: error });
       }
       element = readElement(inflated, new DataView(inflated.buffer, inflated.byteOffset, inflated.byteLength), 0, little, field);
     }

@@ -1,4 +1,3 @@
-import '@tensorflow/tfjs-backend-cpu';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
@@ -95,6 +94,19 @@ describe('loadFashionMnist', () => {
     await expect(loadFashionMnist({ directory })).rejects.toThrow(/fashion-mnist\/test\.images: truncated/);
   });
 
+  it('rejects a corrupt gzip file by name, carrying zlib\'s error as its cause', async () => {
+    const directory = join(root, 'fashion-bad-gzip');
+    await mkdir(directory);
+    for (const [stem, bytes] of Object.entries(fashionFiles())) {
+      const gzip = gzipSync(bytes);
+      await writeFile(join(directory, `${stem}.gz`), stem === fashionMnistFiles.trainLabels ? gzip.subarray(0, gzip.length - 12) : gzip);
+    }
+    const error: unknown = await loadFashionMnist({ directory }).catch((thrown: unknown) => thrown);
+    expect(DataError.isInstance(error)).toBe(true);
+    expect((error as DataError).message).toMatch(/train-labels-idx1-ubyte\.gz is a corrupt or truncated gzip file$/);
+    expect((error as DataError).cause).toEqual(expect.objectContaining({ code: 'Z_BUF_ERROR' }));
+  });
+
   describe('download', () => {
     let server: Server;
     let baseUrl: string;
@@ -162,7 +174,23 @@ describe('loadFashionMnist', () => {
       expect(Array.from(second.test.images)).toEqual(Array.from(first.test.images));
     });
 
-    it('names an unreachable server and a missing file', async () => {
+    it('an unreachable server: the DataError names the address and carries the network error as its cause', async () => {
+      // A port nothing listens on: the one the test server had, once closed.
+      const closed = createServer();
+      await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+      const deadUrl = `http://127.0.0.1:${(closed.address() as AddressInfo).port}/`;
+      await new Promise((resolve) => closed.close(resolve));
+      const error: unknown = await loadFashionMnist({ download: true, useSystemCopy: false, cacheDirectory: join(root, 'cache-dead'), baseUrl: deadUrl, progress: false }).catch(
+        (thrown: unknown) => thrown,
+      );
+      expect(DataError.isInstance(error)).toBe(true);
+      expect((error as DataError).message).toBe(`loadFashionMnist.download.trainImages: cannot reach ${deadUrl}${fashionMnistFiles.trainImages}.gz`);
+      const cause = (error as DataError).cause as Error & { cause?: { code?: string } };
+      expect(cause).toBeInstanceOf(TypeError); // undici's 'fetch failed', itself caused by the refused connection
+      expect(cause.cause?.code).toBe('ECONNREFUSED');
+    });
+
+    it('names a missing file', async () => {
       served.clear();
       await expect(loadFashionMnist({ download: true, useSystemCopy: false, cacheDirectory: join(root, 'cache-404'), baseUrl, progress: false })).rejects.toThrow(
         /loadFashionMnist\.download\.trainImages: .*HTTP 404/,

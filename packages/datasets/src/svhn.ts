@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { DataError, assertKnownOptions } from '@regstack/regularizer';
 import { Dataset, concatenateDatasets } from './dataset.js';
 import { exists } from './files.js';
-import { holdOut, type HoldOutOptions, type LoadedDataset } from './loaded.js';
+import { withHoldOut, type HoldOutOptions, type LoadedDataset } from './loaded.js';
 import { readMatV5, type MatArray } from './mat-v5.js';
 import { svhnNormalization } from './normalization.js';
 
@@ -81,19 +81,13 @@ export async function loadSvhn(options: SvhnOptions): Promise<LoadedDataset> {
     fullTrain = concatenateDatasets([fullTrain, await readSplit(options.directory, 'extra_32x32.mat', 'svhn/extra')], 'svhn/train+extra');
   }
   const test = await readSplit(options.directory, 'test_32x32.mat', 'svhn/test');
-  const { train, validation } = holdOut(fullTrain, options, 'loadSvhn');
-  return {
-    train,
-    validation,
-    test,
-    info: {
-      name: options.includeExtra === true ? 'svhn+extra' : 'svhn',
-      numClasses: 10,
-      imageShape: [SIDE, SIDE, 3],
-      normalization: svhnNormalization,
-      source: options.directory,
-      license: 'SVHN (Netzer et al. 2011): non-commercial use only',
-      classNames: fullTrain.classNames!,
-    },
-  };
+  return withHoldOut(fullTrain, test, options, 'loadSvhn', {
+    name: options.includeExtra === true ? 'svhn+extra' : 'svhn',
+    numClasses: 10,
+    imageShape: [SIDE, SIDE, 3],
+    normalization: svhnNormalization,
+    source: options.directory,
+    license: 'SVHN (Netzer et al. 2011): non-commercial use only',
+    classNames: fullTrain.classNames!,
+  });
 }

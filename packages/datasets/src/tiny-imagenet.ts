@@ -4,7 +4,7 @@ import jpeg from 'jpeg-js';
 import { DataError, assertKnownOptions, assertNumber } from '@regstack/regularizer';
 import { Dataset } from './dataset.js';
 import { exists, locateDirectory } from './files.js';
-import { holdOut, type HoldOutOptions, type LoadedDataset } from './loaded.js';
+import { withHoldOut, type HoldOutOptions, type LoadedDataset } from './loaded.js';
 import { imageNetNormalization } from './normalization.js';
 
 /** Options of {@link loadTinyImageNet}. */
@@ -24,7 +24,7 @@ export function decodeJpeg(bytes: Uint8Array, field: string, side = SIDE): Uint8
   try {
     image = jpeg.decode(bytes, { useTArray: true, formatAsRGBA: false, tolerantDecoding: false });
   } catch (error) {
-    throw new DataError(field, `not a decodable JPEG: ${(error as Error).message}`);
+    throw new DataError(field, 'not a decodable JPEG', { cause: error });
   }
   if (image.width !== side || image.height !== side) {
     throw new DataError(field, `is ${image.width}×${image.height}, expected ${side}×${side}`);
@@ -95,21 +95,15 @@ export async function loadTinyImageNet(options: TinyImageNetOptions): Promise<Lo
     });
   const fullTrain = await make(trainPaths, trainLabels, 'tiny-imagenet/train');
   const test = await make(testPaths, testLabels, 'tiny-imagenet/test');
-  const { train, validation } = holdOut(fullTrain, options, 'loadTinyImageNet');
-  return {
-    train,
-    validation,
-    test,
-    info: {
-      name: 'tiny-imagenet',
-      numClasses: wnids.length,
-      imageShape: [SIDE, SIDE, 3],
-      normalization: imageNetNormalization,
-      source: directory,
-      license: 'Tiny ImageNet (Stanford CS231n): ImageNet terms of access, non-commercial research and education',
-      classNames,
-    },
-  };
+  return withHoldOut(fullTrain, test, options, 'loadTinyImageNet', {
+    name: 'tiny-imagenet',
+    numClasses: wnids.length,
+    imageShape: [SIDE, SIDE, 3],
+    normalization: imageNetNormalization,
+    source: directory,
+    license: 'Tiny ImageNet (Stanford CS231n): ImageNet terms of access, non-commercial research and education',
+    classNames,
+  });
 }
 
 /** Class names from `words.txt` (`<wnid>\t<words>`), falling back to the wnid. */

@@ -4,4 +4,6 @@
  *
  * @packageDocumentation
  */
-export { entropyMinimization, type EntropyMinimizationOptions } from './entropy-minimization.js';
+export { entropyMin, type EntropyMinOptions, type EntropyMinState } from './entropy-min.js';
+// Deprecated names (the factory was `entropyMinimization` before it took its package's name).
+export { entropyMinimization, type EntropyMinimizationOptions } from './entropy-min.js';

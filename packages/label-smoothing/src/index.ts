@@ -3,4 +3,4 @@
  *
  * @packageDocumentation
  */
-export { labelSmoothing, type LabelSmoothingOptions } from './label-smoothing.js';
+export { labelSmoothing, type LabelSmoothingOptions, type LabelSmoothingState } from './label-smoothing.js';

@@ -1,26 +1,10 @@
-import '@tensorflow/tfjs-backend-cpu';
-import '@tensorflow/tfjs-core/dist/register_all_gradients';
 import * as tf from '@tensorflow/tfjs-core';
-import { ConfigError, Random, classifierFromFunction, composeRegularizers, softCrossEntropy, type RegularizerPlugin, type SoftBatch } from '@regstack/regularizer';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { ConfigError, Random, composeRegularizers, softCrossEntropy, type RegularizerPlugin, type SoftBatch } from '@regstack/regularizer';
+import { describe, expect, it } from 'vitest';
 import { labelSmoothing } from './index.js';
-import { errorField, minimizeSteps } from '@regstack/regularizer/testing';
+import { errorField, linearClassifier, minimizeSteps } from '@regstack/regularizer/testing';
 
-beforeAll(async () => {
-  await tf.setBackend('cpu');
-  await tf.ready();
-});
-
-function linearModel(inputSize: number, numClasses: number) {
-  const weight = tf.variable(tf.randomNormal([inputSize, numClasses], 0, 0.5, 'float32', 3));
-  const bias = tf.variable(tf.zeros([numClasses]));
-  const model = classifierFromFunction({
-    numClasses,
-    trainableVariables: [weight, bias],
-    apply: (inputs) => tf.tidy(() => tf.add(tf.matMul(inputs as tf.Tensor2D, weight), bias) as tf.Tensor2D),
-  });
-  return Object.assign(model, { dispose: () => tf.dispose([weight, bias]) });
-}
+const linearModel = (inputSize: number, numClasses: number) => linearClassifier({ inputSize, numClasses, seed: 3 });
 
 /** A deterministic mixer for the test: 0.7 of each example with 0.3 of the batch in reverse order. */
 function reverseMix(): RegularizerPlugin {

@@ -17,6 +17,9 @@ export interface LabelSmoothingOptions {
   epsilon?: Schedulable;
 }
 
+/** A target transform keeps no state between `prepare` and `loss`: it has neither. */
+export type LabelSmoothingState = void;
+
 const OWNER = 'labelSmoothing';
 const EPSILON_RANGE = { min: 0, max: 1 } as const;
 
@@ -33,10 +36,11 @@ const EPSILON_RANGE = { min: 0, max: 1 } as const;
  * @throws ConfigError naming the field (`labelSmoothing.epsilon`) for an unknown option or an ε
  *   outside [0, 1] (a schedule function is checked each step).
  */
-export function labelSmoothing(options: LabelSmoothingOptions = {}): RegularizerPlugin {
+export function labelSmoothing(options: LabelSmoothingOptions = {}): RegularizerPlugin<LabelSmoothingState> {
   assertKnownOptions(OWNER, options, ['epsilon']);
   const epsilon = validateSchedulable(`${OWNER}.epsilon`, options.epsilon ?? 0.1, EPSILON_RANGE);
   return {
+    specificationVersion: 'v1',
     name: 'label-smoothing',
     stage: 'target-transform',
     exclusiveGroup: 'target-smoothing',

@@ -1,7 +1,5 @@
-import '@tensorflow/tfjs-backend-cpu';
-import '@tensorflow/tfjs-core/dist/register_all_gradients';
 import * as tf from '@tensorflow/tfjs-core';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   ConfigError,
   Random,
@@ -9,15 +7,9 @@ import {
   crossEntropy,
   meanEntropy,
   type ModelMode,
-  type RegularizerPlugin,
 } from '@regstack/regularizer';
-import { meAda, type MeAdaOptions, type MeAdaState } from './index.js';
-import { countingClassifier, minimizeSteps } from '@regstack/regularizer/testing';
-
-beforeAll(async () => {
-  await tf.setBackend('cpu');
-  await tf.ready();
-});
+import { meAda, type MeAdaOptions } from './index.js';
+import { capturePrepared, countingClassifier, minimizeSteps } from '@regstack/regularizer/testing';
 
 const INPUTS = 5;
 const CLASSES = 3;
@@ -45,18 +37,9 @@ function objective(model: FeatureModel, inputs: tf.Tensor, labels: tf.Tensor1D, 
 
 /** Runs one step of a stack holding the plugin and returns the generated inputs its prepare made. */
 function generate(options: MeAdaOptions, model: FeatureModel, batch: ReturnType<typeof makeBatch>, step = 0) {
-  const plugin = meAda(options);
-  let generated: number[][] | undefined;
-  const wrapped: RegularizerPlugin<MeAdaState> = {
-    ...plugin,
-    prepare: (context) => {
-      const state = plugin.prepare!(context);
-      generated = state.generated?.arraySync() as number[][] | undefined;
-      return state;
-    },
-  };
-  composeRegularizers([wrapped]).prepare({ model, batch, random: new Random(1), step }).dispose();
-  return generated;
+  const { plugin, captured } = capturePrepared(meAda(options), (state) => state.generated?.arraySync() as number[][] | undefined);
+  composeRegularizers([plugin]).prepare({ model, batch, random: new Random(1), step }).dispose();
+  return captured[0];
 }
 
 const expectClose = (actual: number[][], expected: number[][], digits = 5) =>
@@ -111,17 +94,9 @@ describe('meAda', () => {
     const model = featureModel();
     const batch = makeBatch();
     const weight = 0.4;
-    const plugin = meAda({ steps: 2, stepSize: 2, weight });
-    let generated: tf.Tensor | undefined;
-    const wrapped: RegularizerPlugin<MeAdaState> = {
-      ...plugin,
-      prepare: (context) => {
-        const state = plugin.prepare!(context);
-        generated = tf.clone(state.generated!);
-        return state;
-      },
-    };
-    const step = composeRegularizers([wrapped]).prepare({ model, batch, random: new Random(1) });
+    const { plugin, captured } = capturePrepared(meAda({ steps: 2, stepSize: 2, weight }), (state) => tf.clone(state.generated!));
+    const step = composeRegularizers([plugin]).prepare({ model, batch, random: new Random(1) });
+    const generated = captured[0];
     // The ascent: T_adv passes in the ascent mode, z(x) taken from the first.
     expect(model.calls).toEqual(['eval', 'eval']);
     const variables = model.trainableVariables as tf.Variable[];

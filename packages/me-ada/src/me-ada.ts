@@ -106,6 +106,7 @@ export function meAda(options: MeAdaOptions = {}): RegularizerPlugin<MeAdaState>
   const active = (step: number) => step % every === 0;
 
   return {
+    specificationVersion: 'v1',
     name: 'me-ada',
     stage: 'generated-loss',
     mixWeight: weight, // declared, so a stack whose mix weights exceed 1 is rejected when composed

@@ -3,4 +3,4 @@
  *
  * @packageDocumentation
  */
-export { mixup, type MixupOptions } from './mixup.js';
+export { mixup, type MixupOptions, type MixupState } from './mixup.js';

@@ -1,26 +1,10 @@
-import '@tensorflow/tfjs-backend-cpu';
-import '@tensorflow/tfjs-core/dist/register_all_gradients';
 import * as tf from '@tensorflow/tfjs-core';
-import { beforeAll, describe, expect, it } from 'vitest';
-import { ConfigError, DataError, Random, classifierFromFunction, composeRegularizers, type RegularizerPlugin, type SoftBatch } from '@regstack/regularizer';
+import { describe, expect, it } from 'vitest';
+import { ConfigError, DataError, Random, composeRegularizers, type RegularizerPlugin, type SoftBatch } from '@regstack/regularizer';
 import { mixup } from './index.js';
-import { minimizeSteps } from '@regstack/regularizer/testing';
+import { linearClassifier, minimizeSteps } from '@regstack/regularizer/testing';
 
-beforeAll(async () => {
-  await tf.setBackend('cpu');
-  await tf.ready();
-});
-
-function linearModel(inputSize: number, numClasses: number) {
-  const weight = tf.variable(tf.randomNormal([inputSize, numClasses], 0, 0.5, 'float32', 3));
-  const bias = tf.variable(tf.zeros([numClasses]));
-  const model = classifierFromFunction({
-    numClasses,
-    trainableVariables: [weight, bias],
-    apply: (inputs) => tf.tidy(() => tf.add(tf.matMul(tf.reshape(inputs, [inputs.shape[0]!, -1]), weight), bias) as tf.Tensor2D),
-  });
-  return Object.assign(model, { dispose: () => tf.dispose([weight, bias]) });
-}
+const linearModel = (inputSize: number, numClasses: number) => linearClassifier({ inputSize, numClasses, seed: 3 });
 
 /** A batch whose example i holds values distinct from every other example's. */
 function imageBatch(size: number, height: number, width: number, channels: number, numClasses: number) {

@@ -50,6 +50,9 @@ interface MixDecision {
   box?: { top: number; bottom: number; left: number; right: number };
 }
 
+/** A batch transform keeps no state between `prepare` and `loss`: it has neither. */
+export type MixupState = void;
+
 const OWNER = 'mixup';
 const OPTIONS = ['mixupAlpha', 'cutmixAlpha', 'probability', 'switchProbability'] as const;
 const ALPHA_RANGE = { min: 0 } as const;
@@ -78,7 +81,7 @@ const PROBABILITY_RANGE = { min: 0, max: 1 } as const;
  *   value (schedule functions are checked each step).
  * @throws DataError when CutMix is enabled and the inputs are not rank-4 NHWC images.
  */
-export function mixup(options: MixupOptions = {}): RegularizerPlugin {
+export function mixup(options: MixupOptions = {}): RegularizerPlugin<MixupState> {
   assertKnownOptions(OWNER, options, OPTIONS);
   const mixupAlpha = validateSchedulable(`${OWNER}.mixupAlpha`, options.mixupAlpha ?? 1.0, ALPHA_RANGE);
   const cutmixAlpha = validateSchedulable(`${OWNER}.cutmixAlpha`, options.cutmixAlpha ?? 0.0, ALPHA_RANGE);
@@ -86,6 +89,7 @@ export function mixup(options: MixupOptions = {}): RegularizerPlugin {
   const switchProbability = validateSchedulable(`${OWNER}.switchProbability`, options.switchProbability ?? 0.5, PROBABILITY_RANGE);
 
   return {
+    specificationVersion: 'v1',
     name: 'mixup',
     stage: 'batch-transform',
     exclusiveGroup: 'batch-mixing',

@@ -1,13 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
-import '@tensorflow/tfjs-backend-cpu';
-import '@tensorflow/tfjs-core/dist/register_all_gradients';
 import { DataError } from '@regstack/regularizer';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { batchNormalization, type BatchNormParameters } from './batch-norm.js';
-
-beforeAll(async () => {
-  await tf.setBackend('cpu');
-});
 
 // Two channels, four values each (batch 2, 1×2 spatial): small enough to compute by hand.
 const channel0 = [1, 2, 4, 9];

@@ -1,13 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
-import '@tensorflow/tfjs-backend-cpu';
-import '@tensorflow/tfjs-core/dist/register_all_gradients';
 import { Random } from '@regstack/regularizer';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ParameterStore, convolve } from './layers.js';
-
-beforeAll(async () => {
-  await tf.setBackend('cpu');
-});
 
 describe('convolve', () => {
   it("pads both sides on stride-2 3×3 convolutions, as PyTorch's padding=1 does", () => {

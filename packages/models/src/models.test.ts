@@ -1,13 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
-import '@tensorflow/tfjs-backend-cpu';
-import '@tensorflow/tfjs-core/dist/register_all_gradients';
 import { ConfigError, DataError, Random, composeRegularizers, meanEntropy, type ModelMode, type RegularizerPlugin } from '@regstack/regularizer';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createModel, linearClassifier, mlp, resnet18, smallCnn, wideResNet, type ClassifierModel } from './index.js';
-
-beforeAll(async () => {
-  await tf.setBackend('cpu');
-});
 
 function images(shape: [number, number, number, number], seed: number): tf.Tensor4D {
   return tf.randomUniform(shape, 0, 1, 'float32', seed);

@@ -1,12 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
-import '@tensorflow/tfjs-backend-cpu';
 import { DataError } from '@regstack/regularizer';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { exportNamedTensors, importNamedTensors, loadWeights, resnet18, saveWeights, smallCnn, wideResNet, type ClassifierModel } from './index.js';
-
-beforeAll(async () => {
-  await tf.setBackend('cpu');
-});
 
 const x = () => tf.randomUniform([3, 8, 8, 3], 0, 1, 'float32', 1);
 

@@ -1,14 +1,8 @@
 import * as tf from '@tensorflow/tfjs-core';
-import '@tensorflow/tfjs-backend-cpu';
-import '@tensorflow/tfjs-core/dist/register_all_gradients';
-import { classifierFromFunction, type ModelMode } from '@regstack/regularizer';
+import { linearClassifier } from '@regstack/regularizer/testing';
 import { createModel } from '@regstack/models';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { perturbationPreview, previewIndices } from './perturbation.js';
-
-beforeAll(async () => {
-  await tf.setBackend('cpu');
-});
 
 /** softmax in float64. */
 function softmax(logits: number[]): number[] {
@@ -34,24 +28,10 @@ describe('perturbationPreview', () => {
   const labels = [2, 0, 1];
   const alpha = 0.7;
 
-  function linearModel(modes: ModelMode[]) {
-    const matrix = tf.variable(tf.tensor2d(weights));
-    return {
-      matrix,
-      model: classifierFromFunction({
-        numClasses: 3,
-        trainableVariables: [matrix],
-        apply: (inputs, options) => {
-          modes.push(options.mode);
-          return tf.matMul(tf.reshape(inputs, [inputs.shape[0]!, 4]), matrix) as tf.Tensor2D;
-        },
-      }),
-    };
-  }
+  const linearModel = () => linearClassifier({ inputSize: 4, numClasses: 3, weights, bias: null });
 
   it('moves each image by α along the normalised gradient of the summed cross-entropy, as computed by hand', () => {
-    const modes: ModelMode[] = [];
-    const { model, matrix } = linearModel(modes);
+    const model = linearModel();
     const inputs = tf.tensor4d(images.flat(), [3, 2, 2, 1]);
     const labelTensor = tf.tensor1d(labels, 'int32');
     const preview = perturbationPreview(model, inputs, labelTensor, alpha);
@@ -83,8 +63,9 @@ describe('perturbationPreview', () => {
       expect(probability).toBeLessThan(preview.trueClassProbabilities.original[row]!);
     });
     // The direction in the plugin's mode, predictions in eval mode.
-    expect(modes).toEqual(['frozen-stats', 'eval', 'eval']);
-    tf.dispose([inputs, labelTensor, matrix]);
+    expect(model.calls).toEqual(['frozen-stats', 'eval', 'eval']);
+    tf.dispose([inputs, labelTensor]);
+    model.dispose();
   });
 
   it('leaves batch-norm running statistics untouched and disposes every tensor it makes', () => {
@@ -103,12 +84,12 @@ describe('perturbationPreview', () => {
   });
 
   it('rejects labels that do not match the inputs, naming the field', () => {
-    const modes: ModelMode[] = [];
-    const { model, matrix } = linearModel(modes);
+    const model = linearModel();
     const inputs = tf.zeros([2, 2, 2, 1]) as tf.Tensor4D;
     const labelTensor = tf.tensor1d([0], 'int32');
     expect(() => perturbationPreview(model, inputs, labelTensor, 1)).toThrow(/^labels: has 1 labels for 2 inputs/);
-    tf.dispose([inputs, labelTensor, matrix]);
+    tf.dispose([inputs, labelTensor]);
+    model.dispose();
   });
 });
 

@@ -1,6 +1,6 @@
 /** Turns the page's settings into regularizer plugins (worker side: the plugins pull in TF.js). */
 import type { RegularizerPlugin } from '@regstack/regularizer';
-import { entropyMinimization } from '@regstack/entropy-min';
+import { entropyMin } from '@regstack/entropy-min';
 import { labelSmoothing } from '@regstack/label-smoothing';
 import { mixup } from '@regstack/mixup';
 import { rcad } from '@regstack/rcad';
@@ -13,7 +13,7 @@ export function regularizersOf(settings: RunSettings): RegularizerPlugin[] {
   if (settings.labelSmoothing.enabled) plugins.push(labelSmoothing({ epsilon: settings.labelSmoothing.epsilon }));
   if (settings.rcad.enabled) plugins.push(rcad({ alpha: settings.rcad.alpha, lambda: settings.rcad.lambda }));
   if (settings.entropyMin.enabled) {
-    plugins.push(entropyMinimization({ lambda: settings.entropyMin.lambda, mode: settings.entropyMin.mode }));
+    plugins.push(entropyMin({ lambda: settings.entropyMin.lambda, mode: settings.entropyMin.mode }));
   }
   return plugins;
 }

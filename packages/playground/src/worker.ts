@@ -7,7 +7,7 @@ import { useBackend } from '@regstack/backend';
 import { balancedSubset } from '@regstack/datasets';
 import { loadEmbeddedFashionMnist } from '@regstack/datasets/embedded';
 import { createModel } from '@regstack/models';
-import { Random, RegstackError, composeRegularizers, schedules } from '@regstack/regularizer';
+import { Random, RegstackError, composeRegularizers, describeError, schedules } from '@regstack/regularizer';
 import { RECIPE_MILESTONE_FRACTIONS, train } from '@regstack/trainer';
 // Vite copies these binaries into the build and gives their URLs; TF.js would otherwise look for
 // them next to the worker script under their original names.
@@ -112,7 +112,7 @@ async function run(message: StartMessage): Promise<void> {
 scope.onmessage = (event) => {
   if (event.data?.type !== 'start') return;
   run(event.data).catch((error: unknown) => {
-    const message = error instanceof Error ? error.message : String(error);
-    scope.postMessage(error instanceof RegstackError ? { type: 'error', message, field: error.field } : { type: 'error', message });
+    const message = describeError(error);
+    scope.postMessage(RegstackError.isInstance(error) ? { type: 'error', message, field: error.field } : { type: 'error', message });
   });
 };

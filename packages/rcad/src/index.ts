@@ -4,4 +4,4 @@
  *
  * @packageDocumentation
  */
-export { rcad, rcadPerturbation, type RcadOptions } from './rcad.js';
+export { rcad, rcadPerturbation, type RcadOptions, type RcadState } from './rcad.js';

@@ -1,5 +1,3 @@
-import '@tensorflow/tfjs-backend-cpu';
-import '@tensorflow/tfjs-core/dist/register_all_gradients';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import {
@@ -21,59 +19,23 @@ import {
   type PrepareContext,
   type RegularizerPlugin,
 } from '@regstack/regularizer';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { rcad, rcadPerturbation } from './index.js';
-import { errorField, minimizeSteps } from '@regstack/regularizer/testing';
-
-beforeAll(async () => {
-  await tf.setBackend('cpu');
-  await tf.ready();
-});
+import { errorField, linearClassifier, linearLogProbabilities, linearProblem, minimizeSteps, relativeError } from '@regstack/regularizer/testing';
 
 // ─── A linear model with fixed weights, mirrored in float64 below for finite differences ──────────
 
 const numClasses = 4;
-const inputRows = [
-  [0.2, 0.9, 0.4],
-  [0.7, 0.1, 0.5],
-  [0.3, 0.6, 0.8],
-  [0.95, 0.05, 0.35],
-  [0.5, 0.5, 0.1],
-];
-const labels = [0, 3, 1, 2, 1];
-const weightRows = [
-  [0.8, -0.6, 0.3, 0.1],
-  [-0.4, 0.5, 0.9, -0.7],
-  [0.2, 0.4, -0.8, 0.6],
-];
-const biasValues = [0.1, -0.2, 0.05, 0.0];
+const { inputs: inputRows, labels, weights: weightRows, bias: biasValues } = linearProblem();
 
 type Counted = Classifier & { calls: ModelMode[]; dispose(): void };
 
-function linearModel(weights = weightRows, bias = biasValues): Counted & { weight: tf.Variable; bias: tf.Variable } {
-  const weight = tf.variable(tf.tensor2d(weights), true, `rcad-linear-weight-${Math.random()}`);
-  const biasVariable = tf.variable(tf.tensor1d(bias), true, `rcad-linear-bias-${Math.random()}`);
-  const calls: ModelMode[] = [];
-  const model = classifierFromFunction({
-    numClasses,
-    trainableVariables: [weight, biasVariable],
-    apply: (inputs, { mode }) => {
-      calls.push(mode);
-      return tf.tidy(() => tf.add(tf.matMul(inputs as tf.Tensor2D, weight), biasVariable) as tf.Tensor2D);
-    },
-  });
-  return Object.assign(model, { weight, bias: biasVariable, calls, dispose: () => tf.dispose([weight, biasVariable]) });
-}
+const linearModel = (weights = weightRows, bias = biasValues) => linearClassifier({ inputSize: 3, numClasses, weights, bias });
 
 const linearBatch = (): Batch => ({ inputs: tf.tensor2d(inputRows), labels: tf.tensor1d(labels, 'int32') });
 
 const float64 = {
-  logProbabilities(weights: number[][], bias: number[], x: number[]): number[] {
-    const logits = bias.map((b, k) => b + x.reduce((sum, xj, j) => sum + xj * weights[j]![k]!, 0));
-    const max = Math.max(...logits);
-    const normaliser = max + Math.log(logits.reduce((sum, z) => sum + Math.exp(z - max), 0));
-    return logits.map((z) => z - normaliser);
-  },
+  logProbabilities: linearLogProbabilities,
   /** d_i = g_i/(‖g_i‖ + 1e-10) with g_i = ∂CE_i/∂x_i = W(p_i − y_i) for a linear model. */
   direction(weights: number[][], bias: number[]): number[][] {
     return inputRows.map((x, i) => {
@@ -146,10 +108,6 @@ const imageBatch = (seed = 21): Batch => ({
   labels: tf.tensor1d([0, 1, 2, 3, 0, 2], 'int32'),
 });
 
-const relativeError = (actual: number[], expected: number[]) => {
-  const difference = Math.sqrt(actual.reduce((sum, a, i) => sum + (a - expected[i]!) ** 2, 0));
-  return difference / Math.sqrt(expected.reduce((sum, e) => sum + e * e, 0));
-};
 const values = (tensor: tf.Tensor) => Array.from(tensor.dataSync());
 
 /** Runs one plugin's prepare by hand, to look at its state and the gradient request it makes. */
@@ -273,7 +231,7 @@ describe('rcad', () => {
     const lambda = 0.5;
     const step = composeRegularizers([rcad({ alpha, lambda })]).prepare({ model, batch, random: new Random(1) });
     const { value, grads } = step.gradients();
-    const plugin = [...values(grads[model.weight.name]!), ...values(grads[model.bias.name]!)];
+    const plugin = [...values(grads[model.weight.name]!), ...values(grads[model.bias!.name]!)];
 
     const fixedDirection = float64.direction(weightRows, biasValues);
     const total = (weights: number[][], bias: number[], direction: number[][]) =>

@@ -36,7 +36,7 @@ export interface RcadOptions {
 }
 
 /** What `prepare` hands to `loss`: the perturbed inputs, absent when λ is 0 at this step. */
-type RcadState = { lambda: number; perturbed?: tf.Tensor };
+export type RcadState = { lambda: number; perturbed?: tf.Tensor };
 
 const OWNER = 'rcad';
 const NON_NEGATIVE = { min: 0 } as const;
@@ -96,13 +96,14 @@ export function rcadPerturbation(gradient: tf.Tensor, inputs: tf.Tensor, alpha: 
  * @throws ConfigError naming the field (`rcad.alpha`, `rcad.lambda`, `rcad.mode`) for an unknown
  *   option or a bad value (a schedule function is checked each step).
  */
-export function rcad(options: RcadOptions = {}): RegularizerPlugin {
+export function rcad(options: RcadOptions = {}): RegularizerPlugin<RcadState> {
   assertKnownOptions(OWNER, options, ['alpha', 'lambda', 'mode']);
   const alpha = validateSchedulable(`${OWNER}.alpha`, options.alpha ?? 1.0, NON_NEGATIVE);
   const lambda = validateSchedulable(`${OWNER}.lambda`, options.lambda ?? 0.2, NON_NEGATIVE);
   const mode = assertChoice(`${OWNER}.mode`, options.mode ?? 'frozen-stats', ['frozen-stats', 'eval'] as const);
 
-  const plugin: RegularizerPlugin<RcadState> = {
+  return {
+    specificationVersion: 'v1',
     name: 'rcad',
     stage: 'loss-term',
     prepare(context: PrepareContext): RcadState {
@@ -124,6 +125,5 @@ export function rcad(options: RcadOptions = {}): RegularizerPlugin {
       };
     },
   };
-  return plugin as RegularizerPlugin;
 }
 

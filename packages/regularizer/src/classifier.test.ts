@@ -1,14 +1,11 @@
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { classifierFromLayersModel } from './classifier.js';
 import { ConfigError } from './errors.js';
 import { Random } from './random.js';
 import { composeRegularizers } from './stack.js';
-import { useCpu } from './test-setup.js';
 import { errorField } from './testing.js';
-
-beforeAll(useCpu);
 
 describe('classifierFromLayersModel', () => {
   it('runs three modes, and frozen-stats leaves batch-norm moving statistics untouched', () => {

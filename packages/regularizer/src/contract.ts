@@ -161,13 +161,23 @@ export interface LossContext extends StepContext {
   readonly clean: Batch;
   /** The batch the base loss saw. */
   readonly batch: SoftBatch;
-  /** The base loss's forward pass (mode `train`) on `batch.inputs`: reuse it instead of a new pass. */
+  /**
+   * The base loss's forward pass (mode `train`) on `batch.inputs`: reuse it instead of a new pass.
+   * Only for a plugin that declares `readsBase: true`; for any other, reading it throws a
+   * ConfigError naming the plugin's `readsBase`.
+   */
   readonly base: { logits: Tensor2D; features?: Tensor2D; loss: Scalar };
   /** A forward pass of the model inside the tape. */
   forward(inputs: Tensor, mode: ModelMode): ClassifierOutput;
 }
 
 // ─── The plugin ────────────────────────────────────────────────────────────────────────────────
+
+/**
+ * Versions of the plugin contract ({@link RegularizerPlugin}). A new version is added (never an old
+ * one changed) when the contract changes in a way an existing plugin could not satisfy.
+ */
+export type RegularizerSpecificationVersion = 'v1';
 
 /**
  * Stages, in the order a stack runs them. Within a stage, plugins run in the order given.
@@ -199,7 +209,17 @@ export interface LossTerm {
  * is optional, and `prepare`'s tensors are disposed by the stack when the step ends.
  */
 export interface RegularizerPlugin<State extends TensorContainer = TensorContainer> {
-  /** Unique within a stack: the key of the plugin's term in logs, e.g. `rcad`. */
+  /**
+   * The version of this contract the plugin implements: `'v1'`, the only one so far. A stack rejects
+   * a version it does not know with a ConfigError naming the plugin, so a plugin written against a
+   * later contract fails when composed, not inside a step. Optional in v1 (a plugin without it is
+   * taken as v1); declare it: a later version will require it.
+   */
+  readonly specificationVersion?: RegularizerSpecificationVersion;
+  /**
+   * Unique within a stack: the key of the plugin's term in logs, e.g. `rcad`. By convention the
+   * plugin's package name without its scope, which is also its command-line name.
+   */
   readonly name: string;
   /** Where in the step the plugin acts. */
   readonly stage: Stage;
@@ -215,6 +235,14 @@ export interface RegularizerPlugin<State extends TensorContainer = TensorContain
    * its value changes; a function can only be checked at each step.
    */
   readonly mixWeight?: Schedulable;
+  /**
+   * `true` when `loss` reads `context.base` (the base pass's logits, features or loss), as entropy
+   * minimisation does. Default `false`: then `context.base` throws a ConfigError naming this field,
+   * and the stack may run the plugin's term on a tape of its own, after a base pass that also served
+   * the clean input gradient (the fused step: one forward+backward less for RCAD or FGSM). A stack
+   * with a plugin that declares it never fuses. Why and when: docs/architecture.md, "The fused step".
+   */
+  readonly readsBase?: boolean;
   /** `batch-transform`: returns new inputs and soft targets. Outside the tape. */
   transformBatch?(batch: SoftBatch, context: StepContext): SoftBatch;
   /** `target-transform`: returns new soft targets. Outside the tape. */

@@ -3,25 +3,77 @@
  * our source.
  */
 
+/**
+ * The registered symbol (`Symbol.for`, one per JavaScript realm) under which a regstack error lists
+ * its kinds, most specific first (`['ConfigError', 'RegstackError']`). Two copies of this package in
+ * one program (a plugin that bundles its own, two versions in node_modules) each have their own
+ * classes, so `instanceof` fails across them; the symbol and the kind names are shared.
+ */
+const KINDS = Symbol.for('regstack.error');
+
+/** Options of a regstack error: the error that caused it (ES2022 `cause`), if any. */
+export interface RegstackErrorOptions {
+  /** The underlying error (a file system or network error, a plugin's own), kept whole rather than pasted into the message. */
+  cause?: unknown;
+}
+
 /** Base class of every error regstack throws on purpose. */
 export class RegstackError extends Error {
+  /** The kind this class adds to {@link RegstackError.isInstance}'s check; each subclass declares its own. */
+  static readonly kind: string = 'RegstackError';
   /** The option, argument or data field at fault, e.g. `rcad.alpha` or `batch.labels`. */
   readonly field: string;
-  constructor(field: string, message: string) {
-    super(`${field}: ${message}`);
+  constructor(field: string, message: string, options?: RegstackErrorOptions) {
+    super(`${field}: ${message}`, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = new.target.name;
     this.field = field;
+    const kinds: string[] = [];
+    for (let type: unknown = new.target; typeof type === 'function'; type = Object.getPrototypeOf(type)) {
+      if (Object.hasOwn(type, 'kind')) kinds.push((type as typeof RegstackError).kind);
+    }
+    Object.defineProperty(this, KINDS, { value: Object.freeze(kinds) });
+  }
+
+  /**
+   * Whether `error` is an error of this class (or a subclass of it), also when it was thrown by
+   * another copy of regstack's packages, where `instanceof` says no: `ConfigError.isInstance(error)`.
+   */
+  static isInstance<T extends RegstackError>(this: { readonly kind: string; prototype: T }, error: unknown): error is T {
+    const kinds = (error as { [KINDS]?: unknown } | null | undefined)?.[KINDS];
+    return Array.isArray(kinds) && kinds.includes(this.kind);
   }
 }
 
 /** A configuration value is invalid or unknown (an option, a hyper-parameter, a stack). */
-export class ConfigError extends RegstackError {}
+export class ConfigError extends RegstackError {
+  static override readonly kind: string = 'ConfigError';
+}
 
 /** Data are invalid: shapes or counts disagree, labels out of range, NaN inputs. */
-export class DataError extends RegstackError {}
+export class DataError extends RegstackError {
+  static override readonly kind: string = 'DataError';
+}
 
 /** Training diverged: the loss became NaN or Inf. */
-export class DivergenceError extends RegstackError {}
+export class DivergenceError extends RegstackError {
+  static override readonly kind: string = 'DivergenceError';
+}
+
+/**
+ * An error's message followed by its chain of causes, `message (cause: …; cause: …)`, on one line:
+ * what a command line or a log prints, since a regstack error's message leaves out its cause.
+ */
+export function describeError(error: unknown): string {
+  const parts: string[] = [];
+  const seen = new Set<unknown>();
+  for (let current: unknown = error; current !== undefined && current !== null && !seen.has(current); current = (current as { cause?: unknown }).cause) {
+    seen.add(current);
+    parts.push(current instanceof Error ? current.message : String(current));
+    if (typeof current !== 'object') break;
+  }
+  const [message = '', ...causes] = parts;
+  return causes.length === 0 ? message : `${message} (${causes.map((cause) => `cause: ${cause}`).join('; ')})`;
+}
 
 /** Throws a ConfigError for keys of `options` that are not in `allowed`, listing what exists. */
 export function assertKnownOptions(owner: string, options: object | undefined, allowed: readonly string[]): void {

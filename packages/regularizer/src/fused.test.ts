@@ -1,13 +1,12 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { classifierFromFunction } from './classifier.js';
 import type { ModelMode, RegularizerPlugin } from './contract.js';
+import { ConfigError } from './errors.js';
 import { meanEntropy } from './losses.js';
 import { Random } from './random.js';
 import { composeRegularizers } from './stack.js';
-import { useCpu } from './test-setup.js';
-
-beforeAll(useCpu);
+import { errorField } from './testing.js';
 
 /**
  * A network with batch normalisation (batch statistics in train and frozen-stats mode, running
@@ -143,30 +142,98 @@ describe('stack.gradients: the fused base pass', () => {
     fused.dispose();
   });
 
-  it('falls back, statistics restored, when a plugin reads the base pass; is not used with transforms', () => {
+  it('never fuses a stack with a plugin that declares readsBase, nor one with a transform', () => {
     const data = batch();
-    const readsBase: RegularizerPlugin<{ unused: tf.Tensor }> = {
+    // Reads the base pass and asks for the clean input gradient: the plain path's three passes.
+    const readsBase: RegularizerPlugin<{ shifted: tf.Tensor }> = {
       name: 'reads-base',
       stage: 'loss-term',
-      prepare: () => ({ unused: tf.scalar(0) }),
-      loss: (context) => ({ value: tf.mul(0.1, meanEntropy(context.base.logits)) as tf.Scalar }),
+      readsBase: true,
+      prepare: ({ clean, inputGradient }) => ({ shifted: tf.add(clean.inputs, inputGradient({ at: 'clean', reduction: 'sum', mode: 'frozen-stats' }).gradient) }),
+      loss: (context, { shifted }) => ({
+        value: tf.add(tf.mul(0.1, meanEntropy(context.base.logits)), tf.mul(0.1, meanEntropy(context.forward(shifted, 'frozen-stats').logits))) as tf.Scalar,
+      }),
     };
     const reference = batchNormModel(undefined);
-    const fused = batchNormModel(false);
-    fused.model.trainableVariables.forEach((v, i) => v.assign(reference.model.trainableVariables[i]!));
+    const deterministic = batchNormModel(false);
+    deterministic.model.trainableVariables.forEach((v, i) => v.assign(reference.model.trainableVariables[i]!));
     const slow = composeRegularizers([readsBase as RegularizerPlugin]).gradients({ model: reference.model, batch: data, random: new Random(1) });
     const before = tf.memory().numTensors;
-    const fast = composeRegularizers([readsBase as RegularizerPlugin]).gradients({ model: fused.model, batch: data, random: new Random(1) });
-    expect(fast.fused).toBe(false);
-    expect(tf.memory().numTensors - before).toBe(1 + fused.model.trainableVariables.length); // value + grads only
-    expect(Array.from(fused.runningMean.dataSync())).toEqual(Array.from(reference.runningMean.dataSync())); // updated once
-    expect(fast.value.dataSync()[0]).toBeCloseTo(slow.value.dataSync()[0]!, 5);
+    const result = composeRegularizers([readsBase as RegularizerPlugin]).gradients({ model: deterministic.model, batch: data, random: new Random(1) });
+    expect(result.fused).toBe(false);
+    expect(deterministic.calls).toEqual(['frozen-stats', 'train', 'frozen-stats']); // decided up front: no base pass thrown away
+    expect(tf.memory().numTensors - before).toBe(1 + deterministic.model.trainableVariables.length); // value + grads only
+    expect(Array.from(deterministic.runningMean.dataSync())).toEqual(Array.from(reference.runningMean.dataSync())); // updated once
+    expect(result.value.dataSync()[0]).toBeCloseTo(slow.value.dataSync()[0]!, 5);
     const smoothing: RegularizerPlugin = { name: 'smooth', stage: 'target-transform', transformTargets: (t) => t };
-    const withTransform = composeRegularizers([directionEntropy(1, 1), smoothing]).gradients({ model: fused.model, batch: data, random: new Random(1) });
+    const withTransform = composeRegularizers([directionEntropy(1, 1), smoothing]).gradients({ model: deterministic.model, batch: data, random: new Random(1) });
     expect(withTransform.fused).toBe(false);
-    tf.dispose([slow.value, fast.value, withTransform.value, ...Object.values(slow.grads), ...Object.values(fast.grads), ...Object.values(withTransform.grads), data.inputs, data.labels]);
+    expect(errorField(() => composeRegularizers([{ ...readsBase, readsBase: 'yes' } as never]), ConfigError)).toBe('stack[0].readsBase');
+    tf.dispose([slow.value, result.value, withTransform.value, ...Object.values(slow.grads), ...Object.values(result.grads), ...Object.values(withTransform.grads), data.inputs, data.labels]);
     reference.dispose();
-    fused.dispose();
+    deterministic.dispose();
+  });
+
+  it('refuses an undeclared read of context.base with a ConfigError naming the plugin, on either path, leaking nothing', () => {
+    const data = batch();
+    const models = [batchNormModel(false), batchNormModel(undefined)];
+    models[0]!.model.trainableVariables.forEach((v, i) => v.assign(models[1]!.model.trainableVariables[i]!));
+    const passesBeforePrepare: number[] = [];
+    for (const { model, calls } of models) {
+      const undeclared: RegularizerPlugin<{ unused: tf.Tensor }> = {
+        name: 'undeclared',
+        stage: 'loss-term',
+        prepare: () => {
+          passesBeforePrepare.push(calls.length);
+          return { unused: tf.scalar(0) };
+        },
+        loss: (context) => ({ value: tf.mul(0.1, meanEntropy(context.base.logits)) as tf.Scalar }),
+      };
+      const stack = composeRegularizers([undeclared as RegularizerPlugin]);
+      expect(errorField(() => stack.gradients({ model, batch: data, random: new Random(1) }), ConfigError)).toBe('undeclared.readsBase');
+      const optimizer = tf.train.sgd(0.1);
+      const before = tf.memory().numTensors;
+      expect(() => stack.gradients({ model, batch: data, random: new Random(1) })).toThrow(/add `readsBase: true` to 'undeclared'/);
+      expect(() => stack.minimize(optimizer, { model, batch: data, random: new Random(1) })).toThrow(ConfigError);
+      expect(tf.memory().numTensors).toBe(before);
+      optimizer.dispose();
+    }
+    // The deterministic model took the fused path (each prepare ran after that step's base pass), the
+    // other the plain one; each failed step updated the running statistics once, in its base pass.
+    expect(passesBeforePrepare).toEqual([1, 2, 3, 0, 1, 2]);
+    expect(Array.from(models[0]!.runningMean.dataSync())).toEqual(Array.from(models[1]!.runningMean.dataSync()));
+    tf.dispose([data.inputs, data.labels]);
+    models.forEach(({ dispose }) => dispose());
+  });
+
+  it('takes one snapshot of the running statistics per fused step, and puts them back only for a prepare that reads them', () => {
+    const data = batch();
+    for (const mode of ['frozen-stats', 'eval'] as const) {
+      const plain = batchNormModel(undefined);
+      const fused = batchNormModel(false);
+      fused.model.trainableVariables.forEach((v, i) => v.assign(plain.model.trainableVariables[i]!));
+      for (const { runningMean } of [plain, fused]) runningMean.assign(tf.tensor1d([0.5, -0.5, 1, 0, 2]));
+      const attack: RegularizerPlugin<{ moved: tf.Tensor }> = {
+        name: 'attack',
+        stage: 'loss-term',
+        prepare: ({ clean, inputGradient }) => ({ moved: tf.add(clean.inputs, inputGradient({ at: 'clean', reduction: 'sum', mode }).gradient) }),
+        loss: (context, { moved }) => ({ value: meanEntropy(context.forward(moved, mode).logits) }),
+      };
+      const slow = composeRegularizers([attack as RegularizerPlugin]).gradients({ model: plain.model, batch: data, random: new Random(1) });
+      const assigns = vi.spyOn(fused.runningMean, 'assign');
+      const fast = composeRegularizers([attack as RegularizerPlugin]).gradients({ model: fused.model, batch: data, random: new Random(1) });
+      expect(fast.fused).toBe(true);
+      // The model's own update in the base pass, plus the earlier values in and the updated ones back
+      // out only when the prepare runs the model in eval mode.
+      expect(assigns).toHaveBeenCalledTimes(mode === 'eval' ? 3 : 1);
+      assigns.mockRestore();
+      expect(fast.terms.attack).toBeCloseTo(slow.terms.attack!, 5);
+      expect(Array.from(fused.runningMean.dataSync())).toEqual(Array.from(plain.runningMean.dataSync()));
+      tf.dispose([slow.value, fast.value, ...Object.values(slow.grads), ...Object.values(fast.grads)]);
+      plain.dispose();
+      fused.dispose();
+    }
+    tf.dispose([data.inputs, data.labels]);
   });
 
   it('leaks nothing over repeated fused steps', () => {

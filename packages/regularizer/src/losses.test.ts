@@ -1,9 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { crossEntropy, meanEntropy, softCrossEntropy } from './losses.js';
-import { useCpu } from './test-setup.js';
-
-beforeAll(useCpu);
 
 describe('losses', () => {
   it('cross-entropy matches a hand computation', () => {

@@ -27,6 +27,7 @@ function drawRecorder(draws: number[]): RegularizerPlugin {
   return {
     name: 'draws',
     stage: 'loss-term',
+    readsBase: true,
     prepare: (context) => {
       draws.push(context.random.uniform());
       return {};

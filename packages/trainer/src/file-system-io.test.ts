@@ -1,16 +1,11 @@
-import '@tensorflow/tfjs-backend-cpu';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { ConfigError, DataError } from '@regstack/regularizer';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { fileSystemIO, registerFileSystemIO } from './file-system-io.js';
-
-beforeAll(async () => {
-  await tf.setBackend('cpu');
-});
 
 let directory: string;
 beforeEach(async () => {
@@ -68,7 +63,10 @@ describe('file:// for plain tfjs', () => {
     expect(missing).toBeInstanceOf(DataError);
     expect((missing as DataError).field).toBe('path');
     await writeFile(join(directory, 'broken.json'), '{ not json');
-    expect(await failure(fileSystemIO(join(directory, 'broken.json')).load!())).toBeInstanceOf(DataError);
+    const broken = await failure(fileSystemIO(join(directory, 'broken.json')).load!());
+    expect(broken).toBeInstanceOf(DataError);
+    expect((broken as DataError).message).toBe(`path: ${join(directory, 'broken.json')} is not valid JSON`);
+    expect((broken as DataError).cause).toBeInstanceOf(SyntaxError); // the parser's own words, kept whole
     await rm(join(directory, 'weights.bin'));
     const noWeights = await failure(fileSystemIO(join(directory, 'model.json')).load!());
     expect((noWeights as DataError).field).toBe('weightsManifest');

@@ -77,7 +77,7 @@ export function fileSystemIO(path: string): tf.io.IOHandler {
         modelJSON = JSON.parse(await readFile(modelPath, 'utf8'));
       } catch (error) {
         if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw new DataError('path', `${resolve(modelPath)} does not exist`);
-        throw new DataError('path', `${modelPath} is not valid JSON: ${(error as Error).message}`);
+        throw new DataError('path', `${modelPath} is not valid JSON`, { cause: error });
       }
       if (modelJSON === null || typeof modelJSON !== 'object' || modelJSON.modelTopology === undefined) {
         throw new DataError('path', `${modelPath} has no modelTopology: is it a model.json that model.save wrote?`);

@@ -7,14 +7,10 @@ import { rcad } from '@regstack/rcad';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { beforeAll, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { fit, type FitLogs } from './fit.js';
 import './node.js'; // registers the file:// router
 import { linearModel, prototypeData } from './test-models.js';
-
-beforeAll(async () => {
-  await tf.setBackend('cpu');
-});
 
 const FEATURES = 8;
 const CLASSES = 3;

@@ -690,7 +690,7 @@ async function fitLoop(run: ResolvedFit, data: FitData): Promise<FitHistory> {
     } catch (error) {
       // tfjs-layers' callbacks accept a LayersModel only; what they use of it is `stopTraining`.
       if (!layersModel && 'model' in callback) (callback as { model: unknown }).model = controller;
-      else throw new ConfigError(`callbacks[${index}]`, `setModel refused the model: ${(error as Error).message}`);
+      else throw new ConfigError(`callbacks[${index}]`, 'setModel refused the model', { cause: error });
     }
   });
   const call = async (hook: (typeof CALLBACK_HOOKS)[number], ...args: unknown[]) => {

@@ -20,6 +20,7 @@ export {
   memoryCheckpointStore,
   serializeCheckpoint,
   checkpointTensors,
+  verifyCheckpoint,
   type CheckpointStore,
   type CheckpointManifest,
   type SerializedCheckpoint,

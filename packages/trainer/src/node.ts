@@ -3,11 +3,9 @@
  * saving and loading for plain `@tensorflow/tfjs` (registered on import). Kept out of the main entry
  * so that browser bundles never see `node:fs`.
  */
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import cliProgress from 'cli-progress';
-import { DataError } from '@regstack/regularizer';
-import type { CheckpointManifest, CheckpointStore, SerializedCheckpoint } from './checkpoint.js';
+import type { CheckpointStore } from './checkpoint.js';
+import { createFileCheckpointStore } from './file-store.js';
 import type { BatchInfo, EpochRecord } from './trainer.js';
 import { registerFileSystemIO } from './file-system-io.js';
 
@@ -17,45 +15,13 @@ export { fileSystemIO, registerFileSystemIO } from './file-system-io.js';
 registerFileSystemIO();
 
 /**
- * Checkpoints in a directory: `checkpoint.json` (the manifest) and `checkpoint.bin` (the tensors).
- * Each save writes both under temporary names and renames them into place, binary first, so a
- * crash mid-save leaves the previous checkpoint readable.
+ * Checkpoints in a directory: `checkpoint.json` (the manifest, with the blob's SHA-256) and one
+ * `checkpoint-<epoch>-<hash>.bin` (the tensors). A save writes the new blob beside the old one and
+ * switches by renaming the manifest, so a process killed at any instant leaves the previous or the
+ * new checkpoint loadable; a load checks the checksum and names the file in any error.
  */
 export function fileCheckpointStore(directory: string): CheckpointStore {
-  const manifestPath = join(directory, 'checkpoint.json');
-  const dataPath = join(directory, 'checkpoint.bin');
-  return {
-    async save({ manifest, data }: SerializedCheckpoint) {
-      await mkdir(directory, { recursive: true });
-      // The manifest names the blob it belongs to, so a manifest never pairs with another save's blob.
-      const blob = `checkpoint-${manifest.state.epoch}.bin`;
-      await writeFile(join(directory, `${blob}.tmp`), data);
-      await rename(join(directory, `${blob}.tmp`), join(directory, blob));
-      await writeFile(`${manifestPath}.tmp`, JSON.stringify({ ...manifest, blob }, null, 1));
-      await rename(`${manifestPath}.tmp`, manifestPath);
-      const previous = manifest.state.epoch - 1;
-      if (previous >= 0) await rm(join(directory, `checkpoint-${previous}.bin`), { force: true });
-      await rm(dataPath, { force: true });
-    },
-    async load() {
-      let text: string;
-      try {
-        text = await readFile(manifestPath, 'utf8');
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
-        throw error;
-      }
-      let manifest: CheckpointManifest & { blob?: string };
-      try {
-        manifest = JSON.parse(text);
-      } catch {
-        throw new DataError('checkpoint', `${manifestPath} is not valid JSON`);
-      }
-      const data = new Uint8Array(await readFile(join(directory, manifest.blob ?? 'checkpoint.bin')));
-      delete manifest.blob;
-      return { manifest, data };
-    },
-  };
+  return createFileCheckpointStore(directory);
 }
 
 /** Options of {@link consoleReporter}. */

@@ -1,19 +1,11 @@
 // Small models and data for the trainer's tests (not exported from the package).
-import '@tensorflow/tfjs-backend-cpu';
-import '@tensorflow/tfjs-core/dist/register_all_gradients';
 import * as tf from '@tensorflow/tfjs-core';
-import { Random, classifierFromFunction, type Classifier } from '@regstack/regularizer';
+import { Random, type Classifier } from '@regstack/regularizer';
+import { linearClassifier } from '@regstack/regularizer/testing';
 
-/** A linear softmax model on flattened inputs, initialised from `seed`. */
+/** A linear softmax model on flattened inputs: N(0, 0.1) weights drawn from `seed`, a zero bias. */
 export function linearModel(features: number, numClasses: number, seed = 1): Classifier & { dispose(): void } {
-  const weight = tf.variable(tf.randomNormal([features, numClasses], 0, 0.1, 'float32', seed));
-  const bias = tf.variable(tf.zeros([numClasses]));
-  const model = classifierFromFunction({
-    numClasses,
-    trainableVariables: [weight, bias],
-    apply: (inputs) => tf.tidy(() => tf.add(tf.matMul(tf.reshape(inputs, [inputs.shape[0]!, -1]), weight), bias) as tf.Tensor2D),
-  });
-  return Object.assign(model, { dispose: () => tf.dispose([weight, bias]) });
+  return linearClassifier({ inputSize: features, numClasses, seed, scale: 0.1 });
 }
 
 /**

@@ -3,16 +3,12 @@ import { ConfigError, DataError, DivergenceError, classifierFromFunction, crossE
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { memoryCheckpointStore } from './checkpoint.js';
 import { tensorData } from './data.js';
 import { fileCheckpointStore } from './node.js';
 import { linearModel, prototypeData } from './test-models.js';
 import { train } from './trainer.js';
-
-beforeAll(async () => {
-  await tf.setBackend('cpu');
-});
 
 const FEATURES = 12;
 const CLASSES = 4;
@@ -184,6 +180,11 @@ describe('train', () => {
     const wrongLabels = tensorData(data.inputs, tf.tensor1d(Array.from({ length: 40 }, (_, i) => (i === 7 ? 4 : 0)), 'int32'));
     await expect(train({ model, train: wrongLabels, validation: source, epochs: 1, batchSize: 40 })).rejects.toThrow(/batch\.labels: label 4/);
     expect(() => tensorData(data.inputs, tf.tensor1d([0, 1], 'int32'))).toThrow(DataError);
+    // baseLoss is the stack's to check: its errors reach the caller before the first update.
+    const weights = model.trainableVariables.map((variable) => Array.from(variable.dataSync()));
+    await expect(train({ model, train: source, epochs: 1, ...({ baseLoss: 'triple' } as object) })).rejects.toThrow(/^baseLoss: expected single or two-view, got triple$/);
+    await expect(train({ model, train: source, epochs: 1, baseLoss: 'two-view' })).rejects.toThrow(/^baseLoss: 'two-view' needs an augment function$/);
+    expect(model.trainableVariables.map((variable) => Array.from(variable.dataSync()))).toEqual(weights);
     model.dispose();
     tf.dispose([data.inputs, data.labels]);
   });

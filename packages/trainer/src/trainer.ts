@@ -5,7 +5,6 @@ import {
   DivergenceError,
   Random,
   addWeightDecay,
-  assertChoice,
   assertKnownOptions,
   assertNumber,
   clipByGlobalNorm,
@@ -21,6 +20,7 @@ import {
 import {
   checkpointTensors,
   serializeCheckpoint,
+  verifyCheckpoint,
   type CheckpointStore,
   type SerializedCheckpoint,
   type TrainingState,
@@ -172,12 +172,13 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   const seed = assertNumber('seed', options.seed ?? 0, { integer: true });
   const validationFraction = assertNumber('validationFraction', options.validationFraction ?? 0.1, { min: 0, max: 1, maxExclusive: true });
   const evaluationBatchSize = assertNumber('evaluationBatchSize', options.evaluationBatchSize ?? 512, { min: 1, integer: true });
-  const baseLoss = assertChoice('baseLoss', options.baseLoss ?? 'single', ['single', 'two-view'] as const);
-  if (baseLoss === 'two-view' && !options.augment) throw new ConfigError('baseLoss', "'two-view' needs an augment function");
+  const baseLoss = options.baseLoss ?? 'single'; // checked by the stack, at the first step, before any update
   const learningRate = validateSchedulable(
     'learningRate',
     options.learningRate ?? schedules.multiStep(0.1, RECIPE_MILESTONE_FRACTIONS.map((fraction) => fraction * epochs)),
   );
+  const initialLearningRate = resolveSchedule(learningRate, { step: 0, epoch: 0 });
+  if (!(initialLearningRate >= 0)) throw new ConfigError('learningRate', `must be ≥ 0 at the start, got ${initialLearningRate}`);
   if (options.resume && !options.checkpoints) throw new ConfigError('resume', 'needs a checkpoint store (option checkpoints)');
   const stack: RegularizerStack = Array.isArray(options.regularizers) || options.regularizers === undefined
     ? composeRegularizers((options.regularizers ?? []) as RegularizerPlugin[])
@@ -194,6 +195,16 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     trainData = subsetOf(options.train, order.slice(held));
   }
 
+  // What a checkpoint must agree with to be resumed: a run continued with other settings would be
+  // labelled with settings it was not trained with. Epochs may grow; the schedule is checked below.
+  const settings: Record<string, unknown> = {
+    seed, batchSize, momentum, nesterov: options.nesterov ?? true, weightDecay, clipNorm, baseLoss,
+    augment: options.augment !== undefined,
+    regularizers: stack.plugins.map((plugin) => plugin.name),
+    trainSize: trainData.size,
+    validationSize: validationData?.size ?? 0,
+  };
+
   const variables = model.trainableVariables as tf.Variable[];
   const stateVariables = [...variables, ...model.nonTrainableVariables];
   const optimizer = tf.train.momentum(resolveSchedule(learningRate, { step: 0, epoch: 0 }), momentum, options.nesterov ?? true);
@@ -205,6 +216,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     if (options.resume) {
       const checkpoint = await options.checkpoints!.load();
       if (checkpoint) {
+        await verifyCheckpoint(checkpoint);
+        checkResumable(checkpoint, settings, epochs, (epoch) => resolveSchedule(learningRate, { step: epoch * Math.ceil(trainData.size / batchSize), epoch }));
         best = await restoreCheckpoint(checkpoint, stateVariables, optimizer);
         state = structuredClone(checkpoint.manifest.state);
         random = Random.fromState(state.random);
@@ -233,7 +246,12 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
           value.dispose();
           if (!Number.isFinite(loss)) {
             tf.dispose(Object.values(grads));
-            throw new DivergenceError('loss', `became ${loss} at epoch ${epoch + 1}, step ${state.step}; training stopped and the last checkpoint (epoch ${state.epoch}) is intact`);
+            const kept = !options.checkpoints
+              ? 'no checkpoints are kept (option checkpoints)'
+              : state.epoch === 0
+                ? 'no checkpoint was saved (it diverged in the first epoch)'
+                : `the last checkpoint (end of epoch ${state.epoch}) is intact`;
+            throw new DivergenceError('loss', `became ${loss} at epoch ${epoch + 1}, step ${state.step}; training stopped and ${kept}`);
           }
           const clipped = clipNorm === null ? grads : clipByGlobalNorm(grads, clipNorm).grads;
           const decayed = addWeightDecay(clipped, variables, weightDecay);
@@ -271,7 +289,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       state.history.push(record);
       state.epoch = epoch + 1;
       state.random = random.getState();
-      if (options.checkpoints) await options.checkpoints.save(await snapshot(state, stateVariables, optimizer, best));
+      if (options.checkpoints) await options.checkpoints.save(await snapshot(state, stateVariables, optimizer, best, settings));
       await options.onEpochEnd?.(record);
     }
     if (best) stateVariables.forEach((variable, i) => variable.assign(best![i]!));
@@ -311,13 +329,47 @@ async function snapshot(
   variables: readonly tf.Variable[],
   optimizer: tf.MomentumOptimizer,
   best: readonly tf.Tensor[] | null,
+  settings: Record<string, unknown>,
 ): Promise<SerializedCheckpoint> {
   const optimizerWeights = await optimizer.getWeights();
   return serializeCheckpoint(state, {
     model: variables.map((variable, i) => ({ name: `${i}`, tensor: variable })),
     optimizer: optimizerWeights.map(({ name, tensor }) => ({ name, tensor })),
     best: (best ?? []).map((tensor, i) => ({ name: `${i}`, tensor })),
-  });
+  }, settings);
+}
+
+/**
+ * Throws a ConfigError listing every difference between the run that wrote `checkpoint` and this
+ * one: its settings, more epochs done than asked for, and the learning rate of each completed
+ * epoch (so a changed rate or milestone shows even though the schedule is a function).
+ */
+function checkResumable(
+  checkpoint: SerializedCheckpoint,
+  settings: Record<string, unknown>,
+  epochs: number,
+  learningRateAt: (epoch: number) => number,
+): void {
+  const { state } = checkpoint.manifest;
+  const differences: string[] = [];
+  const stored = checkpoint.manifest.settings;
+  if (stored) {
+    for (const key of Object.keys(settings)) {
+      const [before, now] = [JSON.stringify(stored[key]), JSON.stringify(settings[key])];
+      if (before !== now) differences.push(`${key} ${before} → ${now}`);
+    }
+  }
+  if (state.epoch > epochs) differences.push(`epochs: ${state.epoch} done, ${epochs} asked for`);
+  for (const record of state.history) {
+    const now = learningRateAt(record.epoch - 1);
+    if (Math.abs(now - record.learningRate) > 1e-12 * Math.max(1, Math.abs(now))) {
+      differences.push(`learningRate at epoch ${record.epoch} ${record.learningRate} → ${now}`);
+      break;
+    }
+  }
+  if (differences.length > 0) {
+    throw new ConfigError('resume', `the checkpoint${checkpoint.source ? ` in ${checkpoint.source}` : ''} was written by a different run: ${differences.join('; ')}`);
+  }
 }
 
 /** Loads a checkpoint into the model and optimizer; returns the best-weights snapshot it holds. */
@@ -327,7 +379,13 @@ async function restoreCheckpoint(
   optimizer: tf.MomentumOptimizer,
 ): Promise<tf.Tensor[] | null> {
   const stored = checkpointTensors(checkpoint, 'model');
-  const best = checkpointTensors(checkpoint, 'best');
+  let best: ReturnType<typeof checkpointTensors> = [];
+  try {
+    best = checkpointTensors(checkpoint, 'best');
+  } catch (error) {
+    tf.dispose(stored.map((entry) => entry.tensor));
+    throw error;
+  }
   const release = () => tf.dispose([...stored, ...best].map((entry) => entry.tensor));
   if (stored.length !== variables.length) {
     release();
@@ -340,9 +398,15 @@ async function restoreCheckpoint(
       throw new DataError(`checkpoint.model.${i}`, `has shape [${tensor.shape}] but the model's variable ${variable.name} has [${variable.shape}]`);
     }
   }
+  let optimizerWeights: ReturnType<typeof checkpointTensors>;
+  try {
+    optimizerWeights = checkpointTensors(checkpoint, 'optimizer');
+  } catch (error) {
+    release();
+    throw error;
+  }
   variables.forEach((variable, i) => variable.assign(stored[i]!.tensor));
   tf.dispose(stored.map((entry) => entry.tensor));
-  const optimizerWeights = checkpointTensors(checkpoint, 'optimizer');
   if (optimizerWeights.length > 0) await optimizer.setWeights(optimizerWeights);
   tf.dispose(optimizerWeights.map((entry) => entry.tensor));
   return best.length > 0 ? best.map((entry) => tf.keep(entry.tensor)) : null;

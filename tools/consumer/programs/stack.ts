@@ -7,7 +7,7 @@ import { adversarialTraining } from '@regstack/adversarial-training';
 import { useBackend } from '@regstack/backend';
 import { Dataset, decodeBase64 } from '@regstack/datasets';
 import { embeddedFashionMnistSource, loadEmbeddedFashionMnist } from '@regstack/datasets/embedded';
-import { entropyMinimization } from '@regstack/entropy-min';
+import { entropyMin } from '@regstack/entropy-min';
 import { labelSmoothing } from '@regstack/label-smoothing';
 import { meAda } from '@regstack/me-ada';
 import { mixup } from '@regstack/mixup';
@@ -22,7 +22,7 @@ async function main(): Promise<void> {
   const loaded = loadEmbeddedFashionMnist();
 
   // Every plugin composes; a stack that makes no sense is a typed error naming the field.
-  const names = [adversarialTraining(), entropyMinimization(), meAda(), mixup()].map((plugin) => composeRegularizers([plugin]).plugins.map((each) => each.name));
+  const names = [adversarialTraining(), entropyMin(), meAda(), mixup()].map((plugin) => composeRegularizers([plugin]).plugins.map((each) => each.name));
   let duplicateError = '';
   try {
     composeRegularizers([labelSmoothing(), labelSmoothing()]);
