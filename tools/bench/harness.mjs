@@ -4,6 +4,7 @@ import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { useBackend } from '@regstack/backend';
@@ -533,6 +534,41 @@ export class TorchWorker {
 }
 
 /**
+ * What two threads get on this machine now: two worker threads summing square roots at once, against
+ * one alone, as a throughput ratio (2 where two cores are free, 1 where the process gets one CPU's worth,
+ * e.g. a kernel with autogroup scheduling while another session keeps a core busy). Median of `trials`.
+ * The 2-thread rows of a run mean little below ≈1.3.
+ */
+export async function measureParallelism(trials = 3, iterations = 1e8) {
+  const code =
+    "const { parentPort } = require('node:worker_threads');" +
+    'parentPort.on("message", (n) => { let s = 0; for (let i = 0; i < n; i++) s += Math.sqrt(i); parentPort.postMessage(s); });';
+  const workers = [new Worker(code, { eval: true }), new Worker(code, { eval: true })];
+  const job = (worker, count) =>
+    new Promise((resolve, reject) => {
+      worker.once('message', resolve);
+      worker.once('error', reject);
+      worker.postMessage(count);
+    });
+  try {
+    // Warm-up at full size, one after the other, so that both workers' loops are optimised first.
+    for (const worker of workers) await job(worker, iterations);
+    const gains = [];
+    for (let trial = 0; trial < trials; trial++) {
+      let start = performance.now();
+      await job(workers[trial % 2], iterations);
+      const one = performance.now() - start;
+      start = performance.now();
+      await Promise.all(workers.map((worker) => job(worker, iterations)));
+      gains.push((2 * one) / (performance.now() - start));
+    }
+    return median(gains);
+  } finally {
+    await Promise.all(workers.map((worker) => worker.terminate()));
+  }
+}
+
+/**
  * Runs the whole benchmark and returns the report that run.mjs prints and writes as JSON.
  * @param {BenchmarkOptions} input
  */
@@ -553,6 +589,8 @@ export async function runBenchmark(input) {
   }
   const variants = ['erm', ...options.variants.filter((variant) => variant !== 'erm')];
   const backend = await useBackend(/** @type {any} */ (options.backend));
+  const parallelism = await measureParallelism();
+  options.log(`two threads of plain arithmetic get ${parallelism.toFixed(2)}× one thread's throughput on this machine now`);
   const models = [];
   for (const spec of options.models) models.push(await benchmarkModel(spec, variants, options));
   return {
@@ -564,6 +602,7 @@ export async function runBenchmark(input) {
     kernels: backend.kernels,
     batchSize: options.batchSize,
     warmup: options.warmup,
+    parallelism,
     note: 'Shared 2-core machine: variants interleaved per round, medians reported; ratios are medians of per-round ratios.',
     models,
   };
@@ -575,6 +614,13 @@ const formatRatio = (value) => `${value.toFixed(2)}×`;
 /** The report as markdown tables: one per model, then the top kernels of ERM and RCAD. */
 export function formatReport(report) {
   const lines = [`TF.js ${report.tfjs} on ${report.backend} (${report.backendThreads} thread), Node ${report.node}. ${report.note}`, ''];
+  if (report.parallelism !== undefined) {
+    lines.push(
+      `Two threads of plain arithmetic got ${report.parallelism.toFixed(2)}× one thread's throughput on this machine at the start of the run` +
+        (report.parallelism < 1.3 ? ': the rows at 2 threads (ours and PyTorch\'s) say more about the machine than about the code.' : '.'),
+      '',
+    );
+  }
   const formatSpread = (value) => `${formatRatio(value.median)} [${value.min.toFixed(2)}–${value.max.toFixed(2)}]`;
   for (const model of report.models) {
     const views = model.baseLoss === 'two-view' ? ', two-view base loss with crop + flip' : '';

@@ -32,6 +32,9 @@ describe('bench harness', () => {
     // Every step and every model freed what it made.
     expect(tf.memory().numTensors).toBe(before);
     expect(report.backend).toBe('wasm');
+    // What two threads get on this machine: between one thread's throughput (or a little under) and two.
+    expect(report.parallelism).toBeGreaterThan(0.5);
+    expect(report.parallelism).toBeLessThan(2.5);
     expect(report.models.map((model: { id: string }) => model.id)).toEqual(['tiny-cnn', 'tiny-resnet']);
     for (const model of report.models) {
       expect(Object.keys(model.variants)).toEqual(Object.keys(VARIANTS));
