@@ -8,4 +8,4 @@ export { classifierFromLayersModel, classifierFromFunction, type LayersModelLike
 export { SPECIFICATION_VERSIONS } from './specification.js';
 export { composeRegularizers, STAGE_ORDER, type RegularizerStack, type StackOptions } from './stack.js';
 export { lossInputGradient, validateBatch } from './step.js';
-export { setBackendAdviceHandler, REGSTACK_BACKEND_MARKER_KERNEL } from './step-checks.js';
+export { assertClassifier, setBackendAdviceHandler, REGSTACK_BACKEND_MARKER_KERNEL } from './step-checks.js';

@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { ConfigError, DataError, type RandomState } from '@regstack/regularizer';
-import type { EpochRecord } from './trainer.js';
+import type { EpochRecord } from './metrics.js';
 
 /** Where a run stands between epochs: everything but the tensors. */
 export interface TrainingState {

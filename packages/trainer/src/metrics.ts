@@ -88,3 +88,21 @@ export class MetricsAccumulator {
     };
   }
 }
+
+/** One completed epoch of a run: what the trainer reports and its checkpoints keep in their history. */
+export interface EpochRecord {
+  /** 1-based epoch number. */
+  epoch: number;
+  /** Learning rate at the epoch's start. */
+  learningRate: number;
+  /** Mean of each named loss term over the epoch's steps. */
+  terms: Record<string, number>;
+  /** Validation metrics (reliability diagram omitted); absent when the run has no validation set. */
+  validation?: Omit<ClassificationMetrics, 'reliability'>;
+  /** Wall-clock seconds of the epoch's training steps (evaluation excluded). */
+  trainSeconds: number;
+  /** Mean seconds per optimizer step. */
+  secondsPerStep: number;
+  /** Whether this epoch's weights became the best so far (without validation: every epoch, the last one wins). */
+  best: boolean;
+}

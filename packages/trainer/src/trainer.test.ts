@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
+import * as tfl from '@tensorflow/tfjs-layers';
 import { ConfigError, DataError, DivergenceError, classifierFromFunction, crossEntropy, type RegularizerPlugin } from '@regstack/regularizer';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -185,6 +186,10 @@ describe('train', () => {
     await expect(train({ model, train: source, epochs: 1, ...({ baseLoss: 'triple' } as object) })).rejects.toThrow(/^baseLoss: expected single or two-view, got triple$/);
     await expect(train({ model, train: source, epochs: 1, baseLoss: 'two-view' })).rejects.toThrow(/^baseLoss: 'two-view' needs an augment function$/);
     expect(model.trainableVariables.map((variable) => Array.from(variable.dataSync()))).toEqual(weights);
+    // A raw tf.LayersModel is told how to wrap it, not a TypeError from deep inside.
+    const layersModel = tfl.sequential({ layers: [tfl.layers.dense({ inputShape: [FEATURES], units: CLASSES })] });
+    await expect(train({ model: layersModel as never, train: source, epochs: 1 })).rejects.toThrow(/^model: got a tf\.LayersModel .*classifierFromLayersModel/);
+    layersModel.dispose();
     model.dispose();
     tf.dispose([data.inputs, data.labels]);
   });

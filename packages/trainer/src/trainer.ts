@@ -5,6 +5,7 @@ import {
   DivergenceError,
   Random,
   addWeightDecay,
+  assertClassifier,
   assertKnownOptions,
   assertNumber,
   clipByGlobalNorm,
@@ -26,7 +27,9 @@ import {
   type TrainingState,
 } from './checkpoint.js';
 import { batchIndices, type DataSource } from './data.js';
-import { MetricsAccumulator, type ClassificationMetrics } from './metrics.js';
+import { MetricsAccumulator, type ClassificationMetrics, type EpochRecord } from './metrics.js';
+
+export type { EpochRecord } from './metrics.js';
 
 /** Augmentation of a batch of raw inputs, drawing from the run's generator (e.g. `standardAugmentation` of `@regstack/datasets`). */
 export type AugmentFunction = (inputs: tf.Tensor, random: Random) => tf.Tensor;
@@ -39,24 +42,6 @@ export interface BatchInfo {
   step: number;
   /** Named loss terms of the step (`base`, one per plugin, `total`). */
   terms: Record<string, number>;
-}
-
-/** One completed epoch. */
-export interface EpochRecord {
-  /** 1-based epoch number. */
-  epoch: number;
-  /** Learning rate at the epoch's start. */
-  learningRate: number;
-  /** Mean of each named loss term over the epoch's steps. */
-  terms: Record<string, number>;
-  /** Validation metrics (reliability diagram omitted); absent when the run has no validation set. */
-  validation?: Omit<ClassificationMetrics, 'reliability'>;
-  /** Wall-clock seconds of the epoch's training steps (evaluation excluded). */
-  trainSeconds: number;
-  /** Mean seconds per optimizer step. */
-  secondsPerStep: number;
-  /** Whether this epoch's weights became the best so far (without validation: every epoch, the last one wins). */
-  best: boolean;
 }
 
 /** What `train` returns. */
@@ -160,7 +145,7 @@ function subsetOf(source: DataSource, indices: Int32Array): DataSource {
 export async function train(options: TrainOptions): Promise<TrainResult> {
   assertKnownOptions('train', options, KNOWN_OPTIONS);
   const { model } = options;
-  if (!model || typeof model.apply !== 'function') throw new ConfigError('model', 'expected a Classifier');
+  assertClassifier(model); // a raw tf.LayersModel is told to use classifierFromLayersModel (or fit)
   checkSource('train', options.train);
   if (options.validation) checkSource('validation', options.validation);
   if (options.test) checkSource('test', options.test);
