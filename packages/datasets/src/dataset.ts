@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { ConfigError, DataError, assertNumber, type Random } from '@regstack/regularizer';
+import { ConfigError, DataError, assertNumber, holdOutIndices, type Random } from '@regstack/regularizer';
 
 /** Height, width and channels of one image (NHWC without the N). */
 export type ImageShape = readonly [height: number, width: number, channels: number];
@@ -150,13 +150,10 @@ export class Dataset {
   split(options: SplitOptions): { train: Dataset; validation: Dataset } {
     const fraction = assertNumber('split.fraction', options.fraction ?? 0.1, { min: 0, max: 1, maxExclusive: true });
     if (options.random === undefined) throw new ConfigError('split.random', 'a seeded Random is required');
-    const validationSize = Math.round(fraction * this.size);
-    const order = options.random.permutation(this.size);
-    const validationIndices = order.slice(0, validationSize).sort();
-    const trainIndices = order.slice(validationSize).sort();
+    const { train, validation } = holdOutIndices(this.size, fraction, options.random);
     return {
-      train: this.subset(trainIndices, `${this.name}/train`),
-      validation: this.subset(validationIndices, `${this.name}/validation`),
+      train: this.subset(train, `${this.name}/train`),
+      validation: this.subset(validation, `${this.name}/validation`),
     };
   }
 

@@ -1,5 +1,5 @@
 export type * from './contract.js';
-export { Random, type RandomState } from './random.js';
+export { Random, holdOutIndices, type RandomState } from './random.js';
 export { schedules, resolveSchedule, validateSchedulable, type Schedule, type Schedulable, type ScheduleUnit, type Progress } from './schedule.js';
 export { RegstackError, ConfigError, DataError, DivergenceError, describeError, assertKnownOptions, assertNumber, assertChoice, assertInterval, type NumberRange, type RegstackErrorOptions } from './errors.js';
 export { oneHotTargets, softCrossEntropy, softCrossEntropyPerExample, crossEntropy, entropyPerExample, meanEntropy } from './losses.js';

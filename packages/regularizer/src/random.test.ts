@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { Random } from './random.js';
+import { Random, holdOutIndices } from './random.js';
 
 describe('Random', () => {
   it('is reproducible from its seed and from a saved state', () => {
@@ -55,5 +55,20 @@ describe('Random', () => {
 
   it('rejects a non-integer seed', () => {
     expect(() => new Random(1.5)).toThrow(/seed/);
+  });
+});
+
+describe('holdOutIndices', () => {
+  it('partitions the positions into sorted, disjoint parts of the rounded share, at least one when asked for', () => {
+    const { train, validation } = holdOutIndices(50, 0.1, new Random(4));
+    expect(validation).toHaveLength(5);
+    expect(train).toHaveLength(45);
+    expect([...train, ...validation].sort((a, b) => a - b)).toEqual(Array.from({ length: 50 }, (_, i) => i));
+    for (const part of [train, validation]) expect([...part]).toEqual([...part].sort((a, b) => a - b));
+    expect(holdOutIndices(4, 0.1, new Random(4)).validation).toHaveLength(1); // round(0.4) = 0, but a share was asked for
+    expect(holdOutIndices(50, 0, new Random(4)).validation).toHaveLength(0);
+    // The same generator state gives the same split; another gives another.
+    expect([...holdOutIndices(50, 0.1, new Random(4)).validation]).toEqual([...validation]);
+    expect([...holdOutIndices(50, 0.1, new Random(5)).validation]).not.toEqual([...validation]);
   });
 });

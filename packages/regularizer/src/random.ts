@@ -141,3 +141,15 @@ export class Random {
     return u;
   }
 }
+
+/**
+ * A seeded hold-out of `size` examples: a random share `fraction` of the positions (rounded, and at
+ * least one when `fraction` > 0) for validation, the rest for training, each in ascending order, so
+ * the split depends only on the generator, not on how the examples were ordered. The one rule
+ * behind `Dataset.split` (@regstack/datasets) and the trainer's `validationFraction`.
+ */
+export function holdOutIndices(size: number, fraction: number, random: Random): { train: Int32Array; validation: Int32Array } {
+  const held = fraction > 0 ? Math.max(1, Math.round(fraction * size)) : 0;
+  const order = random.permutation(size);
+  return { train: order.slice(held).sort(), validation: order.slice(0, held).sort() };
+}

@@ -5,6 +5,7 @@ import {
   DivergenceError,
   Random,
   addWeightDecay,
+  holdOutIndices,
   assertClassifier,
   assertKnownOptions,
   assertNumber,
@@ -173,11 +174,10 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   let trainData = options.train;
   let validationData = options.validation;
   if (!validationData && validationFraction > 0) {
-    const held = Math.max(1, Math.round(validationFraction * trainData.size));
-    if (held >= trainData.size) throw new DataError('train', `too few examples (${trainData.size}) to hold out a validation set`);
-    const order = new Random(seed ^ 0x5eed).permutation(trainData.size);
-    validationData = subsetOf(options.train, order.slice(0, held));
-    trainData = subsetOf(options.train, order.slice(held));
+    const split = holdOutIndices(trainData.size, validationFraction, new Random(seed ^ 0x5eed));
+    if (split.train.length === 0) throw new DataError('train', `too few examples (${trainData.size}) to hold out a validation set`);
+    validationData = subsetOf(options.train, split.validation);
+    trainData = subsetOf(options.train, split.train);
   }
 
   // What a checkpoint must agree with to be resumed: a run continued with other settings would be
