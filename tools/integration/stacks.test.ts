@@ -117,3 +117,73 @@ describe('stacks of the real plugins', () => {
     dispose();
   });
 });
+
+/** A batch-normalised network (running mean updated in train mode only), deterministic or of unknown stochasticity. */
+function batchNormModel(stochastic: false | undefined) {
+  const random = new Random(13);
+  const values = (n: number, scale: number) => Array.from({ length: n }, () => scale * random.normal());
+  const hidden = tf.variable(tf.tensor2d(values(18 * 8, 0.5), [18, 8]));
+  const output = tf.variable(tf.tensor2d(values(8 * CLASSES, 0.5), [8, CLASSES]));
+  const runningMean = tf.variable(tf.zeros([8]), false);
+  const model = classifierFromFunction({
+    numClasses: CLASSES,
+    trainableVariables: [hidden, output],
+    nonTrainableVariables: [runningMean],
+    ...(stochastic === false ? { stochastic } : {}),
+    apply: (inputs, { mode }) =>
+      tf.tidy(() => {
+        const pre = tf.matMul(tf.reshape(inputs, [inputs.shape[0]!, 18]), hidden);
+        let centred: tf.Tensor;
+        if (mode === 'eval') centred = tf.sub(pre, runningMean);
+        else {
+          const { mean, variance } = tf.moments(pre, 0);
+          if (mode === 'train') runningMean.assign(tf.add(tf.mul(runningMean, 0.9), tf.mul(mean, 0.1)));
+          centred = tf.div(tf.sub(pre, mean), tf.sqrt(tf.add(variance, 1e-5)));
+        }
+        return tf.matMul(tf.tanh(centred), output) as tf.Tensor2D;
+      }),
+  });
+  return { model, runningMean, dispose: () => tf.dispose([hidden, output, runningMean]) };
+}
+
+describe('the two-view base loss, fused with the real plugins', () => {
+  // The reference recipe's second view: a horizontal flip and a shift drawn from the step's generator.
+  const augment = (inputs: tf.Tensor, random: Random) => tf.add(tf.reverse(inputs, 2), 0.1 * random.uniform());
+  for (const [name, plugins] of [
+    ['RCAD', () => [rcad({ alpha: 0.5, lambda: 0.3 })]],
+    ['FGSM', () => [adversarialTraining({ attack: 'fgsm', epsilon: 0.05 })]],
+    ['RCAD + FGSM', () => [rcad(), adversarialTraining({ attack: 'fgsm', epsilon: 0.05 })]],
+  ] as const) {
+    it(`${name}: one pass less than the plain path, the same gradients, terms and running statistics`, () => {
+      const plain = batchNormModel(undefined);
+      const fused = batchNormModel(false);
+      fused.model.trainableVariables.forEach((variable, i) => variable.assign(plain.model.trainableVariables[i]!));
+      const batch = batchOf();
+      const input = { batch, baseLoss: 'two-view' as const, augment };
+      const slow = composeRegularizers(plugins()).gradients({ ...input, model: plain.model, random: new Random(5) });
+      const fast = composeRegularizers(plugins()).gradients({ ...input, model: fused.model, random: new Random(5) });
+      expect([slow.fused, fast.fused]).toEqual([false, true]);
+      for (const [term, value] of Object.entries(slow.terms)) expect(Math.abs(fast.terms[term]! - value)).toBeLessThan(1e-6);
+      plain.model.trainableVariables.forEach((variable, i) => {
+        const [a, b] = [slow.grads[variable.name]!, fast.grads[fused.model.trainableVariables[i]!.name]!];
+        expect(tf.tidy(() => tf.norm(tf.sub(a, b)).dataSync()[0]! / tf.norm(a).dataSync()[0]!)).toBeLessThan(1e-6);
+      });
+      expect(Array.from(fused.runningMean.dataSync())).toEqual(Array.from(plain.runningMean.dataSync()));
+      tf.dispose([slow.value, fast.value, ...Object.values(slow.grads), ...Object.values(fast.grads), batch.inputs, batch.labels]);
+      plain.dispose();
+      fused.dispose();
+    });
+  }
+
+  it('RCAD with label smoothing or mixup keeps the plain path', () => {
+    const { model, dispose } = batchNormModel(false);
+    const batch = batchOf();
+    for (const other of [labelSmoothing({ epsilon: 0.1 }), mixup({ mixupAlpha: 1 })]) {
+      const result = composeRegularizers([rcad(), other]).gradients({ model, batch, baseLoss: 'two-view', augment, random: new Random(5) });
+      expect(result.fused).toBe(false);
+      tf.dispose([result.value, ...Object.values(result.grads)]);
+    }
+    tf.dispose([batch.inputs, batch.labels]);
+    dispose();
+  });
+});

@@ -12,11 +12,14 @@ import { prepareStep, releasingTape, validateBatch, type InternalStep } from './
 
 /**
  * Whether a step of a stack whose plugins allow fusion (see `fusionAllowed` in `stack.ts`) can take
- * the fused path: the base loss is the plain cross-entropy on the clean batch and two passes of the
- * model on the same inputs compute the same values.
+ * the fused path: two passes of the model on the same inputs compute the same values, and the base
+ * pass runs the model on the clean batch alone: the plain cross-entropy with no augmentation, or the
+ * two-view loss, whose first view is the clean batch (the stack has no batch or target transform).
  */
 export function fusesWith(input: StepInput): boolean {
-  return input.model.stochastic === false && (input.baseLoss ?? 'single') === 'single' && input.augment === undefined;
+  if (input.model.stochastic !== false) return false;
+  const baseLoss = input.baseLoss ?? 'single';
+  return baseLoss === 'single' ? input.augment === undefined : baseLoss === 'two-view' && typeof input.augment === 'function';
 }
 
 /** The fused step's gradients; frees everything it made besides its result, whether it returns or throws. */
@@ -45,25 +48,44 @@ function fusedStep(plugins: readonly RegularizerPlugin[], input: StepInput & { r
   const variables = model.trainableVariables as tf.Variable[];
   const size = clean.inputs.shape[0]!;
 
+  // The second view, outside the tape and before any prepare, as the plain path draws it. Constant in
+  // tape 1, so the input gradient there is the clean view's alone.
+  let secondView: tf.Tensor | undefined;
+  if (input.baseLoss === 'two-view') {
+    secondView = tf.tidy(() => input.augment!(clean.inputs, random));
+    if (secondView !== clean.inputs) scratch.tensors.push(secondView);
+  }
+
   // Tape 1: the base loss w.r.t. the inputs and the weights together, in train mode (running
-  // statistics updated, as the plain path's base pass updates them).
+  // statistics updated, as the plain path's base pass updates them: the clean view first, then the
+  // second view, each in its own pass with its own batch statistics).
   let logits: tf.Tensor2D | undefined;
+  let cleanLoss: tf.Scalar | undefined;
   const first = tf.tidy(() => {
     const targets = oneHotTargets(clean.labels, model.numClasses);
     const { value, grads } = tf.valueAndGrads((inputs: tf.Tensor) => {
       const output = model.apply(inputs, { mode: 'train', random });
       logits = tf.keep(output.logits);
       scratch.tensors.push(logits);
-      return softCrossEntropy(output.logits, targets);
+      const loss = softCrossEntropy(output.logits, targets);
+      if (!secondView) return loss;
+      cleanLoss = tf.keep(loss);
+      scratch.tensors.push(cleanLoss);
+      return tf.mul(0.5, tf.add(loss, softCrossEntropy(model.apply(secondView, { mode: 'train', random }).logits, targets))) as tf.Scalar;
     })([clean.inputs, ...variables]);
     return { value, grads };
   });
   scratch.tensors.push(first.value, ...first.grads);
-  const [inputGradient, ...baseGrads] = first.grads as [tf.Tensor, ...tf.Tensor[]];
+  const [baseInputGradient, ...baseGrads] = first.grads as [tf.Tensor, ...tf.Tensor[]];
+  // Two views: the base loss is 0.5·[CE(x) + CE(view)], the view a constant, so ∇x CE(x) is twice the
+  // base pass's input gradient (an exact scaling in floating point).
+  const inputGradient = secondView ? tf.mul(baseInputGradient, 2) : baseInputGradient;
+  if (secondView) scratch.tensors.push(inputGradient);
+  const loss = cleanLoss ?? first.value;
   // The same gradient serves both reductions (the sum's is the mean's × B) and both batch-statistics modes.
   const seeded = new Map<string, InputGradient>();
-  const mean: InputGradient = { gradient: inputGradient, loss: first.value, logits: logits! };
-  const sum: InputGradient = { gradient: tf.mul(inputGradient, size), loss: tf.mul(first.value, size) as tf.Scalar, logits: logits! };
+  const mean: InputGradient = { gradient: inputGradient, loss, logits: logits! };
+  const sum: InputGradient = { gradient: tf.mul(inputGradient, size), loss: tf.mul(loss, size) as tf.Scalar, logits: logits! };
   scratch.tensors.push(sum.gradient, sum.loss);
   // Entries share tensors; the step's dispose() frees each once (disposing twice is a no-op in TF.js).
   for (const mode of ['train', 'frozen-stats'] as const) {
@@ -73,7 +95,11 @@ function fusedStep(plugins: readonly RegularizerPlugin[], input: StepInput & { r
   // The plain path prepares before its base pass updates the running statistics: a prepare that
   // reads them sees them as they were (see StatisticsBeforeBasePass).
   try {
-    scratch.step = prepareStep(plugins, { ...input, model: statistics.watch(model), validate: false }, { seededGradients: seeded });
+    // The plugins' part has no base pass, so the prepared step needs neither view: the second one is
+    // drawn above, and the batch the plugins see is the clean one either way.
+    const pluginsInput = { ...input, model: statistics.watch(model), validate: false, baseLoss: 'single' as const };
+    delete pluginsInput.augment;
+    scratch.step = prepareStep(plugins, pluginsInput, { seededGradients: seeded });
   } finally {
     statistics.putUpdatedBack();
   }

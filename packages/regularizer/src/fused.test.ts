@@ -252,3 +252,135 @@ describe('stack.gradients: the fused base pass', () => {
     dispose();
   });
 });
+
+/** A second view that depends on the inputs and on the step's generator (a flip and a drawn shift). */
+const flipAndShift = (inputs: tf.Tensor, random: Random) => tf.add(tf.reverse(inputs, 2), 0.2 * random.uniform() - 0.1);
+
+/** FGSM as adversarial training's one-step attack, written here for the same reason as `directionEntropy`. */
+function signAttack(epsilon: number, weight: number): RegularizerPlugin<{ moved: tf.Tensor }> {
+  return {
+    name: 'fgsm-like',
+    stage: 'generated-loss',
+    prepare: ({ clean, inputGradient }) => ({ moved: tf.add(clean.inputs, tf.mul(epsilon, tf.sign(inputGradient({ at: 'clean', reduction: 'sum', mode: 'frozen-stats' }).gradient))) }),
+    loss: (context, { moved }) => {
+      const logits = context.forward(moved, 'frozen-stats').logits;
+      const targets = tf.oneHot(context.clean.labels, 3);
+      return { value: tf.neg(tf.mean(tf.sum(tf.mul(targets, tf.logSoftmax(logits)), -1))) as tf.Scalar, mixWeight: weight };
+    },
+  };
+}
+
+describe('stack.gradients: the fused base pass with the two-view base loss', () => {
+  // Observed on the test backend: gradients within 1.1e-7 (relative, whole tensors), terms within 3e-8,
+  // the direction and the running statistics bit for bit.
+  for (const [name, plugin, term] of [
+    ['RCAD', directionEntropy(0.8, 0.5), 'rcad-like'],
+    ['FGSM', signAttack(0.05, 0.4), 'fgsm-like'],
+  ] as const) {
+    it(`${name}: serves the direction from the clean view, with the plain path's gradients, terms and running statistics`, () => {
+      const data = batch();
+      const plain = batchNormModel(undefined);
+      const fused = batchNormModel(false);
+      fused.model.trainableVariables.forEach((v, i) => v.assign(plain.model.trainableVariables[i]!));
+      for (const { runningMean } of [plain, fused]) runningMean.assign(tf.tensor1d([0.5, -0.5, 1, 0, 2]));
+      const input = { batch: data, baseLoss: 'two-view' as const, augment: flipAndShift };
+      const slow = composeRegularizers([plugin as RegularizerPlugin]).gradients({ ...input, model: plain.model, random: new Random(1) });
+      const fast = composeRegularizers([plugin as RegularizerPlugin]).gradients({ ...input, model: fused.model, random: new Random(1) });
+      expect([slow.fused, fast.fused]).toEqual([false, true]);
+      // Plain: the direction's pass, the two views, the plugin's pass. Fused: the direction's pass is gone.
+      expect(plain.calls).toEqual(['frozen-stats', 'train', 'train', 'frozen-stats']);
+      expect(fused.calls).toEqual(['train', 'train', 'frozen-stats']);
+      for (const key of ['base', term, 'total']) expect(Math.abs(fast.terms[key]! - slow.terms[key]!)).toBeLessThan(1e-6 * Math.max(1, Math.abs(slow.terms[key]!)));
+      expect(Math.abs(fast.value.dataSync()[0]! - slow.value.dataSync()[0]!)).toBeLessThan(1e-6);
+      const renamed = Object.fromEntries(plain.model.trainableVariables.map((v, i) => [fused.model.trainableVariables[i]!.name, slow.grads[v.name]!]));
+      expect(worstRelativeError(fast.grads, renamed)).toBeLessThan(1e-6);
+      // Both views updated the running statistics, in the same order: the same values to the bit.
+      expect(Array.from(fused.runningMean.dataSync())).toEqual(Array.from(plain.runningMean.dataSync()));
+      expect(Array.from(fused.runningMean.dataSync())).not.toEqual([0.5, -0.5, 1, 0, 2]);
+      tf.dispose([slow.value, fast.value, ...Object.values(slow.grads), ...Object.values(fast.grads), data.inputs, data.labels]);
+      plain.dispose();
+      fused.dispose();
+    });
+  }
+
+  it('takes the two-view loss’s clean view as ∇x: twice the base pass’s input gradient, also in the mean reduction', () => {
+    const data = batch();
+    const seen: Record<string, number[]> = {};
+    const recorder = (path: string): RegularizerPlugin<{ unused: tf.Tensor }> => ({
+      name: 'recorder',
+      stage: 'loss-term',
+      prepare: ({ inputGradient }) => {
+        const { gradient, loss } = inputGradient({ at: 'clean', reduction: 'mean', mode: 'frozen-stats' });
+        seen[path] = [...Array.from(gradient.dataSync()), loss.dataSync()[0]!];
+        return { unused: tf.scalar(0) };
+      },
+      loss: (context) => ({ value: tf.mul(0.1, meanEntropy(context.forward(context.clean.inputs, 'frozen-stats').logits)) as tf.Scalar }),
+    });
+    const plain = batchNormModel(undefined);
+    const fused = batchNormModel(false);
+    fused.model.trainableVariables.forEach((v, i) => v.assign(plain.model.trainableVariables[i]!));
+    const input = { batch: data, baseLoss: 'two-view' as const, augment: flipAndShift };
+    const slow = composeRegularizers([recorder('plain') as RegularizerPlugin]).gradients({ ...input, model: plain.model, random: new Random(2) });
+    const fast = composeRegularizers([recorder('fused') as RegularizerPlugin]).gradients({ ...input, model: fused.model, random: new Random(2) });
+    expect(fast.fused).toBe(true);
+    const difference = Math.max(...seen.plain!.map((value, i) => Math.abs(value - seen.fused![i]!)));
+    const scale = Math.max(...seen.plain!.map(Math.abs));
+    expect(difference / scale).toBeLessThan(1e-6);
+    tf.dispose([slow.value, fast.value, ...Object.values(slow.grads), ...Object.values(fast.grads), data.inputs, data.labels]);
+    plain.dispose();
+    fused.dispose();
+  });
+
+  it('never fuses two views with label smoothing or mixup, nor without an augment, nor one augmented view', () => {
+    const data = batch();
+    const { model, calls, dispose } = batchNormModel(false);
+    const smoothing: RegularizerPlugin = { name: 'smooth', stage: 'target-transform', transformTargets: (t) => tf.add(tf.mul(t, 0.9), 0.1 / 3) as tf.Tensor2D };
+    const mixing: RegularizerPlugin = { name: 'mix', stage: 'batch-transform', transformBatch: (b) => ({ inputs: tf.reverse(b.inputs, 0), targets: b.targets }) };
+    const twoView = { model, batch: data, baseLoss: 'two-view' as const, augment: flipAndShift };
+    for (const stack of [[directionEntropy(1, 0.5), smoothing], [directionEntropy(1, 0.5), mixing]]) {
+      calls.length = 0;
+      const result = composeRegularizers(stack).gradients({ ...twoView, random: new Random(1) });
+      expect(result.fused).toBe(false);
+      expect(calls).toEqual(['frozen-stats', 'train', 'train', 'frozen-stats']);
+      tf.dispose([result.value, ...Object.values(result.grads)]);
+    }
+    const single = composeRegularizers([directionEntropy(1, 0.5)]).gradients({ model, batch: data, augment: flipAndShift, random: new Random(1) });
+    expect(single.fused).toBe(false);
+    tf.dispose([single.value, ...Object.values(single.grads)]);
+    expect(errorField(() => composeRegularizers([directionEntropy(1, 0.5)]).gradients({ model, batch: data, baseLoss: 'two-view', random: new Random(1) }), ConfigError)).toBe('baseLoss');
+    tf.dispose([data.inputs, data.labels]);
+    dispose();
+  });
+
+  it('leaks nothing over repeated fused two-view steps, nor when the augment hands back its input', () => {
+    const data = batch();
+    const { model, dispose } = batchNormModel(false);
+    const stack = composeRegularizers([directionEntropy(1, 0.2)]);
+    for (const augment of [flipAndShift, (inputs: tf.Tensor) => inputs]) {
+      const counts: number[] = [];
+      for (let i = 0; i < 4; i++) {
+        const { value, grads, fused } = stack.gradients({ model, batch: data, baseLoss: 'two-view', augment, random: new Random(i) });
+        expect(fused).toBe(true);
+        tf.dispose([value, ...Object.values(grads)]);
+        counts.push(tf.memory().numTensors);
+      }
+      expect(new Set(counts).size).toBe(1);
+    }
+    // A prepare that throws after the base pass: the second view, the clean view's loss and the seeded gradients go too.
+    const failing: RegularizerPlugin<{ unused: tf.Tensor }> = {
+      name: 'failing',
+      stage: 'loss-term',
+      prepare: ({ inputGradient }) => {
+        inputGradient({ at: 'clean', reduction: 'sum', mode: 'frozen-stats' });
+        throw new ConfigError('failing', 'on purpose');
+      },
+      loss: () => ({ value: tf.scalar(0) }),
+    };
+    const before = tf.memory().numTensors;
+    expect(() => composeRegularizers([failing as RegularizerPlugin]).gradients({ model, batch: data, baseLoss: 'two-view', augment: flipAndShift, random: new Random(1) })).toThrow('on purpose');
+    expect(tf.memory().numTensors).toBe(before);
+    expect(data.inputs.isDisposed).toBe(false);
+    tf.dispose([data.inputs, data.labels]);
+    dispose();
+  });
+});
