@@ -259,18 +259,25 @@ async function ensureNavigatorGpu(): Promise<void> {
   });
 }
 
+/**
+ * Loads a GPU backend's package, an optional peer; a ConfigError with its install command when it is
+ * not installed.
+ */
+async function importBrowserBackend(name: 'webgl' | 'webgpu'): Promise<void> {
+  const packageName = `@tensorflow/tfjs-backend-${name}`;
+  if ((await importOptional(packageName)) !== undefined) return;
+  throw new ConfigError(
+    'backend',
+    `'${name}' needs ${packageName}, which is not installed. ` +
+      `Install it with \`npm install ${packageName}@${TFJS_VERSION}\` ` +
+      "(in a browser bundle, import it yourself before calling useBackend), or use 'wasm', the default.",
+  );
+}
+
 async function prepareWebgpu(): Promise<void> {
   if (tf.findBackendFactory('webgpu') == null) {
     await ensureNavigatorGpu();
-    const loaded = await importOptional('@tensorflow/tfjs-backend-webgpu');
-    if (loaded === undefined) {
-      throw new ConfigError(
-        'backend',
-        "'webgpu' needs @tensorflow/tfjs-backend-webgpu, which is not installed. " +
-          `Install it with \`npm install @tensorflow/tfjs-backend-webgpu@${TFJS_VERSION}\` ` +
-          "(in a browser bundle, import it yourself before calling useBackend), or use 'wasm', the default.",
-      );
-    }
+    await importBrowserBackend('webgpu');
   }
   const gpu = (globalThis as { navigator?: { gpu?: { requestAdapter(): Promise<unknown> } } }).navigator?.gpu;
   if (gpu === undefined || (await gpu.requestAdapter()) === null) {
@@ -312,15 +319,7 @@ async function prepareWebgl(): Promise<void> {
           : "'webgl' found no WebGL here (the browser, its GPU blocklist or this worker offers none). Use 'wasm', the default.",
       );
     }
-    const loaded = await importOptional('@tensorflow/tfjs-backend-webgl');
-    if (loaded === undefined) {
-      throw new ConfigError(
-        'backend',
-        "'webgl' needs @tensorflow/tfjs-backend-webgl, which is not installed. " +
-          `Install it with \`npm install @tensorflow/tfjs-backend-webgl@${TFJS_VERSION}\` ` +
-          "(in a browser bundle, import it yourself before calling useBackend), or use 'wasm', the default.",
-      );
-    }
+    await importBrowserBackend('webgl');
   }
   await activate('webgl');
   // Without float32 colour buffers TF.js computes in half-float textures: training runs, but its
