@@ -240,6 +240,8 @@ export function buildReport(study, { plot } = {}) {
 
 /** The scarcity curve: mean test accuracy against training images per stack, ± sd bars where two or more seeds finished. */
 export function scarcitySpec(points) {
+  // An explicit range a point either side of the bars: vega's own collapses to one value when one run has finished.
+  const domain = [Math.floor(Math.min(...points.map((point) => point.lower))) - 1, Math.ceil(Math.max(...points.map((point) => point.upper))) + 1];
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
     title: 'Test accuracy against training images (mean ± sd over seeds)',
@@ -251,7 +253,7 @@ export function scarcitySpec(points) {
       color: { field: 'stack', type: 'nominal', title: 'stack', sort: [nameOf(SCARCITY.baseline), nameOf(SCARCITY.treatment)] },
     },
     layer: [
-      { mark: { type: 'line', point: true }, encoding: { y: { field: 'mean', type: 'quantitative', title: 'test accuracy %', scale: { zero: false } } } },
+      { mark: { type: 'line', point: true }, encoding: { y: { field: 'mean', type: 'quantitative', title: 'test accuracy %', scale: { domain }, axis: { format: 'd', tickMinStep: 1 } } } },
       {
         transform: [{ filter: 'datum.seeds > 1' }],
         mark: { type: 'rule' },

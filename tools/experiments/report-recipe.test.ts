@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { BEGIN_MARKER, END_MARKER, buildReport, readStudy, replaceGeneratedSection } from './report-recipe.mjs';
+import { BEGIN_MARKER, END_MARKER, buildReport, readStudy, replaceGeneratedSection, scarcitySpec } from './report-recipe.mjs';
 
 const script = fileURLToPath(new URL('./report-recipe.mjs', import.meta.url));
 const LS = 'label-smoothing:epsilon=0.1';
@@ -123,6 +123,11 @@ describe('the recipe study report', () => {
     expect(points[0]!.mean).toBeCloseTo(81, 10);
     expect(points[0]!.upper - points[0]!.mean).toBeCloseTo(Math.SQRT2, 10);
     expect(markdown).toContain('![test accuracy against training images, mean ± sd over seeds](curve.png)');
+    // The plot's accuracy axis spans the bars with a point to spare (79.59 … 89.00 → 78 … 90),
+    // also when a single run gives a single value.
+    const axis = (spec: ReturnType<typeof scarcitySpec>) => (spec as { layer: Array<{ encoding: { y: { scale?: { domain: number[] } } } }> }).layer[0]!.encoding.y.scale!.domain;
+    expect(axis(scarcitySpec(points))).toEqual([78, 90]);
+    expect(axis(scarcitySpec([{ ...points[0]!, seeds: 1, mean: 88.43, lower: 88.43, upper: 88.43 }]))).toEqual([87, 90]);
   });
 
   it('refuses runs of different recipes and malformed lines, naming the field', () => {
