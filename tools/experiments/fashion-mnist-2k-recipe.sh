@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The Fashion-MNIST study at the reference script's recipe (issue 16, docs/results-fashion-mnist-2k.md):
+# The Fashion-MNIST study at the reference script's recipe (issue 16, docs/results-fashion-mnist-recipe.md):
 # ResNet-18 (CIFAR layout) width 16, 20 epochs, batch 32, SGD 0.1 with Nesterov 0.9, clipping 1.0 then weight
 # decay 5e-4, ×0.1 at 50/75/90%, the two-view base loss 0.5·[CE(x) + CE(crop+flip(x))], Fashion-MNIST
 # normalisation inside the model. Protocol as the reference script: every one of the N training images trains
@@ -8,6 +8,7 @@
 # Jobs run seed-major (seed 0 of every stack first), so a study cut short still compares.
 #
 #   bash tools/experiments/fashion-mnist-2k-recipe.sh [OUT] [WORKERS]   (needs Debian's dataset-fashion-mnist)
+#   node tools/experiments/report-recipe.mjs [OUT] [--write docs/results-fashion-mnist-recipe.md]   (the tables)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${1:-runs/fashion-mnist-recipe}
