@@ -16,6 +16,15 @@ import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { bootstrapInterval, dedupeRuns, pairedDifferences, summarize, tInterval } from './statistics.mjs';
 
+/**
+ * One finished run: the fields of a `results.jsonl` line (as `regstack compare` writes it) read here.
+ * @typedef {{ epochs?: number, batchSize?: number, learningRate?: number, momentum?: number, weightDecay?: number, clipNorm?: number, augment?: string, validation?: string }} Recipe
+ * @typedef {{ id?: string, stack: string, seed: number, data: { name?: string, trainSize: number }, model?: { name?: string, options?: Record<string, unknown> },
+ *   recipe?: Recipe, secondsPerEpoch?: number, test: { accuracy: number, nll: number, ece: number, count?: number } }} Run
+ * @typedef {{ runs: Run[], files: string[], skipped: { unparseable: number, unfinished: number, duplicates: number } }} Study
+ * @typedef {{ stack: string, trainSize: number, seeds: number, mean: number, lower: number, upper: number }} Point
+ */
+
 const LABEL_SMOOTHING = 'label-smoothing:epsilon=0.1';
 const RCAD_ONE = 'rcad:alpha=1,lambda=0.2';
 const RCAD_HALF = 'rcad:alpha=0.5,lambda=0.2';
@@ -45,9 +54,11 @@ export const BEGIN_MARKER = '<!-- report:begin -->';
 export const END_MARKER = '<!-- report:end -->';
 
 const NOT_RUN = 'not run yet';
+/** @param {string} label */
 const nameOf = (label) => STACKS.find((stack) => stack.label === label)?.name ?? `\`${label}\``;
+/** @param {number} value */
 const thousands = (value) => value.toLocaleString('en-US');
-
+/** @param {unknown} value @returns {value is number} */
 const isFiniteNumber = (value) => typeof value === 'number' && Number.isFinite(value);
 
 /**
@@ -56,6 +67,7 @@ const isFiniteNumber = (value) => typeof value === 'number' && Number.isFinite(v
  * parse (a write cut short by a kill) or has no test metrics is skipped and counted; a repeated
  * (size, stack, seed) keeps its last line.
  * @param {string} folder
+ * @returns {Study}
  */
 export function readStudy(folder) {
   if (!existsSync(folder) || !statSync(folder).isDirectory()) throw new Error(`study folder ${folder} does not exist (give the script's OUT folder)`);
@@ -63,6 +75,7 @@ export function readStudy(folder) {
   for (const entry of readdirSync(folder, { withFileTypes: true }).sort((a, b) => a.name.localeCompare(b.name))) {
     if (entry.isDirectory()) files.push(join(folder, entry.name, 'results.jsonl'));
   }
+  /** @type {Run[]} */
   const lines = [];
   let unparseable = 0;
   let unfinished = 0;
@@ -95,18 +108,25 @@ export function readStudy(folder) {
   return { runs, files: read, skipped: { unparseable, unfinished, duplicates } };
 }
 
-/** "86.91 ± 0.42" over two or more seeds, the value alone for one, "not run yet" for none. */
+/**
+ * "86.91 ± 0.42" over two or more seeds, the value alone for one, "not run yet" for none.
+ * @param {number[]} values @param {number} digits
+ */
 function meanCell(values, digits) {
   if (values.length === 0) return NOT_RUN;
   const { mean, standardDeviation } = summarize(values);
   return values.length > 1 ? `${mean.toFixed(digits)} ± ${standardDeviation.toFixed(digits)}` : mean.toFixed(digits);
 }
+/** @param {Run[]} runs */
 const seedsCell = (runs) => (runs.length === 0 ? '0' : `${runs.length} (${runs.map((run) => run.seed).join(', ')})`);
+/** @param {number} value */
 const signed = (value) => `${value < 0 ? '−' : '+'}${Math.abs(value).toFixed(2)}`;
+/** @param {{ lower: number, upper: number }} bounds */
 const interval = ({ lower, upper }) => `[${signed(lower)}, ${signed(upper)}]`;
+/** @param {Run} run */
 const percent = (run) => run.test.accuracy * 100;
 
-/** The recipe line every run must share: the report is about one recipe. */
+/** The recipe line every run must share: the report is about one recipe. @param {Run} run */
 function recipeOf(run) {
   return JSON.stringify({ data: run.data?.name, model: run.model, recipe: run.recipe, testCount: run.test.count });
 }
@@ -118,7 +138,8 @@ function recipeOf(run) {
  * @param {ReadonlyArray<{ seed: number, test: { accuracy: number } }>} baselineRuns
  */
 export function pairedAccuracy(treatmentRuns, baselineRuns) {
-  const bySeed = (runs) => new Map(runs.map((run) => [run.seed, percent(run)]));
+  /** @param {ReadonlyArray<{ seed: number, test: { accuracy: number } }>} runs */
+  const bySeed = (runs) => new Map(runs.map((run) => [run.seed, run.test.accuracy * 100]));
   const pairs = pairedDifferences(bySeed(treatmentRuns), bySeed(baselineRuns));
   const differences = pairs.map((pair) => pair.difference);
   const enough = differences.length >= 2;
@@ -133,15 +154,18 @@ export function pairedAccuracy(treatmentRuns, baselineRuns) {
 
 /**
  * The generated section (markdown) and the scarcity curve's points.
- * @param {{ runs: any[], skipped: { unparseable: number, unfinished: number, duplicates: number } }} study
+ * @param {Pick<Study, 'runs' | 'skipped'>} study
  * @param {{ plot?: string }} [options] `plot`: the PNG's file name to link under the scarcity table
+ * @returns {{ markdown: string, points: Point[] }}
  */
 export function buildReport(study, { plot } = {}) {
   const { runs } = study;
   const recipes = [...new Set(runs.map(recipeOf))];
   if (recipes.length > 1) throw new Error(`the finished runs do not share one recipe (data, model, recipe, test size): ${recipes.join(' | ')}`);
+  /** @param {number} size @param {string} label */
   const at = (size, label) => runs.filter((run) => run.data.trainSize === size && run.stack === label).sort((a, b) => a.seed - b.seed);
   const sizes = [...new Set(runs.map((run) => run.data.trainSize))].sort((a, b) => a - b);
+  /** @type {string[]} */
   const out = [];
   const line = (text = '') => out.push(text);
 
@@ -149,7 +173,8 @@ export function buildReport(study, { plot } = {}) {
     (sizes.length > 0 ? ` (${sizes.map((size) => `${runs.filter((run) => run.data.trainSize === size).length} at ${thousands(size)} images`).join(', ')})` : '') +
     '. Runs still training or not started are not counted; their cells say "not run yet"._');
   if (recipes.length === 1) {
-    const { data, model, recipe, testCount } = JSON.parse(recipes[0]);
+    /** @type {{ data?: string, model?: Run['model'], recipe?: Recipe, testCount: number }} */
+    const { data, model, recipe, testCount } = JSON.parse(/** @type {string} */ (recipes[0]));
     const options = Object.entries(model?.options ?? {}).map(([key, value]) => `${key} ${value}`).join(', ');
     line();
     line(`Recipe of every run, as recorded: ${data} ${model?.name}${options ? ` (${options})` : ''}, ${recipe?.epochs} epochs, batch ${recipe?.batchSize}, ` +
@@ -168,7 +193,8 @@ export function buildReport(study, { plot } = {}) {
   for (const label of comparisonLabels) {
     const list = at(COMPARISON_SIZE, label);
     const seconds = list.map((run) => run.secondsPerEpoch).filter(isFiniteNumber);
-    const range = seconds.length === 0 ? NOT_RUN : seconds.length === 1 ? seconds[0].toFixed(0) : `${Math.min(...seconds).toFixed(0)}–${Math.max(...seconds).toFixed(0)}`;
+    const [fastest, slowest] = [Math.min(...seconds).toFixed(0), Math.max(...seconds).toFixed(0)];
+    const range = seconds.length === 0 ? NOT_RUN : seconds.length === 1 ? fastest : `${fastest}–${slowest}`;
     line(`| ${nameOf(label)} | ${seedsCell(list)} | ${meanCell(list.map(percent), 2)} | ${meanCell(list.map((run) => run.test.nll), 3)} | ` +
       `${meanCell(list.map((run) => run.test.ece), 3)} | ${range} |`);
   }
@@ -207,6 +233,7 @@ export function buildReport(study, { plot } = {}) {
     'interval cannot reach beyond the differences seen, so it is narrower than the t interval without being more trustworthy.');
 
   // 3. Data scarcity.
+  /** @type {Point[]} */
   const points = [];
   line();
   line(`### Data scarcity: ${nameOf(SCARCITY.baseline)} vs ${nameOf(SCARCITY.treatment)}`);
@@ -217,9 +244,9 @@ export function buildReport(study, { plot } = {}) {
     const base = at(size, SCARCITY.baseline);
     const treated = at(size, SCARCITY.treatment);
     const paired = pairedAccuracy(treated, base);
-    const differenceCell = paired.pairs.length === 0 ? NOT_RUN : `${signed(paired.mean)} over ${paired.pairs.length} seed${paired.pairs.length === 1 ? '' : 's'} (${paired.positive} positive)`;
+    const differenceCell = paired.mean === null ? NOT_RUN : `${signed(paired.mean)} over ${paired.pairs.length} seed${paired.pairs.length === 1 ? '' : 's'} (${paired.positive} positive)`;
     line(`| ${thousands(size)} | ${seedsCell(base)} | ${meanCell(base.map(percent), 2)} | ${seedsCell(treated)} | ${meanCell(treated.map(percent), 2)} | ${differenceCell} |`);
-    for (const [label, list] of [[SCARCITY.baseline, base], [SCARCITY.treatment, treated]]) {
+    for (const [label, list] of /** @type {Array<[string, Run[]]>} */ ([[SCARCITY.baseline, base], [SCARCITY.treatment, treated]])) {
       if (list.length === 0) continue;
       const { mean, standardDeviation } = summarize(list.map(percent));
       const spread = list.length > 1 ? standardDeviation : 0;
@@ -238,7 +265,11 @@ export function buildReport(study, { plot } = {}) {
   return { markdown: `${out.join('\n')}\n`, points };
 }
 
-/** The scarcity curve: mean test accuracy against training images per stack, ± sd bars where two or more seeds finished. */
+/**
+ * The scarcity curve: mean test accuracy against training images per stack, ± sd bars where two or more seeds finished.
+ * @param {Point[]} points at least one
+ * @returns {import('vega-lite').TopLevelSpec}
+ */
 export function scarcitySpec(points) {
   // An explicit range a point either side of the bars: vega's own collapses to one value when one run has finished.
   const domain = [Math.floor(Math.min(...points.map((point) => point.lower))) - 1, Math.ceil(Math.max(...points.map((point) => point.upper))) + 1];
@@ -263,7 +294,10 @@ export function scarcitySpec(points) {
   };
 }
 
-/** Renders the scarcity spec to `<basePath>.svg` and `.png` (vega to SVG, sharp to PNG, as the CLI's plots). */
+/**
+ * Renders the scarcity spec to `<basePath>.svg` and `.png` (vega to SVG, sharp to PNG, as the CLI's plots).
+ * @param {Point[]} points @param {string} basePath
+ */
 export async function renderScarcityPlot(points, basePath) {
   const [{ default: sharp }, vega, { compile }] = await Promise.all([import('sharp'), import('vega'), import('vega-lite')]);
   const view = new vega.View(vega.parse(compile(scarcitySpec(points)).spec), { renderer: 'none' });
@@ -282,6 +316,7 @@ export async function renderScarcityPlot(points, basePath) {
  * @param {string} [name] the page's name, for errors
  */
 export function replaceGeneratedSection(page, section, name = 'the page') {
+  /** @param {string} marker */
   const count = (marker) => page.split(marker).length - 1;
   const begins = count(BEGIN_MARKER);
   const ends = count(END_MARKER);
@@ -324,7 +359,7 @@ async function main() {
   try {
     parsed = parseArgs({ allowPositionals: true, options: { write: { type: 'string' }, help: { type: 'boolean', short: 'h' } } });
   } catch (error) {
-    throw new Error(`${error.message}\nusage: node tools/experiments/report-recipe.mjs [STUDY] [--write PAGE.md]`);
+    throw new Error(`${error instanceof Error ? error.message : String(error)}\nusage: node tools/experiments/report-recipe.mjs [STUDY] [--write PAGE.md]`);
   }
   if (parsed.values.help) {
     console.log('usage: node tools/experiments/report-recipe.mjs [STUDY (default runs/fashion-mnist-recipe)] [--write PAGE.md]');

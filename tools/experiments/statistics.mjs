@@ -19,20 +19,27 @@ export function summarize(values) {
 
 // Lanczos approximation of ln Γ(x) (g = 7, nine coefficients), accurate to ~1e-15 for x > 0;
 // reflection for x < 0.5.
+/** @type {readonly number[]} */
 const lanczos = [
   0.99999999999980993, 676.5203681218851, -1259.1392167224028, 771.32342877765313, -176.61502916214059,
   12.507343278686905, -0.13857109526572012, 9.9843695780195716e-6, 1.5056327351493116e-7,
 ];
+/** @param {number} x @returns {number} */
 function logGamma(x) {
   if (x < 0.5) return Math.log(Math.PI / Math.abs(Math.sin(Math.PI * x))) - logGamma(1 - x);
   const shifted = x - 1;
-  let sum = lanczos[0];
-  for (let index = 1; index < lanczos.length; index++) sum += lanczos[index] / (shifted + index);
+  let sum = 0;
+  lanczos.forEach((coefficient, index) => {
+    sum += index === 0 ? coefficient : coefficient / (shifted + index);
+  });
   const t = shifted + 7.5;
   return 0.5 * Math.log(2 * Math.PI) + (shifted + 0.5) * Math.log(t) - t + Math.log(sum);
 }
 
-// Continued fraction of the incomplete beta function (modified Lentz), converging for x < (a+1)/(a+b+2).
+/**
+ * Continued fraction of the incomplete beta function (modified Lentz), converging for x < (a+1)/(a+b+2).
+ * @param {number} a @param {number} b @param {number} x @returns {number}
+ */
 function betaContinuedFraction(a, b, x) {
   const tiny = 1e-300;
   let c = 1;
@@ -61,7 +68,7 @@ function betaContinuedFraction(a, b, x) {
   return fraction;
 }
 
-/** The regularized incomplete beta function I_x(a, b). */
+/** The regularized incomplete beta function I_x(a, b). @param {number} x @param {number} a @param {number} b @returns {number} */
 function regularizedIncompleteBeta(x, a, b) {
   if (x <= 0) return 0;
   if (x >= 1) return 1;
@@ -85,6 +92,7 @@ export function studentTCumulative(t, degreesOfFreedom) {
  * monotone, so this cannot fail to converge), to ~1e-12.
  * @param {number} probability in (0, 1)
  * @param {number} degreesOfFreedom > 0
+ * @returns {number}
  */
 export function studentTQuantile(probability, degreesOfFreedom) {
   if (!(probability > 0 && probability < 1)) throw new RangeError(`studentTQuantile: probability must be in (0, 1), got ${probability}`);
@@ -138,12 +146,16 @@ export function seededUniform(seed) {
   };
 }
 
-/** Linear interpolation between order statistics (the usual "type 7" sample quantile). */
+/**
+ * Linear interpolation between order statistics (the usual "type 7" sample quantile).
+ * @param {Float64Array} sorted @param {number} probability @returns {number}
+ */
 function sortedQuantile(sorted, probability) {
   const position = (sorted.length - 1) * probability;
   const below = Math.floor(position);
   const above = Math.min(below + 1, sorted.length - 1);
-  return sorted[below] + (sorted[above] - sorted[below]) * (position - below);
+  const low = /** @type {number} */ (sorted[below]);
+  return low + (/** @type {number} */ (sorted[above]) - low) * (position - below);
 }
 
 /**
@@ -162,7 +174,7 @@ export function bootstrapInterval(values, { seed = 16, resamples = 10_000, confi
   const means = new Float64Array(resamples);
   for (let resample = 0; resample < resamples; resample++) {
     let sum = 0;
-    for (let draw = 0; draw < values.length; draw++) sum += values[Math.floor(uniform() * values.length)];
+    for (let draw = 0; draw < values.length; draw++) sum += /** @type {number} */ (values[Math.floor(uniform() * values.length)]);
     means[resample] = sum / values.length;
   }
   means.sort();
@@ -181,8 +193,8 @@ export function pairedDifferences(treatment, baseline) {
     .filter((seed) => baseline.has(seed))
     .sort((a, b) => a - b)
     .map((seed) => {
-      const treated = treatment.get(seed);
-      const base = baseline.get(seed);
+      const treated = /** @type {number} */ (treatment.get(seed));
+      const base = /** @type {number} */ (baseline.get(seed));
       return { seed, treatment: treated, baseline: base, difference: treated - base };
     });
 }
