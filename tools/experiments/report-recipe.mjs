@@ -327,7 +327,8 @@ export function replaceGeneratedSection(page, section, name = 'the page') {
   const begin = page.indexOf(BEGIN_MARKER);
   const end = page.indexOf(END_MARKER);
   if (end < begin) throw new Error(`${name}: '${END_MARKER}' comes before '${BEGIN_MARKER}'`);
-  return `${page.slice(0, begin + BEGIN_MARKER.length)}\n${section.trim()}\n${page.slice(end)}`;
+  // Blank lines around the section: markdown then reads the markers as HTML blocks of their own.
+  return `${page.slice(0, begin + BEGIN_MARKER.length)}\n\n${section.trim()}\n\n${page.slice(end)}`;
 }
 
 /**
