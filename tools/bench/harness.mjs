@@ -111,6 +111,7 @@ export const MODELS = /** @type {Record<string, ModelSpec>} */ ({
  * @property {number} [warmup] Untimed steps per variant before timing. Default 2.
  * @property {number} [roundsScale] Multiplies each model's rounds (e.g. 1/3 for --quick). Default 1.
  * @property {string} [backend] Default 'wasm' (useBackend's default).
+ * @property {boolean} [relaxedSimd] useBackend's `relaxedSimd`: relaxed SIMD's multiply-add in our convolutions (on Node 20 its V8 flag). Default true.
  * @property {boolean | { python?: string, stepsPerRound?: number, threads?: number[] }} [torch]
  *   PyTorch comparison, timed in the same rounds; default true (python /usr/bin/python3, threads 1
  *   and 2, two steps of each per round).
@@ -275,11 +276,11 @@ async function benchmarkModel(spec, runVariants, options) {
   /** @type {Record<string, Record<string, number[]>>} */
   const threadedSamples = Object.fromEntries(threadCounts.map((threads) => [threads, Object.fromEntries(threadedVariants.map((variant) => [variant, []]))]));
   const withThreads = async (threads, run) => {
-    await useBackend(/** @type {any} */ (options.backend), { threads });
+    await useBackend(/** @type {any} */ (options.backend), { threads, relaxedSimd: options.relaxedSimd ?? true });
     try {
       return run();
     } finally {
-      await useBackend(/** @type {any} */ (options.backend));
+      await useBackend(/** @type {any} */ (options.backend), { relaxedSimd: options.relaxedSimd ?? true });
     }
   };
   for (const threads of threadCounts) {
@@ -588,7 +589,7 @@ export async function runBenchmark(input) {
     if (!(variant in VARIANTS)) throw new Error(`unknown variant '${variant}'; known: ${Object.keys(VARIANTS).join(', ')}`);
   }
   const variants = ['erm', ...options.variants.filter((variant) => variant !== 'erm')];
-  const backend = await useBackend(/** @type {any} */ (options.backend));
+  const backend = await useBackend(/** @type {any} */ (options.backend), { relaxedSimd: options.relaxedSimd ?? true });
   const parallelism = await measureParallelism();
   options.log(`two threads of plain arithmetic get ${parallelism.toFixed(2)}× one thread's throughput on this machine now`);
   const models = [];
@@ -599,6 +600,7 @@ export async function runBenchmark(input) {
     tfjs: tf.version_core,
     backend: backend.name,
     backendThreads: backend.threads ?? 1,
+    fusedMultiplyAdd: backend.fusedMultiplyAdd ?? false,
     kernels: backend.kernels,
     batchSize: options.batchSize,
     warmup: options.warmup,
@@ -613,7 +615,8 @@ const formatRatio = (value) => `${value.toFixed(2)}×`;
 
 /** The report as markdown tables: one per model, then the top kernels of ERM and RCAD. */
 export function formatReport(report) {
-  const lines = [`TF.js ${report.tfjs} on ${report.backend} (${report.backendThreads} thread), Node ${report.node}. ${report.note}`, ''];
+  const multiplyAdd = report.fusedMultiplyAdd === undefined ? '' : report.fusedMultiplyAdd ? ', relaxed SIMD multiply-add' : ', separate SIMD multiply and add';
+  const lines = [`TF.js ${report.tfjs} on ${report.backend} (${report.backendThreads} thread${multiplyAdd}), Node ${report.node}. ${report.note}`, ''];
   if (report.parallelism !== undefined) {
     lines.push(
       `Two threads of plain arithmetic got ${report.parallelism.toFixed(2)}× one thread's throughput on this machine at the start of the run` +

@@ -13,6 +13,7 @@
 //   --threads 1,2           our thread counts (default 1,2; k > 1 times ERM and RCAD with k − 1
 //                           convolution worker threads, beside PyTorch at k threads)
 //   --no-torch              skip PyTorch
+//   --no-relaxed-simd       our convolutions with the separate SIMD multiply and add (useBackend's relaxedSimd: false)
 //   --python path           Python with torch (default /usr/bin/python3)
 //   --output file           JSON path (default tools/bench/results/bench-<time>.json)
 //
@@ -34,6 +35,7 @@ const { values } = parseArgs({
     batch: { type: 'string' },
     threads: { type: 'string' },
     'no-torch': { type: 'boolean', default: false },
+    'no-relaxed-simd': { type: 'boolean', default: false },
     python: { type: 'string' },
     output: { type: 'string' },
     help: { type: 'boolean', default: false },
@@ -42,7 +44,7 @@ const { values } = parseArgs({
 
 if (values.help) {
   console.log(`npm run bench -- [--quick] [--models ${Object.keys(MODELS).join(',')}] [--variants ${Object.keys(VARIANTS).join(',')}]\n` +
-    '                    [--rounds-scale x] [--batch n] [--threads 1,2] [--no-torch] [--python path] [--output file]');
+    '                    [--rounds-scale x] [--batch n] [--threads 1,2] [--no-torch] [--no-relaxed-simd] [--python path] [--output file]');
   process.exit(0);
 }
 
@@ -88,6 +90,7 @@ const report = await runBenchmark({
   threads: threadCounts(values.threads),
   warmup: values.quick ? 1 : 2,
   roundsScale: positive(values['rounds-scale'], values.quick ? 1 / 3 : 1, 'rounds-scale'),
+  relaxedSimd: !values['no-relaxed-simd'],
   torch: values['no-torch'] ? false : { ...(values.python ? { python: values.python } : {}), stepsPerRound: values.quick ? 3 : 2 },
   log: (line) => console.error(`[bench] ${line}`),
 });

@@ -1,3 +1,6 @@
+import { execFileSync } from 'node:child_process';
+import { createRequire } from 'node:module';
+import { pathToFileURL } from 'node:url';
 import * as tf from '@tensorflow/tfjs-core';
 import { ConfigError } from '@regstack/regularizer';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -46,6 +49,7 @@ describe('useBackend', () => {
       name: 'wasm',
       kernels: ['Conv2DBackpropFilter', 'Conv2DBackpropInput', 'MaxPoolGrad', 'RegstackChannelMoments', 'RegstackChannelSums', 'Identity', 'BatchMatMul', 'Conv2D', 'Cast'],
       threads: 1,
+      fusedMultiplyAdd: true,
     });
     expect(tf.getBackend()).toBe('wasm');
 
@@ -70,7 +74,7 @@ describe('useBackend', () => {
 
   it('prepares cpu with our kernels', async () => {
     const info = await useBackend('cpu');
-    expect(info).toEqual({ name: 'cpu', kernels: ['Conv2DBackpropFilter', 'RegstackChannelMoments', 'RegstackChannelSums'] });
+    expect(info).toEqual({ name: 'cpu', kernels: ['Conv2DBackpropFilter', 'RegstackChannelMoments', 'RegstackChannelSums'], fusedMultiplyAdd: true });
     expect(tf.getBackend()).toBe('cpu');
     const onCpu = convNetGradients();
     for (const [index, gradient] of onCpu.entries()) {
@@ -108,6 +112,49 @@ describe('useBackend', () => {
     await expect(useBackend('wasm', { thread: 2 } as never)).rejects.toMatchObject({ field: 'backend.thread' });
     await expect(useBackend('wasm', { threads: 0 })).rejects.toMatchObject({ field: 'backend.threads' });
     await expect(useBackend('wasm', { wasmPaths: null as never })).rejects.toMatchObject({ field: 'backend.wasmPaths' });
+  });
+});
+
+describe('useBackend: relaxed SIMD', () => {
+  const convolution = () =>
+    tf.tidy(() => tf.conv2d(values([4, 12, 12, 8], 11) as tf.Tensor4D, values([3, 3, 8, 16], 12) as tf.Tensor4D, 1, 'same').dataSync() as Float32Array);
+
+  it('turns V8\'s flag on in a fresh Node process by default, and relaxedSimd: false leaves it off', () => {
+    // V8 flags are per process, and other tests here may have set it: each case is a new process.
+    const source = new URL('./use-backend.ts', import.meta.url).href;
+    const tsx = pathToFileURL(createRequire(import.meta.url).resolve('tsx/esm/api').replace(/\.cjs$/, '.mjs')).href;
+    const probe = (options: string) => {
+      // A stand-in Conv2D gradient spares the probe TF.js's gradient registration (it loads the built copy).
+      const script = `const api = await import(${JSON.stringify(tsx)}); api.register();
+        const tf = await import('@tensorflow/tfjs-core');
+        tf.registerGradient({ kernelName: tf.Conv2D, gradFunc: () => ({}) });
+        const { useBackend } = await import(${JSON.stringify(source)});
+        const relaxed = new Uint8Array([0,97,115,109,1,0,0,0,1,8,1,96,3,123,123,123,1,123,3,2,1,0,10,13,1,11,0,32,0,32,1,32,2,253,133,2,11]);
+        const before = WebAssembly.validate(relaxed);
+        const info = await useBackend('wasm', ${options});
+        console.log(JSON.stringify({ before, after: WebAssembly.validate(relaxed), fused: info.fusedMultiplyAdd }));`;
+      const output = execFileSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', cwd: new URL('..', import.meta.url) });
+      return JSON.parse(output.trim().split('\n').at(-1)!) as { before: boolean; after: boolean; fused: boolean };
+    };
+    const node = Number(process.versions.node.split('.')[0]);
+    const byDefault = probe('{}');
+    expect(byDefault.before).toBe(node >= 22);
+    expect(byDefault).toMatchObject({ after: true, fused: true });
+    expect(probe('{ relaxedSimd: false }')).toEqual({ before: node >= 22, after: node >= 22, fused: false });
+  }, 60_000);
+
+  it('relaxedSimd: false gives the separate multiply and add, which agree with the fused form to float32 rounding', async () => {
+    expect((await useBackend('wasm', { relaxedSimd: false })).fusedMultiplyAdd).toBe(false);
+    const separate = convolution();
+    expect((await useBackend('wasm', { relaxedSimd: true })).fusedMultiplyAdd).toBe(true);
+    const fused = convolution();
+    expect(relativeError(fused, separate)).toBeLessThan(1e-6);
+    expect(relativeError(fused, separate)).toBeGreaterThan(0);
+    await useBackend('wasm');
+  });
+
+  it('rejects a relaxedSimd that is not a boolean, naming the field', async () => {
+    await expect(useBackend('wasm', { relaxedSimd: 'yes' as unknown as boolean })).rejects.toThrow(/backend\.relaxedSimd/);
   });
 });
 

@@ -6,7 +6,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { ConfigError, assertChoice, assertKnownOptions, assertNumber } from '@regstack/regularizer';
 import { registerKernels, registeredKernels } from './kernels/register-kernels.js';
 import { convolutionThreads } from './threads/parallel-conv.js';
-import { prepareSimdKernels } from './simd/instance.js';
+import { engineHasRelaxedSimd, prepareSimdKernels, setFusedMultiplyAdd, simdKernels } from './simd/instance.js';
 import { startConvPool, stopConvPool } from './threads/conv-pool.js';
 
 /** Backends {@link useBackend} can select. */
@@ -40,6 +40,17 @@ export interface UseBackendOptions {
    * XNNPACK's GEMM. Default true.
    */
   registerKernels?: boolean;
+  /**
+   * Relaxed SIMD's fused multiply-add in this package's direct convolution kernels (wasm and cpu; see
+   * `setFusedMultiplyAdd`). Node ≥ 22 and browsers since 2023 have it. Node 20's V8 has it behind
+   * `--experimental-wasm-relaxed-simd`: there `true` (the default) turns that flag on for this process
+   * (`v8.setFlagsFromString`, before the kernels compile), which makes the reference recipe's ResNet-18
+   * step ≈11% faster (tools/bench/README.md). The multiply-adds are then rounded once instead of twice, as
+   * PyTorch's FMA kernels do. `false` leaves V8's flags alone and uses the separate multiply and add (the
+   * same rounding on every engine); left unset, an earlier `setFusedMultiplyAdd(false)` stands. Applied
+   * only with `registerKernels`.
+   */
+  relaxedSimd?: boolean;
 }
 
 /** What {@link useBackend} prepared. */
@@ -50,6 +61,8 @@ export interface BackendInfo {
   kernels: string[];
   /** Threads for wasm: in Node the main one plus the convolution workers; in browsers XNNPACK's. */
   threads?: number;
+  /** Whether this package's direct convolution kernels multiply-add with relaxed SIMD (wasm and cpu; see {@link UseBackendOptions.relaxedSimd}). */
+  fusedMultiplyAdd?: boolean;
 }
 
 /** One row of {@link listBackends}. */
@@ -195,6 +208,26 @@ export async function stopWorkerThreads(): Promise<void> {
 async function parkWorkerThreads(): Promise<void> {
   if (convolutionThreads() === 1) return;
   await stopConvPool();
+}
+
+/**
+ * Relaxed SIMD's multiply-add for the direct kernels: on Node 20, whose V8 has it behind a flag, the
+ * flag is turned on first (V8 reads wasm feature flags when a module compiles; worker threads started
+ * later see it too). `false` keeps the separate multiply and add.
+ */
+async function chooseMultiplyAdd(relaxed: boolean | undefined): Promise<void> {
+  if (relaxed === false) {
+    setFusedMultiplyAdd(false);
+    return;
+  }
+  if (isNode() && !engineHasRelaxedSimd()) {
+    const v8 = (await import(/* @vite-ignore */ /* webpackIgnore: true */ 'node:v8' as string)) as typeof import('node:v8');
+    v8.setFlagsFromString('--experimental-wasm-relaxed-simd');
+  }
+  // Setting it again recompiles the kernels with what the engine has now; left unset, an earlier
+  // `setFusedMultiplyAdd(false)` stands.
+  const current = setFusedMultiplyAdd('auto');
+  setFusedMultiplyAdd(relaxed === true ? 'auto' : current);
 }
 
 async function prepareWasm(options: UseBackendOptions): Promise<number> {
@@ -349,8 +382,11 @@ async function activate(name: string): Promise<void> {
  */
 export async function useBackend(name: BackendName = 'wasm', options: UseBackendOptions = {}): Promise<BackendInfo> {
   const backend = assertChoice('backend', name, BACKEND_NAMES);
-  assertKnownOptions('backend', options, ['wasmPaths', 'threads', 'registerKernels']);
+  assertKnownOptions('backend', options, ['wasmPaths', 'threads', 'registerKernels', 'relaxedSimd']);
   if (options.threads !== undefined) assertNumber('backend.threads', options.threads, { min: 1, integer: true });
+  if (options.relaxedSimd !== undefined && typeof options.relaxedSimd !== 'boolean') {
+    throw new ConfigError('backend.relaxedSimd', `expected true or false, got ${JSON.stringify(options.relaxedSimd)}`);
+  }
   const { wasmPaths } = options;
   if (wasmPaths !== undefined && typeof wasmPaths !== 'string' && (typeof wasmPaths !== 'object' || wasmPaths === null)) {
     throw new ConfigError('backend.wasmPaths', 'expected a URL prefix string or a map from wasm file name to URL');
@@ -366,6 +402,7 @@ export async function useBackend(name: BackendName = 'wasm', options: UseBackend
     else await import('@tensorflow/tfjs-backend-cpu');
     if (options.registerKernels !== false) {
       registerKernels(backend);
+      await chooseMultiplyAdd(options.relaxedSimd);
       // Browsers compile modules over 4 KB only asynchronously on their main thread.
       await prepareSimdKernels();
     }
@@ -380,5 +417,6 @@ export async function useBackend(name: BackendName = 'wasm', options: UseBackend
   }
   const info: BackendInfo = { name: backend, kernels: registeredKernels(backend) };
   if (threads !== undefined) info.threads = threads;
+  if ((backend === 'wasm' || backend === 'cpu') && options.registerKernels !== false) info.fusedMultiplyAdd = simdKernels()?.fused === true;
   return info;
 }

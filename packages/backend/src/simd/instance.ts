@@ -60,7 +60,7 @@ function instantiateOn(memory: WebAssembly.Memory, shared: boolean, fused: boole
 }
 
 /** Whether this engine has relaxed SIMD's fused multiply-add (Node ≥ 22, Chrome ≥ 114; not Node 20 without a flag). */
-function relaxedSimd(): boolean {
+export function engineHasRelaxedSimd(): boolean {
   return typeof WebAssembly !== 'undefined' && WebAssembly.validate(moduleBytes(false, true));
 }
 
@@ -83,7 +83,7 @@ export function setFusedMultiplyAdd(setting: boolean | 'auto'): boolean | 'auto'
 
 /** The variants to try, best first: shared memory (for worker threads) where the engine allows it. */
 function variants(): Array<{ shared: boolean; fused: boolean }> {
-  const fused = fusedSetting === 'auto' ? relaxedSimd() : fusedSetting;
+  const fused = fusedSetting === 'auto' ? engineHasRelaxedSimd() : fusedSetting;
   return [true, false].map((shared) => ({ shared, fused })).filter(({ shared }) => WebAssembly.validate(moduleBytes(shared, fused)));
 }
 
