@@ -1,15 +1,26 @@
-// The contract between @regstack/models' batch normalisation and @regstack/backend's per-channel
-// reduction kernels: the same names, the same results with and without the kernels (forward, every
-// gradient, running statistics), and a gradient of a gradient that still works.
+// The contract between @regstack/models' batch normalisation and @regstack/backend's kernels (the
+// fused layer and its gradient, the per-channel reductions): the same names, the same results with and
+// without the kernels (forward, every gradient, running statistics, with and without the ReLU, in every
+// mode, and a whole ResNet-18's logits and gradients), and a gradient of a gradient that still works.
 import * as tf from '@tensorflow/tfjs-core';
 import {
+  BATCH_NORM_GRAD_KERNEL as BACKEND_BATCH_NORM_GRAD,
+  BATCH_NORM_KERNEL as BACKEND_BATCH_NORM,
   CHANNEL_MOMENTS_KERNEL as BACKEND_MOMENTS,
   CHANNEL_SUMS_KERNEL as BACKEND_SUMS,
   registerKernels,
   unregisterKernels,
   useBackend,
 } from '@regstack/backend';
-import { CHANNEL_MOMENTS_KERNEL, CHANNEL_SUMS_KERNEL, batchNormalization, type BatchNormParameters } from '@regstack/models';
+import {
+  BATCH_NORM_GRAD_KERNEL,
+  BATCH_NORM_KERNEL,
+  CHANNEL_MOMENTS_KERNEL,
+  CHANNEL_SUMS_KERNEL,
+  batchNormalization,
+  resnet18,
+  type BatchNormParameters,
+} from '@regstack/models';
 import { Random, type ModelMode } from '@regstack/regularizer';
 import { relativeError } from '@regstack/regularizer/testing';
 import { describe, expect, it } from 'vitest';
@@ -33,16 +44,16 @@ function parameters(): BatchNormParameters {
 }
 
 /** Output, the gradients w.r.t. x, γ and β of Σ output·w, the running statistics after, and tensors leaked. */
-function run(mode: ModelMode) {
+function run(mode: ModelMode, relu = false) {
   const x = tensorOf([3, 5, 4, CHANNELS], 5, 0.5);
   const weights = tensorOf([3, 5, 4, CHANNELS], 6);
   const layer = parameters();
   const before = tf.memory().numTensors;
   // The weight tape updates the running statistics (in 'train'); the other passes leave them alone.
-  const { value, grads } = tf.variableGrads(() => tf.sum(tf.mul(batchNormalization(x, layer, mode), weights)) as tf.Scalar, [layer.gamma, layer.beta]);
+  const { value, grads } = tf.variableGrads(() => tf.sum(tf.mul(batchNormalization(x, layer, mode, { relu }), weights)) as tf.Scalar, [layer.gamma, layer.beta]);
   const still = { ...layer, momentum: 0 };
-  const dx = tf.grad((input: tf.Tensor) => tf.sum(tf.mul(batchNormalization(input, still, mode), weights)))(x);
-  const output = batchNormalization(x, still, mode);
+  const dx = tf.grad((input: tf.Tensor) => tf.sum(tf.mul(batchNormalization(input, still, mode, { relu }), weights)))(x);
+  const output = batchNormalization(x, still, mode, { relu });
   const result = {
     output: output.dataSync() as Float32Array,
     gradients: [dx, grads[layer.gamma.name]!, grads[layer.beta.name]!].map((gradient) => gradient.dataSync() as Float32Array),
@@ -53,6 +64,29 @@ function run(mode: ModelMode) {
   tf.dispose([x, weights, layer.gamma, layer.beta, layer.runningMean, layer.runningVariance]);
   return { ...result, leaked };
 }
+
+/** Runs `body` with `kernels` unregistered from `backend`, registering them again after. */
+async function without<T>(backend: 'wasm' | 'cpu', kernels: string[], body: () => T | Promise<T>): Promise<T> {
+  unregisterKernels(backend, kernels);
+  try {
+    return await body();
+  } finally {
+    registerKernels(backend, kernels);
+  }
+}
+
+/** Expects two runs of {@link run} to agree to float32 rounding, and neither to leak. */
+function expectSameRun(fast: ReturnType<typeof run>, plain: ReturnType<typeof run>) {
+  expect(fast.leaked).toBe(0);
+  expect(plain.leaked).toBe(0);
+  expect(relativeError(fast.output, plain.output)).toBeLessThan(1e-6);
+  for (const [index, gradient] of fast.gradients.entries()) {
+    expect(relativeError(gradient, plain.gradients[index]!), `gradient ${['x', 'gamma', 'beta'][index]}`).toBeLessThan(1e-5);
+  }
+  for (const [index, statistic] of fast.running.entries()) expect(relativeError(statistic, plain.running[index]!)).toBeLessThan(1e-6);
+}
+
+const FUSED = [BACKEND_BATCH_NORM, BACKEND_BATCH_NORM_GRAD];
 
 async function kernelsThatRan(mode: ModelMode): Promise<Set<string>> {
   const x = tensorOf([2, 3, 3, CHANNELS], 7);
@@ -70,29 +104,72 @@ describe.each(['wasm', 'cpu'] as const)('batch normalisation with and without th
   it('agree on the kernel names', () => {
     expect(CHANNEL_MOMENTS_KERNEL).toBe(BACKEND_MOMENTS);
     expect(CHANNEL_SUMS_KERNEL).toBe(BACKEND_SUMS);
+    expect(BATCH_NORM_KERNEL).toBe(BACKEND_BATCH_NORM);
+    expect(BATCH_NORM_GRAD_KERNEL).toBe(BACKEND_BATCH_NORM_GRAD);
   });
 
-  it.each(['train', 'frozen-stats'] as const)('%s: the same output, gradients and running statistics, and the kernels do run', async (mode) => {
+  it.each(['train', 'frozen-stats', 'eval'] as const)('%s: the fused kernel runs alone, with the same results as tf ops (with and without ReLU)', async (mode) => {
     await useBackend(backend);
     const withKernels = await kernelsThatRan(mode);
-    expect(withKernels.has(CHANNEL_MOMENTS_KERNEL) && withKernels.has(CHANNEL_SUMS_KERNEL)).toBe(true);
-    const fast = run(mode);
-
-    unregisterKernels(backend, [BACKEND_MOMENTS, BACKEND_SUMS]);
-    try {
-      const withoutKernels = await kernelsThatRan(mode);
-      expect(withoutKernels.has(CHANNEL_MOMENTS_KERNEL) || withoutKernels.has(CHANNEL_SUMS_KERNEL)).toBe(false);
-      const plain = run(mode);
-      expect(fast.leaked).toBe(0);
-      expect(plain.leaked).toBe(0);
-      expect(relativeError(fast.output, plain.output)).toBeLessThan(1e-6);
-      for (const [index, gradient] of fast.gradients.entries()) {
-        expect(relativeError(gradient, plain.gradients[index]!), `gradient ${['x', 'gamma', 'beta'][index]}`).toBeLessThan(1e-5);
-      }
-      for (const [index, statistic] of fast.running.entries()) expect(relativeError(statistic, plain.running[index]!)).toBeLessThan(1e-6);
-    } finally {
-      registerKernels(backend, [BACKEND_MOMENTS, BACKEND_SUMS]);
+    expect(withKernels.has(BATCH_NORM_KERNEL) && withKernels.has(BATCH_NORM_GRAD_KERNEL)).toBe(true);
+    expect(withKernels.has(CHANNEL_MOMENTS_KERNEL) || withKernels.has(CHANNEL_SUMS_KERNEL)).toBe(false);
+    for (const relu of [false, true]) {
+      const fast = run(mode, relu);
+      const plain = await without(backend, [...FUSED, BACKEND_MOMENTS, BACKEND_SUMS], async () => {
+        const ran = await kernelsThatRan(mode);
+        expect(ran.has(BATCH_NORM_KERNEL) || ran.has(CHANNEL_MOMENTS_KERNEL)).toBe(false);
+        return run(mode, relu);
+      });
+      expectSameRun(fast, plain);
+      if (relu) expect(Math.min(...fast.output)).toBe(0);
+      else expect(Math.min(...fast.output)).toBeLessThan(0);
     }
+  });
+
+  it.each(['train', 'frozen-stats'] as const)('%s: without the fused kernel, the reduction kernels run, with the same results', async (mode) => {
+    await useBackend(backend);
+    const fast = run(mode, true);
+    await without(backend, FUSED, async () => {
+      const ran = await kernelsThatRan(mode);
+      expect(ran.has(CHANNEL_MOMENTS_KERNEL) && ran.has(CHANNEL_SUMS_KERNEL)).toBe(true);
+      expect(ran.has(BATCH_NORM_KERNEL)).toBe(false);
+      expectSameRun(fast, run(mode, true));
+    });
+  });
+
+  it('a ResNet-18 gives the same logits, gradients and running statistics with the kernels and without', async () => {
+    await useBackend(backend);
+    const inputs = tf.tidy(() => tf.clipByValue(tensorOf([4, 12, 12, 3], 11, 0.5), 0, 1)) as tf.Tensor4D;
+    const labels = tf.tensor1d([0, 3, 1, 2], 'int32');
+    /** One training-mode pass: logits, the loss's gradients w.r.t. every trainable weight, the running statistics after. */
+    const pass = () => {
+      const model = resnet18({ width: 4, numClasses: 4, inputShape: [12, 12, 3], seed: 5 });
+      const before = tf.memory().numTensors;
+      const { value, grads } = tf.variableGrads(() => tf.losses.softmaxCrossEntropy(tf.oneHot(labels, 4), model.apply(inputs, { mode: 'train' }).logits) as tf.Scalar);
+      const evalLogits = tf.tidy(() => model.apply(inputs, { mode: 'eval' }).logits);
+      const result = {
+        loss: value.dataSync()[0]!,
+        logits: evalLogits.dataSync() as Float32Array,
+        gradients: Object.keys(grads).sort().map((name) => grads[name]!.dataSync() as Float32Array),
+        variables: [...model.namedVariables().values()].filter((variable) => !variable.trainable).map((variable) => variable.dataSync() as Float32Array),
+      };
+      tf.dispose([value, evalLogits, ...Object.values(grads)]);
+      const leaked = tf.memory().numTensors - before;
+      model.dispose();
+      return { ...result, leaked };
+    };
+    const fast = pass();
+    const plain = await without(backend, [...FUSED, BACKEND_MOMENTS, BACKEND_SUMS], pass);
+    tf.dispose([inputs, labels]);
+    expect(fast.leaked).toBe(0);
+    expect(plain.leaked).toBe(0);
+    expect(Math.abs(fast.loss - plain.loss)).toBeLessThan(1e-5 * Math.abs(plain.loss));
+    expect(relativeError(fast.logits, plain.logits)).toBeLessThan(1e-5);
+    expect(fast.gradients.length).toBe(plain.gradients.length);
+    expect(fast.gradients.length).toBeGreaterThan(40);
+    for (const [index, gradient] of fast.gradients.entries()) expect(relativeError(gradient, plain.gradients[index]!), `gradient ${index}`).toBeLessThan(1e-4);
+    expect(fast.variables.length).toBe(40);
+    for (const [index, statistic] of fast.variables.entries()) expect(relativeError(statistic, plain.variables[index]!), `running statistic ${index}`).toBeLessThan(1e-5);
   });
 
   it('differentiates a gradient through it (nested tapes run it as tf ops)', async () => {

@@ -112,8 +112,8 @@ const fixtures = [
 const summary: string[] = [];
 
 /**
- * Each fixture runs twice: TF.js's cpu backend with none of our kernels (batch norm's reductions as tf
- * ops, TF.js's conv gradients), and the default training setup, `useBackend('wasm')` with every kernel
+ * Each fixture runs twice: TF.js's cpu backend with none of our kernels (batch norm as tf ops, TF.js's
+ * conv gradients), and the default training setup, `useBackend('wasm')` with every kernel
  * of @regstack/backend.
  */
 const setups = [
@@ -124,6 +124,7 @@ const setups = [
       await tf.setBackend('cpu');
       unregisterKernels('cpu');
       expect(tf.getKernel('RegstackChannelMoments', 'cpu')).toBeUndefined();
+      expect(tf.getKernel('RegstackBatchNorm', 'cpu')).toBeUndefined();
     },
   },
   {
@@ -134,6 +135,8 @@ const setups = [
       floor = WASM_TOLERANCE;
       const info = await useBackend('wasm');
       expect(info.kernels).toContain('RegstackChannelMoments');
+      // Batch norm (with the ReLU after it) as one kernel and its gradient.
+      expect(info.kernels).toContain('RegstackBatchNorm');
     },
   },
 ];

@@ -47,7 +47,7 @@ describe('useBackend', () => {
     const info = await useBackend();
     expect(info).toEqual({
       name: 'wasm',
-      kernels: ['Conv2DBackpropFilter', 'Conv2DBackpropInput', 'MaxPoolGrad', 'RegstackChannelMoments', 'RegstackChannelSums', 'Identity', 'BatchMatMul', 'Conv2D', 'Cast'],
+      kernels: ['Conv2DBackpropFilter', 'Conv2DBackpropInput', 'MaxPoolGrad', 'RegstackChannelMoments', 'RegstackChannelSums', 'RegstackBatchNorm', 'RegstackBatchNormGrad', 'Identity', 'BatchMatMul', 'Conv2D', 'Cast'],
       threads: 1,
       fusedMultiplyAdd: true,
     });
@@ -74,7 +74,7 @@ describe('useBackend', () => {
 
   it('prepares cpu with our kernels', async () => {
     const info = await useBackend('cpu');
-    expect(info).toEqual({ name: 'cpu', kernels: ['Conv2DBackpropFilter', 'RegstackChannelMoments', 'RegstackChannelSums'], fusedMultiplyAdd: true });
+    expect(info).toEqual({ name: 'cpu', kernels: ['Conv2DBackpropFilter', 'RegstackChannelMoments', 'RegstackChannelSums', 'RegstackBatchNorm', 'RegstackBatchNormGrad'], fusedMultiplyAdd: true });
     expect(tf.getBackend()).toBe('cpu');
     const onCpu = convNetGradients();
     for (const [index, gradient] of onCpu.entries()) {

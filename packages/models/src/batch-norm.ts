@@ -27,10 +27,38 @@ export interface BatchNormParameters {
 export const CHANNEL_MOMENTS_KERNEL = 'RegstackChannelMoments';
 /** See {@link CHANNEL_MOMENTS_KERNEL}: `a`, `b` → `[Σa, Σa·b]` per channel. */
 export const CHANNEL_SUMS_KERNEL = 'RegstackChannelSums';
+/**
+ * The whole layer as one kernel that `@regstack/backend` registers for wasm and cpu with its gradient:
+ * inputs `{x, gamma, beta, runningMean, runningVariance}`, attributes `{mode, epsilon, momentum, relu}`,
+ * outputs `[y, mean, inverseStd]` and in `train` also `[newRunningMean, newRunningVariance]`.
+ */
+export const BATCH_NORM_KERNEL = 'RegstackBatchNorm';
+/** The gradient kernel of {@link BATCH_NORM_KERNEL}, which its registered gradient calls. */
+export const BATCH_NORM_GRAD_KERNEL = 'RegstackBatchNormGrad';
+
+/** Options of {@link batchNormalization}. */
+export interface BatchNormOptions {
+  /** Apply max(0, ·) to the output (fused into the same pass where the kernels are registered). Default false. */
+  readonly relu?: boolean;
+}
 
 /** Whether the kernel can run here: registered for the active backend, and no tape records (it has no gradient). */
 function kernelApplies(kernelName: string): boolean {
   return tf.getKernel(kernelName, tf.getBackend()) !== undefined && !tf.engine().isTapeOn();
+}
+
+/**
+ * Whether the layer can be {@link BATCH_NORM_KERNEL}: it and its gradient kernel registered for the
+ * active backend with the gradient, and no nested tape (the gradient kernel has no gradient itself).
+ */
+function fusedKernelApplies(): boolean {
+  const backend = tf.getBackend();
+  return (
+    tf.engine().state.gradientDepth <= 1 &&
+    tf.getKernel(BATCH_NORM_KERNEL, backend) !== undefined &&
+    tf.getKernel(BATCH_NORM_GRAD_KERNEL, backend) !== undefined &&
+    tf.getGradient(BATCH_NORM_KERNEL) !== undefined
+  );
 }
 
 /** Every axis but the last. */
@@ -63,7 +91,8 @@ function normalizeWith(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, mean: tf
 }
 
 /**
- * Batch normalisation with PyTorch's semantics over every axis but the last (NHWC or [batch, features]).
+ * Batch normalisation with PyTorch's semantics over every axis but the last (NHWC or [batch, features]),
+ * optionally followed by a ReLU.
  *
  * - `train`: normalises with the batch mean and the BIASED batch variance, then updates
  *   running = (1 − momentum)·running + momentum·batch, using the UNBIASED variance n/(n−1)·var for
@@ -71,22 +100,49 @@ function normalizeWith(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, mean: tf
  * - `frozen-stats`: the same output as `train`, running statistics untouched.
  * - `eval`: normalises with the running statistics.
  *
- * With batch statistics the layer is one differentiable op (a `tf.customGrad` with the analytic
- * gradient) whose per-channel reductions are `@regstack/backend`'s kernels where registered (wasm, cpu)
- * and tf ops elsewhere; elementwise work is the backend's own ops. On wasm, [64, 32, 32, 32] forward:
- * 5.6 ms (TF.js differentiating the same mathematics: 17 ms), forward+backward ≈15 ms (≈67 ms): TF.js
- * reduces over the outer axes by transposing and broadcasts activation-sized tensors in the gradient.
+ * Where `@regstack/backend` registered {@link BATCH_NORM_KERNEL} (wasm, cpu), the layer is that one
+ * kernel (two passes over the values; its gradient two more) plus the two assignments of the running
+ * statistics: the tf-op form below costs ≈30 kernel calls a layer, most on [channels]-sized tensors.
+ * Elsewhere (webgl, webgpu, tensorflow) the layer with batch statistics is one `tf.customGrad` with the
+ * analytic gradient, whose per-channel reductions are the backend's channel kernels where registered.
  * Inside nested tapes (a gradient of a gradient) the layer is plain tf ops, which every tape can
- * differentiate; a customGrad's saved tensors are invisible to an outer tape.
+ * differentiate; a customGrad's saved tensors, and the fused kernel's gradient, are invisible to an
+ * outer tape. Every form gives the same numbers to float32 rounding.
  */
-export function batchNormalization<T extends tf.Tensor>(x: T, parameters: BatchNormParameters, mode: ModelMode): T {
+export function batchNormalization<T extends tf.Tensor>(x: T, parameters: BatchNormParameters, mode: ModelMode, options: BatchNormOptions = {}): T {
+  const relu = options.relu ?? false;
+  const count = x.size / (x.shape.at(-1) ?? 1);
+  if (mode !== 'eval' && count < 2) {
+    throw new DataError('inputs', `batch normalisation in '${mode}' mode needs more than 1 value per channel, got ${count}`);
+  }
+  if (fusedKernelApplies()) return fusedBatchNormalization(x, parameters, mode, relu);
+  if (!relu) return unfusedBatchNormalization(x, parameters, mode, count);
+  return tf.tidy(() => tf.relu(unfusedBatchNormalization(x, parameters, mode, count)));
+}
+
+/** The layer as {@link BATCH_NORM_KERNEL}, then the running statistics' assignments in `train`. */
+function fusedBatchNormalization<T extends tf.Tensor>(x: T, parameters: BatchNormParameters, mode: ModelMode, relu: boolean): T {
+  const { gamma, beta, runningMean, runningVariance, epsilon, momentum } = parameters;
+  const [output, ...perChannel] = tf.engine().runKernel(
+    BATCH_NORM_KERNEL,
+    { x, gamma, beta, runningMean, runningVariance },
+    { mode, epsilon, momentum, relu },
+  ) as unknown as tf.Tensor[];
+  if (mode === 'train') {
+    // `assign` is not differentiated and the running variables are not trainable: no gradient flows here.
+    runningMean.assign(perChannel[2]!);
+    runningVariance.assign(perChannel[3]!);
+  }
+  // The gradient keeps its own references to what it needs (the engine saves them).
+  tf.dispose(perChannel);
+  return output as T;
+}
+
+/** The layer as tf ops (a customGrad with batch statistics at tape depth ≤ 1), without the ReLU. */
+function unfusedBatchNormalization<T extends tf.Tensor>(x: T, parameters: BatchNormParameters, mode: ModelMode, count: number): T {
   const { gamma, beta, epsilon } = parameters;
   if (mode === 'eval') {
     return tf.tidy(() => normalizeWith(x, gamma, beta, parameters.runningMean, parameters.runningVariance, epsilon).output as T);
-  }
-  const count = x.size / (x.shape.at(-1) ?? 1);
-  if (count < 2) {
-    throw new DataError('inputs', `batch normalisation in '${mode}' mode needs more than 1 value per channel, got ${count}`);
   }
   const withBatchStatistics = (input: tf.Tensor, scaleParameter: tf.Tensor, shiftParameter: tf.Tensor) => {
     const [mean, variance] = channelMoments(input);

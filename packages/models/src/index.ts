@@ -11,6 +11,14 @@ export { smallCnn, type SmallCnnOptions } from './small-cnn.js';
 export { mlp, linearClassifier, type MlpOptions, type LinearClassifierOptions } from './mlp.js';
 export type { ClassifierModel, ModelName } from './model.js';
 export type { CommonModelOptions, BatchNormModelOptions } from './options.js';
-export { batchNormalization, CHANNEL_MOMENTS_KERNEL, CHANNEL_SUMS_KERNEL, type BatchNormParameters } from './batch-norm.js';
+export {
+  batchNormalization,
+  CHANNEL_MOMENTS_KERNEL,
+  CHANNEL_SUMS_KERNEL,
+  BATCH_NORM_KERNEL,
+  BATCH_NORM_GRAD_KERNEL,
+  type BatchNormParameters,
+  type BatchNormOptions,
+} from './batch-norm.js';
 export { saveWeights, loadWeights, exportNamedTensors, importNamedTensors, type SavedWeights, type SavedTensor, type LoadWeightsOptions } from './weights.js';
 export { normalizations } from './normalizations.js';

@@ -128,6 +128,11 @@ export function normalize<T extends tf.Tensor>(x: T, parameters: BatchNormParame
   return batchNormalization(x, parameters, context.mode);
 }
 
+/** Batch norm in the pass's mode, then ReLU: one kernel where `@regstack/backend`'s are registered. */
+export function normalizeRelu<T extends tf.Tensor>(x: T, parameters: BatchNormParameters, context: PassContext): T {
+  return batchNormalization(x, parameters, context.mode, { relu: true });
+}
+
 /**
  * Inverted dropout, active in `train` and `frozen-stats`. The mask's seed comes from the pass's
  * generator so that a seeded run draws the same masks again.

@@ -6,6 +6,7 @@ import {
   convolve,
   globalAveragePool,
   normalize,
+  normalizeRelu,
   type ConvolutionParameters,
   type LinearParameters,
   type PassContext,
@@ -80,12 +81,12 @@ class ResNet18 extends NetworkModel {
   }
 
   protected features(inputs: tf.Tensor4D, context: PassContext): tf.Tensor2D {
-    let x = tf.relu(normalize(convolve(inputs, this.stem.convolution), this.stem.batchNorm, context));
+    let x = normalizeRelu(convolve(inputs, this.stem.convolution), this.stem.batchNorm, context);
     for (const block of this.blocks) {
       const residual = block.shortcut
         ? normalize(convolve(x, block.shortcut.convolution), block.shortcut.batchNorm, context)
         : x;
-      let out = tf.relu(normalize(convolve(x, block.convolution1), block.batchNorm1, context));
+      let out = normalizeRelu(convolve(x, block.convolution1), block.batchNorm1, context);
       out = normalize(convolve(out, block.convolution2), block.batchNorm2, context);
       x = tf.relu(tf.add<tf.Tensor4D>(out, residual));
     }

@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { ConfigError, assertNumber } from '@regstack/regularizer';
 import type { BatchNormParameters } from './batch-norm.js';
-import { ParameterStore, convolve, dropout, normalize, type ConvolutionParameters, type LinearParameters, type PassContext } from './layers.js';
+import { ParameterStore, convolve, dropout, normalizeRelu, type ConvolutionParameters, type LinearParameters, type PassContext } from './layers.js';
 import { NetworkModel, type ClassifierModel } from './model.js';
 import { batchNormOptionKeys, resolveBatchNormSettings, resolveCommonOptions, type BatchNormModelOptions } from './options.js';
 
@@ -70,7 +70,7 @@ class SmallCnn extends NetworkModel {
   protected features(inputs: tf.Tensor4D, context: PassContext): tf.Tensor2D {
     let x = inputs;
     for (const stage of this.stages) {
-      for (const layer of stage) x = tf.relu(normalize(convolve(x, layer.convolution), layer.batchNorm, context));
+      for (const layer of stage) x = normalizeRelu(convolve(x, layer.convolution), layer.batchNorm, context);
       x = tf.maxPool(x, 2, 2, 'valid');
     }
     return dropout(tf.reshape(x, [x.shape[0], this.featureSize]), this.dropoutRate, context);

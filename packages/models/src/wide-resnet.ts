@@ -7,6 +7,7 @@ import {
   dropout,
   globalAveragePool,
   normalize,
+  normalizeRelu,
   type ConvolutionParameters,
   type LinearParameters,
   type PassContext,
@@ -95,12 +96,12 @@ class WideResNet extends NetworkModel {
   protected features(inputs: tf.Tensor4D, context: PassContext): tf.Tensor2D {
     let x = convolve(inputs, this.stem);
     for (const block of this.blocks) {
-      const activated = tf.relu(normalize(x, block.batchNorm1, context));
-      let out = tf.relu(normalize(convolve(activated, block.convolution1), block.batchNorm2, context));
+      const activated = normalizeRelu(x, block.batchNorm1, context);
+      let out = normalizeRelu(convolve(activated, block.convolution1), block.batchNorm2, context);
       out = convolve(dropout(out, this.dropoutRate, context), block.convolution2);
       x = tf.add(block.shortcut ? convolve(activated, block.shortcut) : x, out);
     }
-    return globalAveragePool(tf.relu(normalize(x, this.finalBatchNorm, context)));
+    return globalAveragePool(normalizeRelu(x, this.finalBatchNorm, context));
   }
 }
 

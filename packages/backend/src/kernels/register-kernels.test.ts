@@ -16,6 +16,8 @@ describe('the kernel table', () => {
       'MaxPoolGrad',
       'RegstackChannelMoments',
       'RegstackChannelSums',
+      'RegstackBatchNorm',
+      'RegstackBatchNormGrad',
       'Identity',
       'BatchMatMul',
       'Conv2D',
@@ -32,11 +34,11 @@ describe('the kernel table', () => {
   it("registers a backend's defaults, named kernels, and puts the shipped ones back", () => {
     const shippedFilter = tf.getKernel(tf.Conv2DBackpropFilter, 'cpu');
     expect(registeredKernels('cpu')).toEqual([]);
-    expect(registerKernels('cpu')).toEqual(['Conv2DBackpropFilter', 'RegstackChannelMoments', 'RegstackChannelSums']);
+    expect(registerKernels('cpu')).toEqual(['Conv2DBackpropFilter', 'RegstackChannelMoments', 'RegstackChannelSums', 'RegstackBatchNorm', 'RegstackBatchNormGrad']);
     expect(tf.getKernel(tf.Conv2DBackpropFilter, 'cpu')).not.toBe(shippedFilter);
     // Idempotent, and a named kernel comes on top of what is registered.
-    expect(registerKernels('cpu', [tf.MaxPoolGrad, tf.MaxPoolGrad])).toEqual(['Conv2DBackpropFilter', 'MaxPoolGrad', 'RegstackChannelMoments', 'RegstackChannelSums']);
-    unregisterKernels('cpu', [tf.MaxPoolGrad, 'RegstackChannelSums']);
+    expect(registerKernels('cpu', [tf.MaxPoolGrad, tf.MaxPoolGrad])).toEqual(['Conv2DBackpropFilter', 'MaxPoolGrad', 'RegstackChannelMoments', 'RegstackChannelSums', 'RegstackBatchNorm', 'RegstackBatchNormGrad']);
+    unregisterKernels('cpu', [tf.MaxPoolGrad, 'RegstackChannelSums', 'RegstackBatchNorm', 'RegstackBatchNormGrad']);
     expect(registeredKernels('cpu')).toEqual(['Conv2DBackpropFilter', 'RegstackChannelMoments']);
     unregisterKernels('cpu');
     expect(registeredKernels('cpu')).toEqual([]);

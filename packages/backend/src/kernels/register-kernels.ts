@@ -11,6 +11,8 @@ import { conv2dBackpropInputConfig } from './conv2d-backprop-input.js';
 import { maxPoolGradConfig } from './max-pool-grad.js';
 import { channelMomentsConfig } from './channel-moments.js';
 import { channelSumsConfig } from './channel-sums.js';
+import { batchNormConfig } from './batch-norm.js';
+import { batchNormGradConfig } from './batch-norm-grad.js';
 import { identityConfig } from './identity.js';
 import { batchMatMulConfig } from './batch-mat-mul.js';
 import { conv2dConfig } from './conv2d.js';
@@ -24,6 +26,8 @@ const KERNELS: readonly BackendKernelConfig[] = [
   maxPoolGradConfig,
   channelMomentsConfig,
   channelSumsConfig,
+  batchNormConfig,
+  batchNormGradConfig,
   identityConfig,
   batchMatMulConfig,
   conv2dConfig,

@@ -25,6 +25,12 @@ export interface BackendKernelConfig {
    */
   defaultBackends: readonly KernelBackendName[];
   kernelFunc: tf.KernelFunc;
+  /**
+   * The gradient of a new kernel (TF.js's own have theirs), registered with it the first time: TF.js
+   * keeps one gradient per kernel name for every backend, and one that is never recorded costs nothing,
+   * so it stays when the kernel is unregistered.
+   */
+  gradient?: tf.GradConfig;
 }
 
 /**
@@ -51,6 +57,7 @@ export function replaceKernel(backendName: string, config: BackendKernelConfig):
   if (shipped !== undefined) tf.unregisterKernel(kernelName, backendName);
   replaced.set(key, shipped);
   tf.registerKernel({ kernelName, backendName, kernelFunc });
+  if (config.gradient !== undefined && tf.getGradient(kernelName) === undefined) tf.registerGradient(config.gradient);
 }
 
 /** Puts back the kernel that {@link replaceKernel} replaced, if ours is registered. */

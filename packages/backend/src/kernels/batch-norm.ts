@@ -1,0 +1,113 @@
+/**
+ * `RegstackBatchNorm` (wasm and cpu): batch normalisation's forward pass, optionally with the ReLU after
+ * it, in two passes over the values in place (statistics, then the affine map), and its gradient, which
+ * `registerKernels` registers with it (see ops/batch-norm.ts for the contract).
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { assertChoice, assertNumber, ConfigError } from '@regstack/regularizer';
+import { channelSums } from '../ops/channel-reductions.js';
+import {
+  BATCH_NORM_GRAD_KERNEL,
+  BATCH_NORM_KERNEL,
+  BATCH_NORM_MODES,
+  activationChannels,
+  affine,
+  expectInput,
+  type BatchNormAttributes,
+} from '../ops/batch-norm.js';
+import { float32Buffers } from '../typed-array-backend.js';
+import type { BackendKernelConfig } from './registry.js';
+
+/** The attributes after checking each (a ConfigError naming the attribute otherwise). */
+export function batchNormAttributes(kernelName: string, attrs: tf.NamedAttrMap | undefined): BatchNormAttributes {
+  const { mode, epsilon, momentum, relu } = (attrs ?? {}) as Partial<Record<keyof BatchNormAttributes, unknown>>;
+  if (typeof relu !== 'boolean') throw new ConfigError('relu', `${kernelName} needs attribute relu: true or false, got ${String(relu)}`);
+  return {
+    mode: assertChoice('mode', mode, BATCH_NORM_MODES),
+    epsilon: assertNumber('epsilon', epsilon, { min: 0 }),
+    momentum: assertNumber('momentum', momentum, { min: 0, max: 1 }),
+    relu,
+  };
+}
+
+const kernelFunc: tf.KernelFunc = ({ inputs, attrs, backend }) => {
+  const { x, gamma, beta, runningMean, runningVariance } = inputs as Record<string, tf.TensorInfo | undefined>;
+  const { mode, epsilon, momentum, relu } = batchNormAttributes(BATCH_NORM_KERNEL, attrs);
+  const channels = activationChannels(BATCH_NORM_KERNEL, 'x', x);
+  const perChannel = [channels];
+  const checked = [x!, ...[gamma, beta, runningMean, runningVariance].map((input, index) =>
+    expectInput(BATCH_NORM_KERNEL, ['gamma', 'beta', 'runningMean', 'runningVariance'][index]!, input, perChannel),
+  )];
+  const count = tf.util.sizeFromShape(x!.shape) / channels;
+  if (mode !== 'eval' && count < 2) {
+    throw new ConfigError('x', `${BATCH_NORM_KERNEL} in mode '${mode}' needs more than 1 value per channel, got ${count}`);
+  }
+  const outputShapes = [x!.shape, perChannel, perChannel, ...(mode === 'train' ? [perChannel, perChannel] : [])];
+  const buffers = float32Buffers(BATCH_NORM_KERNEL, backend as tf.KernelBackend, checked, outputShapes);
+  const [values, gammaValues, betaValues, meanValues, varianceValues] = buffers.inputs as Float32Array[] as [
+    Float32Array, Float32Array, Float32Array, Float32Array, Float32Array,
+  ];
+  const outputs = buffers.outputs;
+  const mean = new Float64Array(channels);
+  const variance = new Float64Array(channels);
+  if (mode === 'eval') {
+    mean.set(meanValues);
+    variance.set(varianceValues);
+  } else {
+    const squares = new Float64Array(channels);
+    channelSums(values, values, channels, mean, squares);
+    for (let channel = 0; channel < channels; channel++) {
+      const channelMean = mean[channel]! / count;
+      mean[channel] = channelMean;
+      // Clamped: rounding can leave a constant channel's E[x²] − E[x]² a hair below 0.
+      variance[channel] = Math.max(0, squares[channel]! / count - channelMean * channelMean);
+    }
+  }
+  const scale = new Float64Array(channels);
+  const shift = new Float64Array(channels);
+  const inverseStd = outputs[2]!.values;
+  for (let channel = 0; channel < channels; channel++) {
+    const channelInverseStd = 1 / Math.sqrt(variance[channel]! + epsilon);
+    inverseStd[channel] = channelInverseStd;
+    scale[channel] = gammaValues[channel]! * channelInverseStd;
+    shift[channel] = betaValues[channel]! - mean[channel]! * scale[channel]!;
+  }
+  outputs[1]!.values.set(mean);
+  if (mode === 'train') {
+    const unbiased = count / (count - 1);
+    const newMean = outputs[3]!.values;
+    const newVariance = outputs[4]!.values;
+    for (let channel = 0; channel < channels; channel++) {
+      newMean[channel] = (1 - momentum) * meanValues[channel]! + momentum * mean[channel]!;
+      newVariance[channel] = (1 - momentum) * varianceValues[channel]! + momentum * unbiased * variance[channel]!;
+    }
+  }
+  affine(values, scale, shift, relu, outputs[0]!.values);
+  return outputs.map((output) => output.info);
+};
+
+export const batchNormConfig: BackendKernelConfig = {
+  kernelName: BATCH_NORM_KERNEL,
+  backends: ['wasm', 'cpu'],
+  defaultBackends: ['wasm', 'cpu'],
+  kernelFunc,
+  gradient: {
+    kernelName: BATCH_NORM_KERNEL,
+    inputsToSave: ['x', 'gamma'],
+    outputsToSave: [true, true, true],
+    gradFunc: (dys, saved, attrs) => {
+      const dy = Array.isArray(dys) ? dys[0]! : dys;
+      const [x, gamma, y, mean, inverseStd] = saved as [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor];
+      const { mode, relu } = attrs as unknown as BatchNormAttributes;
+      // Eagerly, not inside the closures: the tape calls each closure inside its own tidy, which would
+      // dispose the two outputs that closure does not return. x always depends on weights, so dx is needed.
+      const [dx, dGamma, dBeta] = tf.engine().runKernel(
+        BATCH_NORM_GRAD_KERNEL,
+        { dy, x, y, gamma, mean, inverseStd },
+        { relu, batchStatistics: mode !== 'eval' },
+      ) as unknown as [tf.Tensor, tf.Tensor, tf.Tensor];
+      // The running statistics are not differentiated (no gradient flows into them).
+      return { x: () => dx, gamma: () => dGamma, beta: () => dBeta, runningMean: () => tf.zerosLike(mean), runningVariance: () => tf.zerosLike(mean) };
+    },
+  },
+};

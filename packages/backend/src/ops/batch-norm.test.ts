@@ -1,0 +1,175 @@
+import '@tensorflow/tfjs-backend-wasm';
+import * as tf from '@tensorflow/tfjs-core';
+import { ConfigError, DataError } from '@regstack/regularizer';
+import { relativeError } from '@regstack/regularizer/testing';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { BATCH_NORM_GRAD_KERNEL, BATCH_NORM_KERNEL, type BatchNormAttributes } from './batch-norm.js';
+import { registerKernels } from '../kernels/register-kernels.js';
+
+/** Values with a channel-dependent offset and scale, so that a channel mix-up or a lost row shows. */
+function values(length: number, channels: number, seed: number, offset = 0): Float32Array {
+  let state = seed;
+  return Float32Array.from({ length }, (_, index) => {
+    state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
+    const channel = index % channels;
+    return offset + (channel % 3 - 1) * 0.5 + (1 + channel / 4) * (state / 2 ** 32 - 0.5);
+  });
+}
+
+interface Case {
+  x: Float32Array;
+  dy: Float32Array;
+  gamma: Float32Array;
+  beta: Float32Array;
+  runningMean: Float32Array;
+  runningVariance: Float32Array;
+}
+
+/** The layer and its gradient in float64, the textbook way (centred variance, x̂ explicitly). */
+function reference(data: Case, channels: number, attributes: BatchNormAttributes) {
+  const { x, dy, gamma, beta, runningMean, runningVariance } = data;
+  const count = x.length / channels;
+  const batch = attributes.mode !== 'eval';
+  const mean = new Float64Array(channels);
+  const variance = new Float64Array(channels);
+  for (let index = 0; index < x.length; index++) mean[index % channels]! += x[index]! / count;
+  for (let index = 0; index < x.length; index++) variance[index % channels]! += (x[index]! - mean[index % channels]!) ** 2 / count;
+  const usedMean = batch ? mean : Float64Array.from(runningMean);
+  const inverseStd = (batch ? variance : Float64Array.from(runningVariance)).map((value) => 1 / Math.sqrt(value + attributes.epsilon));
+  const y = new Float64Array(x.length);
+  const normalized = new Float64Array(x.length);
+  const g = new Float64Array(x.length);
+  const dBeta = new Float64Array(channels);
+  const dGamma = new Float64Array(channels);
+  for (let index = 0; index < x.length; index++) {
+    const channel = index % channels;
+    normalized[index] = (x[index]! - usedMean[channel]!) * inverseStd[channel]!;
+    const z = gamma[channel]! * normalized[index]! + beta[channel]!;
+    y[index] = attributes.relu ? Math.max(0, z) : z;
+    g[index] = attributes.relu && z <= 0 ? 0 : dy[index]!;
+    dBeta[channel]! += g[index]!;
+    dGamma[channel]! += g[index]! * normalized[index]!;
+  }
+  const dx = new Float64Array(x.length);
+  for (let index = 0; index < x.length; index++) {
+    const channel = index % channels;
+    const scale = gamma[channel]! * inverseStd[channel]!;
+    dx[index] = batch
+      ? (scale / count) * (count * g[index]! - dBeta[channel]! - normalized[index]! * dGamma[channel]!)
+      : scale * g[index]!;
+  }
+  const { momentum } = attributes;
+  const newRunningMean = runningMean.map((value, channel) => (1 - momentum) * value + momentum * mean[channel]!);
+  const newRunningVariance = runningVariance.map((value, channel) => (1 - momentum) * value + momentum * (count / (count - 1)) * variance[channel]!);
+  return { y, mean: usedMean, inverseStd, dx, dGamma, dBeta, newRunningMean, newRunningVariance };
+}
+
+// Channels that are and are not a multiple of the 4-channel unrolling; rows beyond one 64-row block.
+const shapes = [
+  [3, 7, 5, 8],
+  [2, 9, 11, 6],
+  [130, 3],
+  [1, 1, 70, 1],
+];
+
+function caseOf(shape: number[]): Case {
+  const channels = shape.at(-1)!;
+  const size = tf.util.sizeFromShape(shape);
+  return {
+    x: values(size, channels, 3, 0.4),
+    dy: values(size, channels, 5),
+    gamma: values(channels, channels, 7, 1),
+    beta: values(channels, channels, 9, 0.8),
+    runningMean: values(channels, channels, 11, 0.5),
+    runningVariance: values(channels, channels, 13, 2),
+  };
+}
+
+describe.each(['wasm', 'cpu'])('RegstackBatchNorm and its gradient on %s', (backendName) => {
+  beforeAll(async () => {
+    await tf.setBackend(backendName);
+    registerKernels(backendName as 'wasm' | 'cpu', [BATCH_NORM_KERNEL, BATCH_NORM_GRAD_KERNEL]);
+  });
+
+  describe.each(['train', 'frozen-stats', 'eval'] as const)('in mode %s', (mode) => {
+    it.each(shapes)('values and the three gradients of [%i, %i, …] equal a float64 reference, with and without ReLU', (...shape) => {
+      const channels = shape.at(-1)!;
+      const data = caseOf(shape);
+      for (const relu of [false, true]) {
+        const attributes: BatchNormAttributes = { mode, epsilon: 1e-5, momentum: 0.1, relu };
+        const expected = reference(data, channels, attributes);
+        const [x, dy] = [tf.tensor(data.x, shape), tf.tensor(data.dy, shape)];
+        const [gamma, beta, runningMean, runningVariance] = [data.gamma, data.beta, data.runningMean, data.runningVariance].map((value) => tf.tensor1d(value));
+        const before = tf.memory().numTensors;
+        const outputs = tf.engine().runKernel(BATCH_NORM_KERNEL, { x, gamma, beta, runningMean, runningVariance }, { ...attributes }) as tf.Tensor[];
+        expect(outputs).toHaveLength(mode === 'train' ? 5 : 3);
+        const [y, mean, inverseStd, newRunningMean, newRunningVariance] = outputs;
+        expect(y!.shape).toEqual(shape);
+        expect(relativeError(y!.dataSync(), expected.y)).toBeLessThan(1e-6);
+        expect(relativeError(mean!.dataSync(), expected.mean)).toBeLessThan(1e-6);
+        expect(relativeError(inverseStd!.dataSync(), expected.inverseStd)).toBeLessThan(1e-6);
+        if (mode === 'train') {
+          expect(relativeError(newRunningMean!.dataSync(), expected.newRunningMean)).toBeLessThan(1e-6);
+          expect(relativeError(newRunningVariance!.dataSync(), expected.newRunningVariance)).toBeLessThan(1e-6);
+        }
+        if (relu) expect(Math.min(...y!.dataSync())).toBe(0);
+        // The registered gradient, through the tape: d/dinputs of Σ y·dy.
+        const gradients = tf.grads((input: tf.Tensor, scale: tf.Tensor, shift: tf.Tensor) => {
+          const [output] = tf.engine().runKernel(BATCH_NORM_KERNEL, { x: input, gamma: scale, beta: shift, runningMean, runningVariance }, { ...attributes }) as tf.Tensor[];
+          return tf.sum(tf.mul(output!, dy));
+        })([x, gamma!, beta!]);
+        const [dx, dGamma, dBeta] = gradients.map((gradient) => gradient.dataSync());
+        expect(relativeError(dx!, expected.dx), 'dx').toBeLessThan(1e-5);
+        expect(relativeError(dGamma!, expected.dGamma), 'dGamma').toBeLessThan(1e-5);
+        expect(relativeError(dBeta!, expected.dBeta), 'dBeta').toBeLessThan(1e-5);
+        tf.dispose([...outputs, ...gradients]);
+        expect(tf.memory().numTensors, 'tensors left').toBe(before);
+        tf.dispose([x, dy, gamma!, beta!, runningMean!, runningVariance!]);
+      }
+    });
+  });
+
+  it('a ReLU passes the gradient only where its output is positive, and keeps NaN', () => {
+    const x = tf.tensor2d([[-1, 0], [1, 2], [3, Number.NaN]]);
+    const ones = tf.ones([2]);
+    const zeros = tf.zeros([2]);
+    const attributes = { mode: 'eval', epsilon: 0, momentum: 0.1, relu: true };
+    const [y] = tf.engine().runKernel(BATCH_NORM_KERNEL, { x, gamma: ones, beta: zeros, runningMean: zeros, runningVariance: ones }, attributes) as tf.Tensor[];
+    expect(Array.from(y!.dataSync())).toEqual([0, 0, 1, 2, 3, Number.NaN]);
+    const [dx] = tf.engine().runKernel(BATCH_NORM_GRAD_KERNEL, { dy: tf.onesLike(x), x, y: y!, gamma: ones, mean: zeros, inverseStd: ones }, { relu: true, batchStatistics: false }) as tf.Tensor[];
+    // The NaN input stays NaN in dx too (NaN·0).
+    expect(Array.from(dx!.dataSync())).toEqual([0, 0, 1, 1, 1, Number.NaN]);
+    tf.dispose([x, ones, zeros, y!, dx!]);
+  });
+
+  it('names the input or attribute at fault', () => {
+    const x = tf.zeros([4, 3]);
+    const perChannel = tf.ones([3]);
+    const inputs = { x, gamma: perChannel, beta: perChannel, runningMean: perChannel, runningVariance: perChannel };
+    const attributes = { mode: 'train', epsilon: 1e-5, momentum: 0.1, relu: false };
+    const forward = (changedInputs: Record<string, unknown>, changedAttributes: Record<string, unknown> = {}) => () =>
+      tf.engine().runKernel(BATCH_NORM_KERNEL, { ...inputs, ...changedInputs } as unknown as tf.NamedTensorMap, { ...attributes, ...changedAttributes } as tf.NamedAttrMap);
+    expect(forward({ beta: tf.ones([4]) })).toThrow(expect.objectContaining({ field: 'beta', message: expect.stringMatching(/shape \[3\], got \[4\]/) }));
+    expect(forward({ beta: tf.ones([4]) })).toThrow(DataError);
+    expect(forward({ gamma: undefined })).toThrow(expect.objectContaining({ field: 'gamma' }));
+    expect(forward({ x: tf.zeros([4, 3], 'int32') })).toThrow(expect.objectContaining({ field: 'x', message: expect.stringMatching(/float32, got int32/) }));
+    expect(forward({ x: tf.zeros([3]) })).toThrow(expect.objectContaining({ field: 'x', message: expect.stringMatching(/rank ≥ 2/) }));
+    expect(forward({ x: tf.zeros([1, 3]) })).toThrow(expect.objectContaining({ field: 'x', message: expect.stringMatching(/more than 1 value per channel/) }));
+    expect(forward({}, { mode: 'test' })).toThrow(ConfigError);
+    expect(forward({}, { mode: 'test' })).toThrow(expect.objectContaining({ field: 'mode' }));
+    expect(forward({}, { momentum: 2 })).toThrow(expect.objectContaining({ field: 'momentum' }));
+    expect(forward({}, { epsilon: -1 })).toThrow(expect.objectContaining({ field: 'epsilon' }));
+    expect(forward({}, { relu: 'yes' })).toThrow(expect.objectContaining({ field: 'relu' }));
+    const gradient = (changedInputs: Record<string, unknown>, changedAttributes: Record<string, unknown> = {}) => () =>
+      tf.engine().runKernel(
+        BATCH_NORM_GRAD_KERNEL,
+        { dy: x, x, y: x, gamma: perChannel, mean: perChannel, inverseStd: perChannel, ...changedInputs } as unknown as tf.NamedTensorMap,
+        { relu: false, batchStatistics: true, ...changedAttributes } as tf.NamedAttrMap,
+      );
+    expect(gradient({ y: tf.zeros([4, 2]) })).toThrow(expect.objectContaining({ field: 'y', message: expect.stringMatching(/shape \[4,3\]/) }));
+    expect(gradient({ inverseStd: tf.zeros([2]) })).toThrow(expect.objectContaining({ field: 'inverseStd' }));
+    expect(gradient({ dy: tf.zeros([3]) })).toThrow(expect.objectContaining({ field: 'dy' }));
+    expect(gradient({}, { batchStatistics: undefined })).toThrow(expect.objectContaining({ field: 'batchStatistics' }));
+    expect(gradient({})).not.toThrow();
+  });
+});
