@@ -5,10 +5,13 @@
 // with every kernel against the same step with one of them (or all the recent ones) put back to TF.js's
 // own. Each pair is checked for the same result first (largest relative difference printed).
 //
-// - batch norm: @regstack/models' batchNormalization (one op with its analytic gradient) with the
-//   channel-reduction kernels, without them (tf ops: wasm's Mean/Sum transpose the whole activation to
-//   reduce over the outer axes), and the same mathematics as plain ops differentiated by TF.js (what
-//   the package did before);
+// - batch norm: @regstack/models' batchNormalization as the fused kernel and its gradient
+//   (`RegstackBatchNorm`, issue 18), as one op with its analytic gradient and the channel-reduction
+//   kernels (what the package did before that), without them (tf ops: wasm's Mean/Sum transpose the
+//   whole activation to reduce over the outer axes), and the same mathematics as plain ops
+//   differentiated by TF.js (what the package did first); then batch norm + ReLU at each activation
+//   shape of the reference recipe's ResNet-18 (batch 32, 28×28×1, width 16), fused against the op
+//   with the channel kernels and TF.js's ReLU;
 // - max-pool 2×2: wasm's shipped MaxPoolGrad (which also loses whole windows' gradients: the check
 //   below counts them against the cpu backend) against @regstack/backend's;
 // - a linear head's gradients: wasm's shipped BatchMatMul (scalar loops for transposed operands)
@@ -17,7 +20,7 @@
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
-import { CHANNEL_REDUCTION_KERNEL_NAMES, registerKernels, unregisterKernels, useBackend } from '@regstack/backend';
+import { BATCH_NORM_KERNEL_NAMES, CHANNEL_REDUCTION_KERNEL_NAMES, registerKernels, unregisterKernels, useBackend } from '@regstack/backend';
 import { Random, addWeightDecay, clipByGlobalNorm, composeRegularizers } from '@regstack/regularizer';
 import { batchNormalization, smallCnn } from '@regstack/models';
 
@@ -59,8 +62,29 @@ const beta = tf.tensor1d(Float32Array.from({ length: 32 }, () => data.normal()))
 const running = { runningMean: tf.variable(tf.zeros([32]), false), runningVariance: tf.variable(tf.ones([32]), false) };
 
 const layer = { gamma, beta, ...running, momentum: 0.1, epsilon: 1e-5 };
-const batchNormOurs = () => tf.grads((x, g, b) => tf.sum(tf.mul(batchNormalization(x, { ...layer, gamma: g, beta: b }, 'frozen-stats'), upstream)))([input, gamma, beta]);
+const batchNormFused = () => tf.grads((x, g, b) => tf.sum(tf.mul(batchNormalization(x, { ...layer, gamma: g, beta: b }, 'frozen-stats'), upstream)))([input, gamma, beta]);
+const withoutFused = (run) => without(() => unregisterKernels('wasm', BATCH_NORM_KERNEL_NAMES), () => registerKernels('wasm', BATCH_NORM_KERNEL_NAMES), run);
+const batchNormOurs = () => withoutFused(batchNormFused);
 const batchNormWithoutKernels = () => without(() => unregisterKernels('wasm', CHANNEL_REDUCTION_KERNEL_NAMES), () => registerKernels('wasm', CHANNEL_REDUCTION_KERNEL_NAMES), batchNormOurs);
+
+/** Batch norm + ReLU forward and backward at one of the recipe's activation shapes: fused, and the op with the channel kernels. */
+function batchNormReluAt(recipeShape) {
+  const channels = recipeShape[3];
+  const size = tf.util.sizeFromShape(recipeShape);
+  const x = tf.tensor4d(Float32Array.from({ length: size }, () => data.normal() * 2 + 0.5), recipeShape);
+  const dy = tf.tensor4d(Float32Array.from({ length: size }, () => data.normal()), recipeShape);
+  const parameters = {
+    gamma: tf.tensor1d(Float32Array.from({ length: channels }, () => 0.5 + data.uniform())),
+    beta: tf.tensor1d(Float32Array.from({ length: channels }, () => data.normal())),
+    runningMean: tf.variable(tf.zeros([channels]), false),
+    runningVariance: tf.variable(tf.ones([channels]), false),
+    momentum: 0.1,
+    epsilon: 1e-5,
+  };
+  const fused = () =>
+    tf.grads((input, g, b) => tf.sum(tf.mul(batchNormalization(input, { ...parameters, gamma: g, beta: b }, 'train', { relu: true }), dy)))([x, parameters.gamma, parameters.beta]);
+  return { fused, channelKernels: () => withoutFused(fused) };
+}
 const batchNormBefore = () => tf.grads((x, g, b) => tf.sum(tf.mul(batchNormDifferentiatedByTfjs(x, g, b), upstream)))([input, gamma, beta]);
 const maxPoolOurs = () => tf.grads((x) => tf.sum(tf.mul(tf.maxPool(x, 2, 2, 'valid'), pooledUpstream)))([input]);
 const maxPoolShipped = () => without(() => unregisterKernels('wasm', [tf.MaxPoolGrad]), () => registerKernels('wasm', [tf.MaxPoolGrad]), maxPoolOurs);
@@ -148,6 +172,11 @@ async function checkMaxPoolGradient(checkShape) {
 const results = {};
 results.maxPoolGradientCheck = [await checkMaxPoolGradient([1, 4, 4, 1]), await checkMaxPoolGradient([64, 32, 32, 32])];
 results.batchNormKernels = compare('batch norm [64,32,32,32], forward + backward: tf-op reductions (current) vs the channel-reduction kernels (candidate)', batchNormWithoutKernels, batchNormOurs);
+results.batchNormFused = compare('batch norm [64,32,32,32], forward + backward: one op with the channel kernels (current) vs the fused kernel (candidate)', batchNormOurs, batchNormFused);
+for (const recipeShape of [[32, 28, 28, 16], [32, 14, 14, 32], [32, 7, 7, 64], [32, 4, 4, 128]]) {
+  const { fused, channelKernels } = batchNormReluAt(recipeShape);
+  results[`batchNormRelu ${recipeShape}`] = compare(`batch norm + ReLU [${recipeShape}] (train), forward + backward: the op with the channel kernels and tf.relu (current) vs the fused kernel (candidate)`, channelKernels, fused);
+}
 results.batchNormBefore = compare('batch norm [64,32,32,32], forward + backward: plain ops differentiated by TF.js (current) vs one op with the kernels (candidate)', batchNormBefore, batchNormOurs);
 results.maxPoolGradient = compare("max-pool 2×2 of [64,32,32,32], forward + backward: wasm's MaxPoolGrad (current) vs @regstack/backend's (candidate)", maxPoolShipped, maxPoolOurs);
 results.batchMatMul = compare("linear head [64,4096]→10, gradients: wasm's BatchMatMul (current) vs @regstack/backend's (candidate)", headShipped, headOurs);
@@ -195,7 +224,9 @@ function compareSteps(label, setupA, setupB) {
 const everything = () => registerKernels('wasm');
 /** Each kernel off alone, then all of them: TF.js's own kernels but for the conv gradients. */
 const offs = {
-  'channel reductions': () => unregisterKernels('wasm', CHANNEL_REDUCTION_KERNEL_NAMES),
+  'fused batch norm': () => unregisterKernels('wasm', BATCH_NORM_KERNEL_NAMES),
+  // With the fused kernel off too: the channel reductions serve only the unfused op.
+  'channel reductions': () => unregisterKernels('wasm', [...BATCH_NORM_KERNEL_NAMES, ...CHANNEL_REDUCTION_KERNEL_NAMES]),
   Identity: () => unregisterKernels('wasm', [tf.Identity]),
   BatchMatMul: () => unregisterKernels('wasm', [tf.BatchMatMul]),
 };
@@ -204,8 +235,8 @@ for (const [name, off] of Object.entries(offs)) {
 }
 // The shipped MaxPoolGrad loses gradients, so this one compares a wrong step's speed.
 results['step without MaxPoolGrad'] = compareSteps("with wasm's (wrong) MaxPoolGrad vs with every kernel", () => (everything(), unregisterKernels('wasm', [tf.MaxPoolGrad])), everything);
-results['step without all four'] = compareSteps(
-  'without the channel reductions, Identity, BatchMatMul and MaxPoolGrad vs with every kernel',
+results['step without all five'] = compareSteps(
+  'without the fused batch norm, the channel reductions, Identity, BatchMatMul and MaxPoolGrad vs with every kernel',
   () => (everything(), Object.values(offs).forEach((off) => off()), unregisterKernels('wasm', [tf.MaxPoolGrad])),
   everything,
 );

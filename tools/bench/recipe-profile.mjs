@@ -13,11 +13,13 @@
 // `--compare pieces` instead times whole steps with several settings, the order rotated per round:
 // `threads` threads with 1 (the default), 2 and 4 claimed pieces of the batch per thread
 // (`setPiecesPerThread`), and 1 thread beside them. `--compare cast` times 1-thread steps with
-// wasm's shipped `Cast` against ours. Both report wall time and the process's CPU time (user + system,
+// wasm's shipped `Cast` against ours. `--compare batch-norm` times 1-thread steps with batch norm (and
+// the ReLU after it) as the fused `RegstackBatchNorm` kernel and its gradient against the op with the
+// channel-reduction kernels and TF.js's elementwise ops (issue 18). Each reports wall time and the process's CPU time (user + system,
 // all threads) per step: on a machine loaded by other jobs wall time says little, CPU time more.
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs-core';
-import { registerKernels, setPiecesPerThread, unregisterKernels, useBackend } from '@regstack/backend';
+import { BATCH_NORM_KERNEL_NAMES, registerKernels, setPiecesPerThread, unregisterKernels, useBackend } from '@regstack/backend';
 import { standardAugmentation } from '@regstack/datasets';
 import { Random, addWeightDecay, clipByGlobalNorm, composeRegularizers } from '@regstack/regularizer';
 import { resnet18 } from '@regstack/models';
@@ -186,8 +188,13 @@ async function compare(what) {
         }
       : what === 'cast'
         ? { "wasm's Cast": async () => unregisterKernels('wasm', [tf.Cast]), 'our Cast': async () => registerKernels('wasm', [tf.Cast]) }
-        : undefined;
-  if (settings === undefined) throw new Error(`--compare: expected pieces or cast, got '${what}'`);
+        : what === 'batch-norm'
+          ? {
+              'batch norm as an op with the channel kernels': async () => unregisterKernels('wasm', BATCH_NORM_KERNEL_NAMES),
+              'fused batch norm kernels': async () => registerKernels('wasm', BATCH_NORM_KERNEL_NAMES),
+            }
+          : undefined;
+  if (settings === undefined) throw new Error(`--compare: expected pieces, cast or batch-norm, got '${what}'`);
   const names = Object.keys(settings);
   const times = Object.fromEntries(names.map((name) => [name, []]));
   for (const name of names) {
@@ -213,7 +220,7 @@ async function compare(what) {
     console.log(`| ${name} | ${median(times[name].map((time) => time.wallMs)).toFixed(0)} | ${spread(wall)} | ${median(times[name].map((time) => time.cpuMs)).toFixed(0)} | ${spread(cpu)} |`);
   }
   setPiecesPerThread(1);
-  registerKernels('wasm', [tf.Cast]);
+  registerKernels('wasm', [tf.Cast, ...BATCH_NORM_KERNEL_NAMES]);
   await useBackend('wasm');
 }
 

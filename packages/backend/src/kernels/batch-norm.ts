@@ -15,7 +15,8 @@ import {
   expectInput,
   type BatchNormAttributes,
 } from '../ops/batch-norm.js';
-import { float32Buffers } from '../typed-array-backend.js';
+import { batchNormSimd, memoryOffset } from '../simd/batch-norm.js';
+import { float32Buffers, isWasmHeapBackend } from '../typed-array-backend.js';
 import type { BackendKernelConfig } from './registry.js';
 
 /** The attributes after checking each (a ConfigError naming the attribute otherwise). */
@@ -42,12 +43,14 @@ const kernelFunc: tf.KernelFunc = ({ inputs, attrs, backend }) => {
   if (mode !== 'eval' && count < 2) {
     throw new ConfigError('x', `${BATCH_NORM_KERNEL} in mode '${mode}' needs more than 1 value per channel, got ${count}`);
   }
-  const outputShapes = [x!.shape, perChannel, perChannel, ...(mode === 'train' ? [perChannel, perChannel] : [])];
+  const simd = isWasmHeapBackend(backend) && channels % 4 === 0 && count > 0 ? batchNormSimd(backend) : null;
+  // With SIMD, one more output holds scale and shift as float32 on the backend's memory (freed below).
+  const outputShapes = [x!.shape, perChannel, perChannel, ...(mode === 'train' ? [perChannel, perChannel] : []), ...(simd ? [[2 * channels]] : [])];
   const buffers = float32Buffers(BATCH_NORM_KERNEL, backend as tf.KernelBackend, checked, outputShapes);
   const [values, gammaValues, betaValues, meanValues, varianceValues] = buffers.inputs as Float32Array[] as [
     Float32Array, Float32Array, Float32Array, Float32Array, Float32Array,
   ];
-  const outputs = buffers.outputs;
+  const outputs = buffers.outputs.slice(0, mode === 'train' ? 5 : 3);
   const mean = new Float64Array(channels);
   const variance = new Float64Array(channels);
   if (mode === 'eval') {
@@ -82,7 +85,16 @@ const kernelFunc: tf.KernelFunc = ({ inputs, attrs, backend }) => {
       newVariance[channel] = (1 - momentum) * varianceValues[channel]! + momentum * unbiased * variance[channel]!;
     }
   }
-  affine(values, scale, shift, relu, outputs[0]!.values);
+  if (simd) {
+    const coefficients = buffers.outputs.at(-1)!;
+    coefficients.values.set(scale);
+    coefficients.values.set(shift, channels);
+    const offset = (info: tf.TensorInfo) => memoryOffset(backend, info.dataId);
+    simd.affine(relu, offset(x!), offset(outputs[0]!.info), offset(coefficients.info), count, channels / 4);
+    (backend as tf.KernelBackend).disposeData(coefficients.info.dataId);
+  } else {
+    affine(values, scale, shift, relu, outputs[0]!.values);
+  }
   return outputs.map((output) => output.info);
 };
 

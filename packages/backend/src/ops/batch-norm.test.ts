@@ -5,6 +5,7 @@ import { relativeError } from '@regstack/regularizer/testing';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { BATCH_NORM_GRAD_KERNEL, BATCH_NORM_KERNEL, type BatchNormAttributes } from './batch-norm.js';
 import { registerKernels } from '../kernels/register-kernels.js';
+import { batchNormSimd } from '../simd/batch-norm.js';
 
 /** Values with a channel-dependent offset and scale, so that a channel mix-up or a lost row shows. */
 function values(length: number, channels: number, seed: number, offset = 0): Float32Array {
@@ -64,7 +65,8 @@ function reference(data: Case, channels: number, attributes: BatchNormAttributes
   return { y, mean: usedMean, inverseStd, dx, dGamma, dBeta, newRunningMean, newRunningVariance };
 }
 
-// Channels that are and are not a multiple of the 4-channel unrolling; rows beyond one 64-row block.
+// Channels that are and are not a multiple of the 4-channel unrolling (on wasm: the SIMD passes and the
+// JavaScript loops); rows beyond one 64-row block.
 const shapes = [
   [3, 7, 5, 8],
   [2, 9, 11, 6],
@@ -99,7 +101,7 @@ describe.each(['wasm', 'cpu'])('RegstackBatchNorm and its gradient on %s', (back
         const attributes: BatchNormAttributes = { mode, epsilon: 1e-5, momentum: 0.1, relu };
         const expected = reference(data, channels, attributes);
         const [x, dy] = [tf.tensor(data.x, shape), tf.tensor(data.dy, shape)];
-        const [gamma, beta, runningMean, runningVariance] = [data.gamma, data.beta, data.runningMean, data.runningVariance].map((value) => tf.tensor1d(value));
+        const [gamma, beta, runningMean, runningVariance] = [data.gamma, data.beta, data.runningMean, data.runningVariance].map((value) => tf.tensor1d(value)) as [tf.Tensor1D, tf.Tensor1D, tf.Tensor1D, tf.Tensor1D];
         const before = tf.memory().numTensors;
         const outputs = tf.engine().runKernel(BATCH_NORM_KERNEL, { x, gamma, beta, runningMean, runningVariance }, { ...attributes }) as tf.Tensor[];
         expect(outputs).toHaveLength(mode === 'train' ? 5 : 3);
@@ -117,28 +119,36 @@ describe.each(['wasm', 'cpu'])('RegstackBatchNorm and its gradient on %s', (back
         const gradients = tf.grads((input: tf.Tensor, scale: tf.Tensor, shift: tf.Tensor) => {
           const [output] = tf.engine().runKernel(BATCH_NORM_KERNEL, { x: input, gamma: scale, beta: shift, runningMean, runningVariance }, { ...attributes }) as tf.Tensor[];
           return tf.sum(tf.mul(output!, dy));
-        })([x, gamma!, beta!]);
+        })([x, gamma, beta]);
         const [dx, dGamma, dBeta] = gradients.map((gradient) => gradient.dataSync());
         expect(relativeError(dx!, expected.dx), 'dx').toBeLessThan(1e-5);
         expect(relativeError(dGamma!, expected.dGamma), 'dGamma').toBeLessThan(1e-5);
         expect(relativeError(dBeta!, expected.dBeta), 'dBeta').toBeLessThan(1e-5);
         tf.dispose([...outputs, ...gradients]);
         expect(tf.memory().numTensors, 'tensors left').toBe(before);
-        tf.dispose([x, dy, gamma!, beta!, runningMean!, runningVariance!]);
+        tf.dispose([x, dy, gamma, beta, runningMean, runningVariance]);
       }
     });
   });
 
-  it('a ReLU passes the gradient only where its output is positive, and keeps NaN', () => {
-    const x = tf.tensor2d([[-1, 0], [1, 2], [3, Number.NaN]]);
-    const ones = tf.ones([2]);
-    const zeros = tf.zeros([2]);
+  it('runs the elementwise passes as SIMD on wasm only', () => {
+    expect(batchNormSimd(tf.backend()) !== null).toBe(backendName === 'wasm');
+  });
+
+  it.each([2, 4])('a ReLU passes the gradient only where its output is positive, and keeps NaN (%i channels)', (channels) => {
+    // Rows [-1, 0], [1, 2], [3, NaN], each value repeated over `channels / 2` channel pairs.
+    const rows = [[-1, 0], [1, 2], [3, Number.NaN]].map((row) => Array.from({ length: channels }, (_, channel) => row[channel % 2]!));
+    const x = tf.tensor2d(rows);
+    const ones = tf.ones([channels]);
+    const zeros = tf.zeros([channels]);
     const attributes = { mode: 'eval', epsilon: 0, momentum: 0.1, relu: true };
     const [y] = tf.engine().runKernel(BATCH_NORM_KERNEL, { x, gamma: ones, beta: zeros, runningMean: zeros, runningVariance: ones }, attributes) as tf.Tensor[];
-    expect(Array.from(y!.dataSync())).toEqual([0, 0, 1, 2, 3, Number.NaN]);
+    const expectedY = [0, 0, 1, 2, 3, Number.NaN];
+    expect(Array.from(y!.dataSync())).toEqual(Array.from({ length: 3 * channels }, (_, index) => expectedY[Math.floor(index / channels) * 2 + (index % 2)]));
     const [dx] = tf.engine().runKernel(BATCH_NORM_GRAD_KERNEL, { dy: tf.onesLike(x), x, y: y!, gamma: ones, mean: zeros, inverseStd: ones }, { relu: true, batchStatistics: false }) as tf.Tensor[];
-    // The NaN input stays NaN in dx too (NaN·0).
-    expect(Array.from(dx!.dataSync())).toEqual([0, 0, 1, 1, 1, Number.NaN]);
+    // The NaN input stays NaN in dx too (its mask is 0, but x·b is NaN·0).
+    const expectedDx = [0, 0, 1, 1, 1, Number.NaN];
+    expect(Array.from(dx!.dataSync())).toEqual(Array.from({ length: 3 * channels }, (_, index) => expectedDx[Math.floor(index / channels) * 2 + (index % 2)]));
     tf.dispose([x, ones, zeros, y!, dx!]);
   });
 

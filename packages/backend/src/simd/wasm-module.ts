@@ -143,6 +143,21 @@ export class FunctionBody {
     return this.simd(0xe6);
   }
 
+  /** f32x4.max: NaN if either lane is NaN, and +0 for max(−0, +0). */
+  maxF32x4(): this {
+    return this.simd(0xe9);
+  }
+
+  /** f32x4.gt: all ones in each lane where the first vector's is greater, zeros elsewhere. */
+  greaterF32x4(): this {
+    return this.simd(0x44);
+  }
+
+  /** v128.and of the two vectors on the stack. */
+  and(): this {
+    return this.simd(0x4e);
+  }
+
   /** f32x4.relaxed_madd (relaxed SIMD): a·b + c of the three vectors on the stack, fused where the CPU has FMA. */
   maddF32x4(): this {
     return this.simd(0x105);
