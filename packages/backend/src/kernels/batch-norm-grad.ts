@@ -6,7 +6,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { ConfigError } from '@regstack/regularizer';
 import { channelSums } from '../ops/channel-reductions.js';
 import { BATCH_NORM_GRAD_KERNEL, activationChannels, expectInput, gradientCoefficients, inputGradient, maskedChannelSums } from '../ops/batch-norm.js';
-import { batchNormSimd, memoryOffset } from '../simd/batch-norm.js';
+import { batchNormSimd, blockedSums, memoryOffset } from '../simd/batch-norm.js';
 import { float32Buffers, isWasmHeapBackend, type OutputBuffer } from '../typed-array-backend.js';
 import type { BackendKernelConfig } from './registry.js';
 
@@ -27,29 +27,39 @@ const kernelFunc: tf.KernelFunc = ({ inputs, attrs, backend }) => {
   ];
   const count = tf.util.sizeFromShape(dy!.shape) / channels;
   const simd = isWasmHeapBackend(backend) && channels % 4 === 0 && count > 0 ? batchNormSimd(backend) : null;
-  // With SIMD, one more output holds dx's coefficients as float32 on the backend's memory (freed below).
-  const buffers = float32Buffers(BATCH_NORM_GRAD_KERNEL, backend as tf.KernelBackend, checked, [dy!.shape, perChannel, perChannel, ...(simd ? [[3 * channels]] : [])]);
+  // With SIMD, one more output is scratch on the backend's memory (freed below): the sums as 2·channels
+  // doubles (4·channels floats), then dx's coefficients as float32.
+  const buffers = float32Buffers(BATCH_NORM_GRAD_KERNEL, backend as tf.KernelBackend, checked, [dy!.shape, perChannel, perChannel, ...(simd ? [[7 * channels]] : [])]);
   const [dyValues, xValues, yValues, gammaValues, meanValues, inverseStdValues] = buffers.inputs as [
     Float32Array, Float32Array, Float32Array, Float32Array, Float32Array, Float32Array,
   ];
-  const [dx, dGamma, dBeta, coefficientBuffer] = buffers.outputs as [OutputBuffer, OutputBuffer, OutputBuffer, OutputBuffer | undefined];
-  const sums = new Float64Array(channels);
-  const products = new Float64Array(channels);
-  if (relu) maskedChannelSums(dyValues, xValues, yValues, channels, sums, products);
-  else channelSums(dyValues, xValues, channels, sums, products);
+  const [dx, dGamma, dBeta, scratch] = buffers.outputs as [OutputBuffer, OutputBuffer, OutputBuffer, OutputBuffer | undefined];
+  const offset = (info: tf.TensorInfo) => memoryOffset(backend, info.dataId);
+  let sums: Float64Array<ArrayBufferLike> = new Float64Array(channels);
+  let products: Float64Array<ArrayBufferLike> = new Float64Array(channels);
+  if (simd && scratch && offset(scratch.info) % 8 === 0) {
+    const [dyOffset, xOffset, yOffset, scratchOffset] = [offset(dy!), offset(x!), offset(y!), offset(scratch.info)];
+    [sums, products] = blockedSums(scratch.values, channels, count, (rowOffset, rows) =>
+      simd.gradientSums(relu, dyOffset + rowOffset, xOffset + rowOffset, yOffset + rowOffset, scratchOffset, rows, channels / 4),
+    );
+  } else if (relu) {
+    maskedChannelSums(dyValues, xValues, yValues, channels, sums, products);
+  } else {
+    channelSums(dyValues, xValues, channels, sums, products);
+  }
   const coefficients = gradientCoefficients(sums, products, gammaValues, meanValues, inverseStdValues, count, batchStatistics);
-  if (simd && coefficientBuffer) {
-    coefficientBuffer.values.set(coefficients.a);
-    coefficientBuffer.values.set(coefficients.b, channels);
-    coefficientBuffer.values.set(coefficients.k, 2 * channels);
-    const offset = (info: tf.TensorInfo) => memoryOffset(backend, info.dataId);
-    simd.inputGradient(relu, offset(dy!), offset(x!), offset(y!), offset(dx.info), offset(coefficientBuffer.info), count, channels / 4);
-    (backend as tf.KernelBackend).disposeData(coefficientBuffer.info.dataId);
+  // Read before the scratch (which holds the sums) is freed.
+  dGamma.values.set(coefficients.dGamma);
+  dBeta.values.set(sums);
+  if (simd && scratch) {
+    scratch.values.set(coefficients.a, 4 * channels);
+    scratch.values.set(coefficients.b, 5 * channels);
+    scratch.values.set(coefficients.k, 6 * channels);
+    simd.inputGradient(relu, offset(dy!), offset(x!), offset(y!), offset(dx.info), offset(scratch.info) + 16 * channels, count, channels / 4);
+    (backend as tf.KernelBackend).disposeData(scratch.info.dataId);
   } else {
     inputGradient(dyValues, xValues, relu ? yValues : undefined, coefficients.a, coefficients.b, coefficients.k, dx.values);
   }
-  dGamma.values.set(coefficients.dGamma);
-  dBeta.values.set(sums);
   return [dx.info, dGamma.info, dBeta.info];
 };
 

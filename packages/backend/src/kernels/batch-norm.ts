@@ -15,7 +15,7 @@ import {
   expectInput,
   type BatchNormAttributes,
 } from '../ops/batch-norm.js';
-import { batchNormSimd, memoryOffset } from '../simd/batch-norm.js';
+import { batchNormSimd, blockedSums, memoryOffset } from '../simd/batch-norm.js';
 import { float32Buffers, isWasmHeapBackend } from '../typed-array-backend.js';
 import type { BackendKernelConfig } from './registry.js';
 
@@ -44,23 +44,32 @@ const kernelFunc: tf.KernelFunc = ({ inputs, attrs, backend }) => {
     throw new ConfigError('x', `${BATCH_NORM_KERNEL} in mode '${mode}' needs more than 1 value per channel, got ${count}`);
   }
   const simd = isWasmHeapBackend(backend) && channels % 4 === 0 && count > 0 ? batchNormSimd(backend) : null;
-  // With SIMD, one more output holds scale and shift as float32 on the backend's memory (freed below).
-  const outputShapes = [x!.shape, perChannel, perChannel, ...(mode === 'train' ? [perChannel, perChannel] : []), ...(simd ? [[2 * channels]] : [])];
+  // With SIMD, one more output is scratch on the backend's memory (freed below): the sums as 2·channels
+  // doubles (4·channels floats), then scale and shift as float32.
+  const outputShapes = [x!.shape, perChannel, perChannel, ...(mode === 'train' ? [perChannel, perChannel] : []), ...(simd ? [[6 * channels]] : [])];
   const buffers = float32Buffers(BATCH_NORM_KERNEL, backend as tf.KernelBackend, checked, outputShapes);
   const [values, gammaValues, betaValues, meanValues, varianceValues] = buffers.inputs as Float32Array[] as [
     Float32Array, Float32Array, Float32Array, Float32Array, Float32Array,
   ];
   const outputs = buffers.outputs.slice(0, mode === 'train' ? 5 : 3);
+  const scratch = simd ? buffers.outputs.at(-1)! : undefined;
+  const offset = (info: tf.TensorInfo) => memoryOffset(backend, info.dataId);
   const mean = new Float64Array(channels);
   const variance = new Float64Array(channels);
   if (mode === 'eval') {
     mean.set(meanValues);
     variance.set(varianceValues);
   } else {
-    const squares = new Float64Array(channels);
-    channelSums(values, values, channels, mean, squares);
+    let sums: Float64Array<ArrayBufferLike> = mean;
+    let squares: Float64Array<ArrayBufferLike> = new Float64Array(channels);
+    if (simd && scratch && offset(scratch.info) % 8 === 0) {
+      const [xOffset, scratchOffset] = [offset(x!), offset(scratch.info)];
+      [sums, squares] = blockedSums(scratch.values, channels, count, (rowOffset, rows) => simd.moments(xOffset + rowOffset, scratchOffset, rows, channels / 4));
+    } else {
+      channelSums(values, values, channels, sums, squares);
+    }
     for (let channel = 0; channel < channels; channel++) {
-      const channelMean = mean[channel]! / count;
+      const channelMean = sums[channel]! / count;
       mean[channel] = channelMean;
       // Clamped: rounding can leave a constant channel's E[x²] − E[x]² a hair below 0.
       variance[channel] = Math.max(0, squares[channel]! / count - channelMean * channelMean);
@@ -85,13 +94,11 @@ const kernelFunc: tf.KernelFunc = ({ inputs, attrs, backend }) => {
       newVariance[channel] = (1 - momentum) * varianceValues[channel]! + momentum * unbiased * variance[channel]!;
     }
   }
-  if (simd) {
-    const coefficients = buffers.outputs.at(-1)!;
-    coefficients.values.set(scale);
-    coefficients.values.set(shift, channels);
-    const offset = (info: tf.TensorInfo) => memoryOffset(backend, info.dataId);
-    simd.affine(relu, offset(x!), offset(outputs[0]!.info), offset(coefficients.info), count, channels / 4);
-    (backend as tf.KernelBackend).disposeData(coefficients.info.dataId);
+  if (simd && scratch) {
+    scratch.values.set(scale, 4 * channels);
+    scratch.values.set(shift, 5 * channels);
+    simd.affine(relu, offset(x!), offset(outputs[0]!.info), offset(scratch.info) + 16 * channels, count, channels / 4);
+    (backend as tf.KernelBackend).disposeData(scratch.info.dataId);
   } else {
     affine(values, scale, shift, relu, outputs[0]!.values);
   }

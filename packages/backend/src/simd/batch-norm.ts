@@ -12,6 +12,14 @@ import { FunctionBody, I32, V128, encodeModule } from './wasm-module.js';
 
 /** The SIMD passes, bound to one memory. Pointers in bytes; rows × vectors of 4 floats. */
 export interface BatchNormSimd {
+  /**
+   * Adds each channel's Σx and Σx² over `rows` rows of x (float64, accumulated in f64x2 from the
+   * promoted floats) to `sums` (Σx for every channel, then Σx²: 2 × 4·vectors doubles). Call it per
+   * block of rows that stays in cache.
+   */
+  moments(x: number, sums: number, rows: number, vectors: number): void;
+  /** The same for Σg and Σg·x, g = dy (masked by y > 0 with `relu`). */
+  gradientSums(relu: boolean, dy: number, x: number, y: number, sums: number, rows: number, vectors: number): void;
   /** y = x·scale + shift per channel (scale then shift: `vectors` × 4 floats each at `coefficients`), then max(0, ·) with `relu`. */
   affine(relu: boolean, x: number, y: number, coefficients: number, rows: number, vectors: number): void;
   /** dx = g·a + x·b + k per channel (a, b, k one after the other at `coefficients`); g = dy, or dy where y > 0 with `relu`. */
@@ -64,6 +72,62 @@ function inputGradientKernel(relu: boolean): FunctionBody {
   return f;
 }
 
+/** Lanes that move a vector's two high floats to its low half, for f64x2.promote_low_f32x4. */
+const HIGH_HALF = [8, 9, 10, 11, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15];
+
+/**
+ * Per-channel sums over rows of one column of 4 channels at a time, accumulators in registers: Σa and
+ * Σa·b, with a = x and b = x (moments) or a = g and b = x (gradient sums; `gradient` true, `relu` masks
+ * g by y > 0). Parameters: moments x, sums, rows, vectors; gradient dy, x, y, sums, rows, vectors.
+ */
+function sumsKernel(gradient: boolean, relu: boolean): FunctionBody {
+  const names = gradient ? ['dy', 'x', 'y', 'sums', 'rows', 'vectors'] : ['x', 'sums', 'rows', 'vectors'];
+  const f = new FunctionBody(names.map(() => I32));
+  const index = (name: string) => names.indexOf(name);
+  const [x, sums, rows, vectors] = [index('x'), index('sums'), index('rows'), index('vectors')];
+  const [dy, y] = [index('dy'), index('y')];
+  const vectorCounter = f.local(I32), rowCounter = f.local(I32), column = f.local(I32), offset = f.local(I32);
+  const sumOut = f.local(I32), productOffset = f.local(I32), rowBytes = f.local(I32);
+  const a = f.local(V128), b = f.local(V128), aLow = f.local(V128), aHigh = f.local(V128);
+  const s0 = f.local(V128), s1 = f.local(V128), p0 = f.local(V128), p1 = f.local(V128);
+  f.get(vectors).i32(16).mul().set(rowBytes);
+  f.get(vectors).i32(32).mul().set(productOffset);
+  f.i32(0).set(column);
+  f.get(sums).set(sumOut);
+  f.countedLoop(vectorCounter, { local: vectors }, () => {
+    f.get(sumOut).load().set(s0).get(sumOut).load(16).set(s1);
+    f.get(sumOut).get(productOffset).add().load().set(p0).get(sumOut).get(productOffset).add().load(16).set(p1);
+    f.get(column).set(offset);
+    f.countedLoop(rowCounter, { local: rows }, () => {
+      if (gradient) {
+        f.get(dy).get(offset).add().load();
+        if (relu) f.get(y).get(offset).add().load().zeros().greaterF32x4().and();
+        f.set(a);
+        f.get(x).get(offset).add().load().set(b);
+      } else {
+        f.get(x).get(offset).add().load().set(a);
+      }
+      f.get(a).promoteLowF32x4().set(aLow);
+      f.get(a).get(a).shuffle(HIGH_HALF).promoteLowF32x4().set(aHigh);
+      f.get(s0).get(aLow).addF64x2().set(s0);
+      f.get(s1).get(aHigh).addF64x2().set(s1);
+      if (gradient) {
+        f.get(p0).get(aLow).get(b).promoteLowF32x4().mulF64x2().addF64x2().set(p0);
+        f.get(p1).get(aHigh).get(b).get(b).shuffle(HIGH_HALF).promoteLowF32x4().mulF64x2().addF64x2().set(p1);
+      } else {
+        f.get(p0).get(aLow).get(aLow).mulF64x2().addF64x2().set(p0);
+        f.get(p1).get(aHigh).get(aHigh).mulF64x2().addF64x2().set(p1);
+      }
+      f.increment(offset, { local: rowBytes });
+    });
+    f.get(sumOut).get(s0).store().get(sumOut).get(s1).store(16);
+    f.get(sumOut).get(productOffset).add().get(p0).store();
+    f.get(sumOut).get(productOffset).add().get(p1).store(16);
+    f.increment(column, 16).increment(sumOut, 32);
+  });
+  return f;
+}
+
 let compiled: WebAssembly.Module | null | undefined;
 
 /** The module, compiled once; null where the engine has no WebAssembly SIMD. */
@@ -77,6 +141,9 @@ function batchNormModule(): WebAssembly.Module | null {
           { name: 'affineRelu', body: affineKernel(true) },
           { name: 'gradient', body: inputGradientKernel(false) },
           { name: 'gradientRelu', body: inputGradientKernel(true) },
+          { name: 'moments', body: sumsKernel(false, false) },
+          { name: 'gradientSums', body: sumsKernel(true, false) },
+          { name: 'gradientSumsRelu', body: sumsKernel(true, true) },
         ],
         // No maximum: the import then accepts the backend's memory whatever its own maximum.
         { initial: 1, shared: false },
@@ -106,8 +173,10 @@ export function batchNormSimd(backend: unknown): BatchNormSimd | null {
   let simd: BatchNormSimd | null = null;
   if (module !== null) {
     const exports = new WebAssembly.Instance(module, { env: { memory } }).exports as Record<string, (...args: number[]) => void>;
-    const { affine, affineRelu, gradient, gradientRelu } = exports as Record<'affine' | 'affineRelu' | 'gradient' | 'gradientRelu', (...args: number[]) => void>;
+    const { affine, affineRelu, gradient, gradientRelu, moments, gradientSums, gradientSumsRelu } = exports;
     simd = {
+      moments: (x, sums, rows, vectors) => moments!(x, sums, rows, vectors),
+      gradientSums: (relu, dy, x, y, sums, rows, vectors) => (relu ? gradientSumsRelu! : gradientSums!)(dy, x, y, sums, rows, vectors),
       affine: (relu, x, y, coefficients, rows, vectors) => (relu ? affineRelu! : affine!)(x, y, coefficients, rows, vectors),
       inputGradient: (relu, dy, x, y, dx, coefficients, rows, vectors) => (relu ? gradientRelu! : gradient!)(dy, x, y, dx, coefficients, rows, vectors),
     };
@@ -121,4 +190,27 @@ export function memoryOffset(backend: unknown, dataId: object): number {
   const data = (backend as { dataIdMap: { get(dataId: object): { memoryOffset: number } | undefined } }).dataIdMap.get(dataId);
   if (data === undefined) throw new Error('@regstack/backend: a tensor with no data on the wasm backend');
   return data.memoryOffset;
+}
+
+/** Rows per call of the SIMD sums: a block of rows whose columns stay in the first-level cache. */
+const SUMS_BLOCK_ROWS = 64;
+
+/**
+ * Per-channel Σa and Σa·b (float64) by `sums` over blocks of rows, in a scratch area of the backend's
+ * memory: `scratch` (a float32 buffer of at least 4·channels floats, 8-byte aligned) ends up holding Σa
+ * for every channel, then Σa·b, as doubles; returns views of both.
+ *
+ * @param sums Runs the SIMD sums over `rows` rows starting `rowOffset` bytes into the tensors.
+ */
+export function blockedSums(
+  scratch: Float32Array,
+  channels: number,
+  rows: number,
+  sums: (rowOffset: number, rows: number) => void,
+): [Float64Array, Float64Array] {
+  const doubles = new Float64Array(scratch.buffer, scratch.byteOffset, 2 * channels);
+  doubles.fill(0);
+  const rowBytes = 4 * channels;
+  for (let first = 0; first < rows; first += SUMS_BLOCK_ROWS) sums(first * rowBytes, Math.min(SUMS_BLOCK_ROWS, rows - first));
+  return [doubles.subarray(0, channels), doubles.subarray(channels)];
 }

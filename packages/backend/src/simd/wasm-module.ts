@@ -153,6 +153,24 @@ export class FunctionBody {
     return this.simd(0x44);
   }
 
+  /** i8x16.shuffle of the two vectors on the stack: byte i of the result is byte lanes[i] of their 32. */
+  shuffle(lanes: readonly number[]): this {
+    return this.simd(0x0d, ...lanes);
+  }
+
+  /** f64x2.promote_low_f32x4: the vector's two low floats as doubles. */
+  promoteLowF32x4(): this {
+    return this.simd(0x5f);
+  }
+
+  addF64x2(): this {
+    return this.simd(0xf0);
+  }
+
+  mulF64x2(): this {
+    return this.simd(0xf2);
+  }
+
   /** v128.and of the two vectors on the stack. */
   and(): this {
     return this.simd(0x4e);
