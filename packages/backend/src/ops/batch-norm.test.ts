@@ -69,6 +69,7 @@ function reference(data: Case, channels: number, attributes: BatchNormAttributes
 // JavaScript loops); rows beyond one 64-row block.
 const shapes = [
   [3, 7, 5, 8],
+  [4, 9, 9, 32],
   [2, 9, 11, 6],
   [130, 3],
   [1, 1, 70, 1],
@@ -83,7 +84,7 @@ function caseOf(shape: number[]): Case {
     gamma: values(channels, channels, 7, 1),
     beta: values(channels, channels, 9, 0.8),
     runningMean: values(channels, channels, 11, 0.5),
-    runningVariance: values(channels, channels, 13, 2),
+    runningVariance: values(channels, channels, 13).map((value) => 0.5 + Math.abs(value)),
   };
 }
 

@@ -4,10 +4,10 @@
  * gradient (dx, dγ, dβ). Each is two passes over the values in place, with every per-channel number
  * computed in float64 inside the kernel: TF.js's ops spend about 30 kernel calls a layer on this, most
  * of them on [channels]-sized tensors, whose engine bookkeeping cost more than the arithmetic (see
- * tools/bench/README.md, issue 18). The sums are the loops below (float64); the elementwise passes are
- * the loops below on cpu and WebAssembly SIMD on wasm (simd/batch-norm.ts): against the tf-op form, a
- * recipe step with these loops took 0.98× the time, with the SIMD passes 0.92× (one process,
- * interleaved), since scalar JavaScript loses to XNNPACK's elementwise ops pass for pass.
+ * tools/bench/README.md, issue 18). The passes are the loops below on cpu and WebAssembly SIMD on wasm
+ * (simd/batch-norm.ts): against the tf-op form, a recipe step with these loops took 0.98× the time,
+ * with SIMD elementwise passes 0.92× (one process, interleaved), since scalar JavaScript loses to
+ * XNNPACK's elementwise ops pass for pass.
  *
  * `@regstack/models` calls them by name when both are registered for the active backend and the
  * gradient is registered (`registerKernels` does both), outside nested tapes; otherwise it computes the

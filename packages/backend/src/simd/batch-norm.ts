@@ -1,8 +1,10 @@
 /**
- * Batch normalisation's two elementwise passes (ops/batch-norm.ts) as WebAssembly SIMD loops that run
- * in place on the wasm backend's own memory: the affine map y = x·scale + shift (then max(0, ·)), and
- * dx = g·a + x·b + k (g = dy, masked by y > 0 after a ReLU), four channels per f32x4. V8 runs the same
- * loops in JavaScript one float at a time; XNNPACK's elementwise ops take a pass over the values each.
+ * Batch normalisation's passes (ops/batch-norm.ts) as WebAssembly SIMD loops that run in place on the
+ * wasm backend's own memory: the per-channel sums (Σx and Σx² forward, Σg and Σg·x in the gradient;
+ * each f32x4 promoted to two f64x2, so the sums stay float64), the affine map y = x·scale + shift (then
+ * max(0, ·)), and dx = g·a + x·b + k (g = dy, masked by y > 0 after a ReLU), four channels per f32x4.
+ * V8 runs the same loops in JavaScript one float at a time; XNNPACK's elementwise ops take a pass over
+ * the values each.
  *
  * The module imports the wasm backend's memory (TF.js's emscripten module exports it), so the kernels
  * read and write the tensors where they are: no copies. Where that memory or WebAssembly SIMD is not
