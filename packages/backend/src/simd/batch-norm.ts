@@ -1,8 +1,9 @@
 /**
  * Batch normalisation's passes (ops/batch-norm.ts) as WebAssembly SIMD loops that run in place on the
  * wasm backend's own memory: the per-channel sums (Σx and Σx² forward, Σg and Σg·x in the gradient;
- * each f32x4 promoted to two f64x2, so the sums stay float64), the affine map y = x·scale + shift (then
- * max(0, ·)), and dx = g·a + x·b + k (g = dy, masked by y > 0 after a ReLU), four channels per f32x4.
+ * each f32x4 promoted to two f64x2, so the sums stay float64), the affine map y = x·scale + shift (plus
+ * a residual, then max(0, ·)), and dx = g·a + x·b + k (g = dy, masked by y > 0 after a ReLU; g itself
+ * written out as the residual's gradient), four channels per f32x4.
  * V8 runs the same loops in JavaScript one float at a time; XNNPACK's elementwise ops take a pass over
  * the values each.
  *
@@ -22,19 +23,28 @@ export interface BatchNormSimd {
   moments(x: number, sums: number, rows: number, vectors: number): void;
   /** The same for Σg and Σg·x, g = dy (masked by y > 0 with `relu`). */
   gradientSums(relu: boolean, dy: number, x: number, y: number, sums: number, rows: number, vectors: number): void;
-  /** y = x·scale + shift per channel (scale then shift: `vectors` × 4 floats each at `coefficients`), then max(0, ·) with `relu`. */
-  affine(relu: boolean, x: number, y: number, coefficients: number, rows: number, vectors: number): void;
-  /** dx = g·a + x·b + k per channel (a, b, k one after the other at `coefficients`); g = dy, or dy where y > 0 with `relu`. */
-  inputGradient(relu: boolean, dy: number, x: number, y: number, dx: number, coefficients: number, rows: number, vectors: number): void;
+  /**
+   * y = x·scale + shift per channel (scale then shift: `vectors` × 4 floats each at `coefficients`),
+   * plus `residual` (a pointer to values of x's shape; null for none), then max(0, ·) with `relu`.
+   */
+  affine(relu: boolean, x: number, y: number, coefficients: number, rows: number, vectors: number, residual: number | null): void;
+  /**
+   * dx = g·a + x·b + k per channel (a, b, k one after the other at `coefficients`); g = dy, or dy where
+   * y > 0 with `relu`. With `g` (a pointer; null for none) g is written there too.
+   */
+  inputGradient(relu: boolean, dy: number, x: number, y: number, dx: number, coefficients: number, rows: number, vectors: number, g: number | null): void;
 }
 
 const AFFINE_PARAMETERS = 5;
 const GRADIENT_PARAMETERS = 7;
 
-/** y = x·scale + shift (relu: max(0, ·)) over rows × vectors. Parameters: x, y, coefficients, rows, vectors. */
-function affineKernel(relu: boolean): FunctionBody {
-  const f = new FunctionBody(Array.from({ length: AFFINE_PARAMETERS }, () => I32));
-  const [x, y, coefficients, rows, vectors] = [0, 1, 2, 3, 4];
+/**
+ * y = x·scale + shift (+ residual; relu: max(0, ·)) over rows × vectors. Parameters: x, y,
+ * coefficients, rows, vectors, and with `residual` the residual's pointer.
+ */
+function affineKernel(relu: boolean, residual: boolean): FunctionBody {
+  const f = new FunctionBody(Array.from({ length: AFFINE_PARAMETERS + (residual ? 1 : 0) }, () => I32));
+  const [x, y, coefficients, rows, vectors, residualValues] = [0, 1, 2, 3, 4, 5];
   const rowCounter = f.local(I32), vectorCounter = f.local(I32), scale = f.local(I32), shiftOffset = f.local(I32);
   f.get(vectors).i32(16).mul().set(shiftOffset);
   f.countedLoop(rowCounter, { local: rows }, () => {
@@ -43,32 +53,41 @@ function affineKernel(relu: boolean): FunctionBody {
       f.get(y);
       f.get(x).load().get(scale).load().mulF32x4();
       f.get(scale).get(shiftOffset).add().load().addF32x4();
+      if (residual) f.get(residualValues).load().addF32x4();
       if (relu) f.zeros().maxF32x4();
       f.store();
       f.increment(x, 16).increment(y, 16).increment(scale, 16);
+      if (residual) f.increment(residualValues, 16);
     });
   });
   return f;
 }
 
-/** dx = g·a + x·b + k over rows × vectors. Parameters: dy, x, y, dx, coefficients, rows, vectors. */
-function inputGradientKernel(relu: boolean): FunctionBody {
-  const f = new FunctionBody(Array.from({ length: GRADIENT_PARAMETERS }, () => I32));
-  const [dy, x, y, dx, coefficients, rows, vectors] = [0, 1, 2, 3, 4, 5, 6];
+/**
+ * dx = g·a + x·b + k over rows × vectors, and with `writeG` g itself. Parameters: dy, x, y, dx,
+ * coefficients, rows, vectors, and with `writeG` g's pointer.
+ */
+function inputGradientKernel(relu: boolean, writeG: boolean): FunctionBody {
+  const f = new FunctionBody(Array.from({ length: GRADIENT_PARAMETERS + (writeG ? 1 : 0) }, () => I32));
+  const [dy, x, y, dx, coefficients, rows, vectors, gValues] = [0, 1, 2, 3, 4, 5, 6, 7];
   const rowCounter = f.local(I32), vectorCounter = f.local(I32), a = f.local(I32), stride = f.local(I32);
+  const g = f.local(V128);
   f.get(vectors).i32(16).mul().set(stride);
   f.countedLoop(rowCounter, { local: rows }, () => {
     f.get(coefficients).set(a);
     f.countedLoop(vectorCounter, { local: vectors }, () => {
-      f.get(dx);
       f.get(dy).load();
       if (relu) f.get(y).load().zeros().greaterF32x4().and();
-      f.get(a).load().mulF32x4();
+      f.set(g);
+      if (writeG) f.get(gValues).get(g).store();
+      f.get(dx);
+      f.get(g).get(a).load().mulF32x4();
       f.get(x).load().get(a).get(stride).add().load().mulF32x4().addF32x4();
       f.get(a).get(stride).add().get(stride).add().load().addF32x4();
       f.store();
       f.increment(dy, 16).increment(x, 16).increment(dx, 16).increment(a, 16);
       if (relu) f.increment(y, 16);
+      if (writeG) f.increment(gValues, 16);
     });
   });
   return f;
@@ -139,10 +158,14 @@ function batchNormModule(): WebAssembly.Module | null {
     compiled = new WebAssembly.Module(
       encodeModule(
         [
-          { name: 'affine', body: affineKernel(false) },
-          { name: 'affineRelu', body: affineKernel(true) },
-          { name: 'gradient', body: inputGradientKernel(false) },
-          { name: 'gradientRelu', body: inputGradientKernel(true) },
+          { name: 'affine', body: affineKernel(false, false) },
+          { name: 'affineRelu', body: affineKernel(true, false) },
+          { name: 'affineResidual', body: affineKernel(false, true) },
+          { name: 'affineResidualRelu', body: affineKernel(true, true) },
+          { name: 'gradient', body: inputGradientKernel(false, false) },
+          { name: 'gradientRelu', body: inputGradientKernel(true, false) },
+          { name: 'gradientResidual', body: inputGradientKernel(false, true) },
+          { name: 'gradientResidualRelu', body: inputGradientKernel(true, true) },
           { name: 'moments', body: sumsKernel(false, false) },
           { name: 'gradientSums', body: sumsKernel(true, false) },
           { name: 'gradientSumsRelu', body: sumsKernel(true, true) },
@@ -175,12 +198,19 @@ export function batchNormSimd(backend: unknown): BatchNormSimd | null {
   let simd: BatchNormSimd | null = null;
   if (module !== null) {
     const exports = new WebAssembly.Instance(module, { env: { memory } }).exports as Record<string, (...args: number[]) => void>;
-    const { affine, affineRelu, gradient, gradientRelu, moments, gradientSums, gradientSumsRelu } = exports;
+    const { affine, affineRelu, affineResidual, affineResidualRelu, gradient, gradientRelu, gradientResidual, gradientResidualRelu, moments, gradientSums, gradientSumsRelu } =
+      exports;
     simd = {
       moments: (x, sums, rows, vectors) => moments!(x, sums, rows, vectors),
       gradientSums: (relu, dy, x, y, sums, rows, vectors) => (relu ? gradientSumsRelu! : gradientSums!)(dy, x, y, sums, rows, vectors),
-      affine: (relu, x, y, coefficients, rows, vectors) => (relu ? affineRelu! : affine!)(x, y, coefficients, rows, vectors),
-      inputGradient: (relu, dy, x, y, dx, coefficients, rows, vectors) => (relu ? gradientRelu! : gradient!)(dy, x, y, dx, coefficients, rows, vectors),
+      affine: (relu, x, y, coefficients, rows, vectors, residual) =>
+        residual === null
+          ? (relu ? affineRelu! : affine!)(x, y, coefficients, rows, vectors)
+          : (relu ? affineResidualRelu! : affineResidual!)(x, y, coefficients, rows, vectors, residual),
+      inputGradient: (relu, dy, x, y, dx, coefficients, rows, vectors, g) =>
+        g === null
+          ? (relu ? gradientRelu! : gradient!)(dy, x, y, dx, coefficients, rows, vectors)
+          : (relu ? gradientResidualRelu! : gradientResidual!)(dy, x, y, dx, coefficients, rows, vectors, g),
     };
   }
   instances.set(memory, simd);
