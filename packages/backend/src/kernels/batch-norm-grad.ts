@@ -1,7 +1,8 @@
 /**
- * `RegstackBatchNormGrad` (wasm and cpu): dx, dγ and dβ of `RegstackBatchNorm` (and the residual's
- * gradient, written in dx's pass) in two passes over the values in place (the per-channel sums, then
- * dx); see ops/batch-norm.ts for the contract.
+ * `RegstackBatchNormGrad` (wasm and cpu): dx, dγ and dβ of `RegstackBatchNorm` in two passes over the
+ * values in place (the per-channel sums, then dx); see ops/batch-norm.ts for the contract. With a
+ * residual, the sums pass also writes g (dy masked by y > 0), the residual's gradient, and the dx pass
+ * reads g instead of dy and y: one stream fewer there.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { ConfigError } from '@regstack/regularizer';
@@ -45,15 +46,24 @@ const kernelFunc: tf.KernelFunc = ({ inputs, attrs, backend }) => {
   const offset = (info: tf.TensorInfo) => memoryOffset(backend, info.dataId);
   let sums: Float64Array<ArrayBufferLike> = new Float64Array(channels);
   let products: Float64Array<ArrayBufferLike> = new Float64Array(channels);
+  // Whether the sums pass wrote g into dResidual (the dx pass then reads it, unmasked).
+  let gWritten = false;
   if (simd && scratch && offset(scratch.info) % 8 === 0) {
     const [dyOffset, xOffset, yOffset, scratchOffset] = [offset(dy!), offset(x!), offset(y!), offset(scratch.info)];
+    const gOffset = dResidual ? offset(dResidual.info) : null;
     [sums, products] = blockedSums(scratch.values, channels, count, (rowOffset, rows) =>
-      simd.gradientSums(relu, dyOffset + rowOffset, xOffset + rowOffset, yOffset + rowOffset, scratchOffset, rows, channels / 4),
+      simd.gradientSums(relu, dyOffset + rowOffset, xOffset + rowOffset, yOffset + rowOffset, scratchOffset, rows, channels / 4, gOffset === null ? null : gOffset + rowOffset),
     );
+    gWritten = gOffset !== null;
   } else if (relu) {
-    maskedChannelSums(dyValues, xValues, yValues, channels, sums, products);
+    maskedChannelSums(dyValues, xValues, yValues, channels, sums, products, dResidual?.values);
+    gWritten = dResidual !== undefined;
   } else {
     channelSums(dyValues, xValues, channels, sums, products);
+    if (dResidual) {
+      dResidual.values.set(dyValues);
+      gWritten = true;
+    }
   }
   const coefficients = gradientCoefficients(sums, products, gammaValues, meanValues, inverseStdValues, count, batchStatistics);
   // Read before the scratch (which holds the sums) is freed.
@@ -63,11 +73,12 @@ const kernelFunc: tf.KernelFunc = ({ inputs, attrs, backend }) => {
     scratch.values.set(coefficients.a, 4 * channels);
     scratch.values.set(coefficients.b, 5 * channels);
     scratch.values.set(coefficients.k, 6 * channels);
-    const gOffset = dResidual ? offset(dResidual.info) : null;
-    simd.inputGradient(relu, offset(dy!), offset(x!), offset(y!), offset(dx.info), offset(scratch.info) + 16 * channels, count, channels / 4, gOffset);
+    const [g, masked] = gWritten ? [dResidual!.info, false] : [dy!, relu];
+    simd.inputGradient(masked, offset(g), offset(x!), offset(y!), offset(dx.info), offset(scratch.info) + 16 * channels, count, channels / 4);
     (backend as tf.KernelBackend).disposeData(scratch.info.dataId);
   } else {
-    inputGradient(dyValues, xValues, relu ? yValues : undefined, coefficients.a, coefficients.b, coefficients.k, dx.values, dResidual?.values);
+    const [g, masked] = gWritten ? [dResidual!.values, false] : [dyValues, relu];
+    inputGradient(g, xValues, masked ? yValues : undefined, coefficients.a, coefficients.b, coefficients.k, dx.values);
   }
   return [dx.info, dGamma.info, dBeta.info, ...(dResidual ? [dResidual.info] : [])];
 };

@@ -148,9 +148,18 @@ export function affine(x: Float32Array, scale: Float64Array, shift: Float64Array
 
 /**
  * Per-channel Σg and Σg·x with g = dy where y > 0 and 0 elsewhere (the gradient through a ReLU whose
- * output is `y`), blocked and four channels at a time as `channelSums`.
+ * output is `y`), blocked and four channels at a time as `channelSums`; with `gOutput`, g is written
+ * there too (a residual's gradient, which the dx pass then reads instead of dy and y).
  */
-export function maskedChannelSums(dy: Float32Array, x: Float32Array, y: Float32Array, channels: number, sums: Float64Array, products: Float64Array): void {
+export function maskedChannelSums(
+  dy: Float32Array,
+  x: Float32Array,
+  y: Float32Array,
+  channels: number,
+  sums: Float64Array,
+  products: Float64Array,
+  gOutput?: Float32Array,
+): void {
   const length = dy.length;
   const blockLength = BLOCK_ROWS * channels;
   const unrolled = channels - (channels % 4);
@@ -164,6 +173,12 @@ export function maskedChannelSums(dy: Float32Array, x: Float32Array, y: Float32A
         const g1 = dy[index + 1]! * +(y[index + 1]! > 0);
         const g2 = dy[index + 2]! * +(y[index + 2]! > 0);
         const g3 = dy[index + 3]! * +(y[index + 3]! > 0);
+        if (gOutput !== undefined) {
+          gOutput[index] = g0;
+          gOutput[index + 1] = g1;
+          gOutput[index + 2] = g2;
+          gOutput[index + 3] = g3;
+        }
         s0 += g0;
         s1 += g1;
         s2 += g2;
@@ -187,6 +202,7 @@ export function maskedChannelSums(dy: Float32Array, x: Float32Array, y: Float32A
       let product = 0;
       for (let index = start + channel; index < end; index += channels) {
         const g = dy[index]! * +(y[index]! > 0);
+        if (gOutput !== undefined) gOutput[index] = g;
         sum += g;
         product += g * x[index]!;
       }
@@ -198,8 +214,7 @@ export function maskedChannelSums(dy: Float32Array, x: Float32Array, y: Float32A
 
 /**
  * dx = g·a[c] + x·b[c] + k[c] with g = dy (times [y > 0] when `y` is given), over [rows, channels]
- * row-major values; with `gOutput`, g is written there too (the gradient of a residual added before
- * the ReLU).
+ * row-major values.
  */
 export function inputGradient(
   dy: Float32Array,
@@ -209,7 +224,6 @@ export function inputGradient(
   b: Float64Array,
   k: Float64Array,
   dx: Float32Array,
-  gOutput?: Float32Array,
 ): void {
   const channels = a.length;
   const length = dy.length;
@@ -221,22 +235,7 @@ export function inputGradient(
       const a0 = a[channel]!, a1 = a[channel + 1]!, a2 = a[channel + 2]!, a3 = a[channel + 3]!;
       const b0 = b[channel]!, b1 = b[channel + 1]!, b2 = b[channel + 2]!, b3 = b[channel + 3]!;
       const k0 = k[channel]!, k1 = k[channel + 1]!, k2 = k[channel + 2]!, k3 = k[channel + 3]!;
-      if (gOutput !== undefined) {
-        for (let index = start + channel; index < end; index += channels) {
-          const g0 = y === undefined ? dy[index]! : dy[index]! * +(y[index]! > 0);
-          const g1 = y === undefined ? dy[index + 1]! : dy[index + 1]! * +(y[index + 1]! > 0);
-          const g2 = y === undefined ? dy[index + 2]! : dy[index + 2]! * +(y[index + 2]! > 0);
-          const g3 = y === undefined ? dy[index + 3]! : dy[index + 3]! * +(y[index + 3]! > 0);
-          gOutput[index] = g0;
-          gOutput[index + 1] = g1;
-          gOutput[index + 2] = g2;
-          gOutput[index + 3] = g3;
-          dx[index] = g0 * a0 + x[index]! * b0 + k0;
-          dx[index + 1] = g1 * a1 + x[index + 1]! * b1 + k1;
-          dx[index + 2] = g2 * a2 + x[index + 2]! * b2 + k2;
-          dx[index + 3] = g3 * a3 + x[index + 3]! * b3 + k3;
-        }
-      } else if (y !== undefined) {
+      if (y !== undefined) {
         for (let index = start + channel; index < end; index += channels) {
           dx[index] = dy[index]! * +(y[index]! > 0) * a0 + x[index]! * b0 + k0;
           dx[index + 1] = dy[index + 1]! * +(y[index + 1]! > 0) * a1 + x[index + 1]! * b1 + k1;
@@ -256,7 +255,6 @@ export function inputGradient(
       const aValue = a[channel]!, bValue = b[channel]!, kValue = k[channel]!;
       for (let index = start + channel; index < end; index += channels) {
         const g = y === undefined ? dy[index]! : dy[index]! * +(y[index]! > 0);
-        if (gOutput !== undefined) gOutput[index] = g;
         dx[index] = g * aValue + x[index]! * bValue + kValue;
       }
     }

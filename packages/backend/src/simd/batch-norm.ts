@@ -2,8 +2,8 @@
  * Batch normalisation's passes (ops/batch-norm.ts) as WebAssembly SIMD loops that run in place on the
  * wasm backend's own memory: the per-channel sums (Σx and Σx² forward, Σg and Σg·x in the gradient;
  * each f32x4 promoted to two f64x2, so the sums stay float64), the affine map y = x·scale + shift (plus
- * a residual, then max(0, ·)), and dx = g·a + x·b + k (g = dy, masked by y > 0 after a ReLU; g itself
- * written out as the residual's gradient), four channels per f32x4.
+ * a residual, then max(0, ·)), and dx = g·a + x·b + k (g = dy, masked by y > 0 after a ReLU; with a
+ * residual, the sums pass writes g out as its gradient and the dx pass reads it), four channels per f32x4.
  * V8 runs the same loops in JavaScript one float at a time; XNNPACK's elementwise ops take a pass over
  * the values each.
  *
@@ -21,18 +21,15 @@ export interface BatchNormSimd {
    * block of rows that stays in cache.
    */
   moments(x: number, sums: number, rows: number, vectors: number): void;
-  /** The same for Σg and Σg·x, g = dy (masked by y > 0 with `relu`). */
-  gradientSums(relu: boolean, dy: number, x: number, y: number, sums: number, rows: number, vectors: number): void;
+  /** The same for Σg and Σg·x, g = dy (masked by y > 0 with `relu`); with `g` (a pointer; null for none) g is written there too. */
+  gradientSums(relu: boolean, dy: number, x: number, y: number, sums: number, rows: number, vectors: number, g: number | null): void;
   /**
    * y = x·scale + shift per channel (scale then shift: `vectors` × 4 floats each at `coefficients`),
    * plus `residual` (a pointer to values of x's shape; null for none), then max(0, ·) with `relu`.
    */
   affine(relu: boolean, x: number, y: number, coefficients: number, rows: number, vectors: number, residual: number | null): void;
-  /**
-   * dx = g·a + x·b + k per channel (a, b, k one after the other at `coefficients`); g = dy, or dy where
-   * y > 0 with `relu`. With `g` (a pointer; null for none) g is written there too.
-   */
-  inputGradient(relu: boolean, dy: number, x: number, y: number, dx: number, coefficients: number, rows: number, vectors: number, g: number | null): void;
+  /** dx = g·a + x·b + k per channel (a, b, k one after the other at `coefficients`); g = dy, or dy where y > 0 with `relu`. */
+  inputGradient(relu: boolean, dy: number, x: number, y: number, dx: number, coefficients: number, rows: number, vectors: number): void;
 }
 
 const AFFINE_PARAMETERS = 5;
@@ -63,31 +60,24 @@ function affineKernel(relu: boolean, residual: boolean): FunctionBody {
   return f;
 }
 
-/**
- * dx = g·a + x·b + k over rows × vectors, and with `writeG` g itself. Parameters: dy, x, y, dx,
- * coefficients, rows, vectors, and with `writeG` g's pointer.
- */
-function inputGradientKernel(relu: boolean, writeG: boolean): FunctionBody {
-  const f = new FunctionBody(Array.from({ length: GRADIENT_PARAMETERS + (writeG ? 1 : 0) }, () => I32));
-  const [dy, x, y, dx, coefficients, rows, vectors, gValues] = [0, 1, 2, 3, 4, 5, 6, 7];
+/** dx = g·a + x·b + k over rows × vectors. Parameters: dy, x, y, dx, coefficients, rows, vectors. */
+function inputGradientKernel(relu: boolean): FunctionBody {
+  const f = new FunctionBody(Array.from({ length: GRADIENT_PARAMETERS }, () => I32));
+  const [dy, x, y, dx, coefficients, rows, vectors] = [0, 1, 2, 3, 4, 5, 6];
   const rowCounter = f.local(I32), vectorCounter = f.local(I32), a = f.local(I32), stride = f.local(I32);
-  const g = f.local(V128);
   f.get(vectors).i32(16).mul().set(stride);
   f.countedLoop(rowCounter, { local: rows }, () => {
     f.get(coefficients).set(a);
     f.countedLoop(vectorCounter, { local: vectors }, () => {
+      f.get(dx);
       f.get(dy).load();
       if (relu) f.get(y).load().zeros().greaterF32x4().and();
-      f.set(g);
-      if (writeG) f.get(gValues).get(g).store();
-      f.get(dx);
-      f.get(g).get(a).load().mulF32x4();
+      f.get(a).load().mulF32x4();
       f.get(x).load().get(a).get(stride).add().load().mulF32x4().addF32x4();
       f.get(a).get(stride).add().get(stride).add().load().addF32x4();
       f.store();
       f.increment(dy, 16).increment(x, 16).increment(dx, 16).increment(a, 16);
       if (relu) f.increment(y, 16);
-      if (writeG) f.increment(gValues, 16);
     });
   });
   return f;
@@ -99,14 +89,15 @@ const HIGH_HALF = [8, 9, 10, 11, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15];
 /**
  * Per-channel sums over rows of one column of 4 channels at a time, accumulators in registers: Σa and
  * Σa·b, with a = x and b = x (moments) or a = g and b = x (gradient sums; `gradient` true, `relu` masks
- * g by y > 0). Parameters: moments x, sums, rows, vectors; gradient dy, x, y, sums, rows, vectors.
+ * g by y > 0; `writeG` writes g out, for a residual's gradient and the dx pass). Parameters: moments x,
+ * sums, rows, vectors; gradient dy, x, y, sums, rows, vectors (and g with `writeG`).
  */
-function sumsKernel(gradient: boolean, relu: boolean): FunctionBody {
-  const names = gradient ? ['dy', 'x', 'y', 'sums', 'rows', 'vectors'] : ['x', 'sums', 'rows', 'vectors'];
+function sumsKernel(gradient: boolean, relu: boolean, writeG = false): FunctionBody {
+  const names = gradient ? ['dy', 'x', 'y', 'sums', 'rows', 'vectors', ...(writeG ? ['g'] : [])] : ['x', 'sums', 'rows', 'vectors'];
   const f = new FunctionBody(names.map(() => I32));
   const index = (name: string) => names.indexOf(name);
   const [x, sums, rows, vectors] = [index('x'), index('sums'), index('rows'), index('vectors')];
-  const [dy, y] = [index('dy'), index('y')];
+  const [dy, y, g] = [index('dy'), index('y'), index('g')];
   const vectorCounter = f.local(I32), rowCounter = f.local(I32), column = f.local(I32), offset = f.local(I32);
   const sumOut = f.local(I32), productOffset = f.local(I32), rowBytes = f.local(I32);
   const a = f.local(V128), b = f.local(V128), aLow = f.local(V128), aHigh = f.local(V128);
@@ -124,6 +115,7 @@ function sumsKernel(gradient: boolean, relu: boolean): FunctionBody {
         f.get(dy).get(offset).add().load();
         if (relu) f.get(y).get(offset).add().load().zeros().greaterF32x4().and();
         f.set(a);
+        if (writeG) f.get(g).get(offset).add().get(a).store();
         f.get(x).get(offset).add().load().set(b);
       } else {
         f.get(x).get(offset).add().load().set(a);
@@ -162,13 +154,13 @@ function batchNormModule(): WebAssembly.Module | null {
           { name: 'affineRelu', body: affineKernel(true, false) },
           { name: 'affineResidual', body: affineKernel(false, true) },
           { name: 'affineResidualRelu', body: affineKernel(true, true) },
-          { name: 'gradient', body: inputGradientKernel(false, false) },
-          { name: 'gradientRelu', body: inputGradientKernel(true, false) },
-          { name: 'gradientResidual', body: inputGradientKernel(false, true) },
-          { name: 'gradientResidualRelu', body: inputGradientKernel(true, true) },
+          { name: 'gradient', body: inputGradientKernel(false) },
+          { name: 'gradientRelu', body: inputGradientKernel(true) },
           { name: 'moments', body: sumsKernel(false, false) },
           { name: 'gradientSums', body: sumsKernel(true, false) },
           { name: 'gradientSumsRelu', body: sumsKernel(true, true) },
+          { name: 'gradientSumsResidual', body: sumsKernel(true, false, true) },
+          { name: 'gradientSumsResidualRelu', body: sumsKernel(true, true, true) },
         ],
         // No maximum: the import then accepts the backend's memory whatever its own maximum.
         { initial: 1, shared: false },
@@ -198,19 +190,19 @@ export function batchNormSimd(backend: unknown): BatchNormSimd | null {
   let simd: BatchNormSimd | null = null;
   if (module !== null) {
     const exports = new WebAssembly.Instance(module, { env: { memory } }).exports as Record<string, (...args: number[]) => void>;
-    const { affine, affineRelu, affineResidual, affineResidualRelu, gradient, gradientRelu, gradientResidual, gradientResidualRelu, moments, gradientSums, gradientSumsRelu } =
+    const { affine, affineRelu, affineResidual, affineResidualRelu, gradient, gradientRelu, moments, gradientSums, gradientSumsRelu, gradientSumsResidual, gradientSumsResidualRelu } =
       exports;
     simd = {
       moments: (x, sums, rows, vectors) => moments!(x, sums, rows, vectors),
-      gradientSums: (relu, dy, x, y, sums, rows, vectors) => (relu ? gradientSumsRelu! : gradientSums!)(dy, x, y, sums, rows, vectors),
+      gradientSums: (relu, dy, x, y, sums, rows, vectors, g) =>
+        g === null
+          ? (relu ? gradientSumsRelu! : gradientSums!)(dy, x, y, sums, rows, vectors)
+          : (relu ? gradientSumsResidualRelu! : gradientSumsResidual!)(dy, x, y, sums, rows, vectors, g),
       affine: (relu, x, y, coefficients, rows, vectors, residual) =>
         residual === null
           ? (relu ? affineRelu! : affine!)(x, y, coefficients, rows, vectors)
           : (relu ? affineResidualRelu! : affineResidual!)(x, y, coefficients, rows, vectors, residual),
-      inputGradient: (relu, dy, x, y, dx, coefficients, rows, vectors, g) =>
-        g === null
-          ? (relu ? gradientRelu! : gradient!)(dy, x, y, dx, coefficients, rows, vectors)
-          : (relu ? gradientResidualRelu! : gradientResidual!)(dy, x, y, dx, coefficients, rows, vectors, g),
+      inputGradient: (relu, dy, x, y, dx, coefficients, rows, vectors) => (relu ? gradientRelu! : gradient!)(dy, x, y, dx, coefficients, rows, vectors),
     };
   }
   instances.set(memory, simd);
