@@ -217,4 +217,27 @@ describe.each(['wasm', 'cpu'] as const)('batch normalisation with and without th
     });
     tf.dispose([x, weights, layer.gamma, layer.beta, layer.runningMean, layer.runningVariance]);
   });
+
+  it('differentiates a gradient through it with a residual and the ReLU (nested tapes run relu(add(·)) as tf ops)', async () => {
+    await useBackend(backend);
+    const x = tensorOf([2, 3, 3, CHANNELS], 8);
+    const shortcut = tensorOf([2, 3, 3, CHANNELS], 13);
+    const layer = parameters();
+    const weights = tensorOf([2, 3, 3, CHANNELS], 9);
+    // The gradient w.r.t. the shortcut, inside an outer tape, is w masked by the output's sign: the
+    // outer gradient of Σ(∂L/∂shortcut)·x w.r.t. γ is then 0, and that of ‖∂L/∂x‖² is the kernel-free
+    // form's (the same code at depth 2, checked here against one computed with the kernels unregistered).
+    const penalty = (gamma: tf.Tensor) => {
+      const [dx, dShortcut] = tf.grads((input: tf.Tensor, added: tf.Tensor) =>
+        tf.sum(tf.mul(batchNormalization(input, { ...layer, gamma: gamma as tf.Variable }, 'frozen-stats', { relu: true, residual: added }), weights)),
+      )([x, shortcut]);
+      return tf.add(tf.sum(tf.square(dx!)), tf.sum(tf.mul(dShortcut!, x)));
+    };
+    const analytic = () => tf.tidy(() => tf.grad(penalty)(layer.gamma).dataSync() as Float32Array);
+    const fast = analytic();
+    const plain = await without(backend, [...FUSED, BACKEND_MOMENTS, BACKEND_SUMS], analytic);
+    expect(relativeError(fast, plain)).toBeLessThan(1e-5);
+    expect(Math.max(...Array.from(fast).map(Math.abs))).toBeGreaterThan(1e-3);
+    tf.dispose([x, shortcut, weights, layer.gamma, layer.beta, layer.runningMean, layer.runningVariance]);
+  });
 });
