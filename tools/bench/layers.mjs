@@ -11,7 +11,9 @@
 //   whole activation to reduce over the outer axes), and the same mathematics as plain ops
 //   differentiated by TF.js (what the package did first); then batch norm + ReLU at each activation
 //   shape of the reference recipe's ResNet-18 (batch 32, 28×28×1, width 16), fused against the op
-//   with the channel kernels and TF.js's ReLU;
+//   with the channel kernels and TF.js's ReLU, and a residual block's relu(add(BN(x), shortcut)) with
+//   the add and ReLU as TF.js ops against the residual fused into the kernel (`--only residual` runs
+//   just these);
 // - max-pool 2×2: wasm's shipped MaxPoolGrad (which also loses whole windows' gradients: the check
 //   below counts them against the cpu backend) against @regstack/backend's;
 // - a linear head's gradients: wasm's shipped BatchMatMul (scalar loops for transposed operands)
@@ -24,7 +26,8 @@ import { BATCH_NORM_KERNEL_NAMES, CHANNEL_REDUCTION_KERNEL_NAMES, registerKernel
 import { Random, addWeightDecay, clipByGlobalNorm, composeRegularizers } from '@regstack/regularizer';
 import { batchNormalization, smallCnn } from '@regstack/models';
 
-const { values } = parseArgs({ options: { rounds: { type: 'string', default: '15' } } });
+const { values } = parseArgs({ options: { rounds: { type: 'string', default: '15' }, only: { type: 'string' } } });
+if (values.only !== undefined && values.only !== 'residual') throw new Error(`--only takes 'residual', got '${values.only}'`);
 const rounds = Number(values.rounds);
 tf.env().set('PROD', true);
 await useBackend('wasm');
@@ -83,7 +86,19 @@ function batchNormReluAt(recipeShape) {
   };
   const fused = () =>
     tf.grads((input, g, b) => tf.sum(tf.mul(batchNormalization(input, { ...parameters, gamma: g, beta: b }, 'train', { relu: true }), dy)))([x, parameters.gamma, parameters.beta]);
-  return { fused, channelKernels: () => withoutFused(fused) };
+  // A residual block's end: the shortcut added before the ReLU, its gradient the fourth.
+  const shortcut = tf.tensor4d(Float32Array.from({ length: size }, () => data.normal()), recipeShape);
+  const residualLoss = (options) => (input, g, b, added) =>
+    tf.sum(tf.mul(batchNormalization(input, { ...parameters, gamma: g, beta: b }, 'train', options(added)), dy));
+  const residualFused = () => tf.grads(residualLoss((added) => ({ relu: true, residual: added })))([x, parameters.gamma, parameters.beta, shortcut]);
+  const residualAsOps = () =>
+    tf.grads((input, g, b, added) => tf.sum(tf.mul(tf.relu(tf.add(batchNormalization(input, { ...parameters, gamma: g, beta: b }, 'train'), added)), dy)))([
+      x,
+      parameters.gamma,
+      parameters.beta,
+      shortcut,
+    ]);
+  return { fused, channelKernels: () => withoutFused(fused), residualFused, residualAsOps };
 }
 const batchNormBefore = () => tf.grads((x, g, b) => tf.sum(tf.mul(batchNormDifferentiatedByTfjs(x, g, b), upstream)))([input, gamma, beta]);
 const maxPoolOurs = () => tf.grads((x) => tf.sum(tf.mul(tf.maxPool(x, 2, 2, 'valid'), pooledUpstream)))([input]);
@@ -170,10 +185,23 @@ async function checkMaxPoolGradient(checkShape) {
 }
 
 const results = {};
+const recipeShapes = [[32, 28, 28, 16], [32, 14, 14, 32], [32, 7, 7, 64], [32, 4, 4, 128]];
+for (const recipeShape of recipeShapes) {
+  const { residualFused, residualAsOps } = batchNormReluAt(recipeShape);
+  results[`batchNormAddRelu ${recipeShape}`] = compare(
+    `relu(add(BN(x), shortcut)) [${recipeShape}] (train), forward + backward: the fused kernel, then tf.add and tf.relu (current) vs the residual in the kernel (candidate)`,
+    residualAsOps,
+    residualFused,
+  );
+}
+if (values.only === 'residual') {
+  console.log(JSON.stringify(results));
+  process.exit(0);
+}
 results.maxPoolGradientCheck = [await checkMaxPoolGradient([1, 4, 4, 1]), await checkMaxPoolGradient([64, 32, 32, 32])];
 results.batchNormKernels = compare('batch norm [64,32,32,32], forward + backward: tf-op reductions (current) vs the channel-reduction kernels (candidate)', batchNormWithoutKernels, batchNormOurs);
 results.batchNormFused = compare('batch norm [64,32,32,32], forward + backward: one op with the channel kernels (current) vs the fused kernel (candidate)', batchNormOurs, batchNormFused);
-for (const recipeShape of [[32, 28, 28, 16], [32, 14, 14, 32], [32, 7, 7, 64], [32, 4, 4, 128]]) {
+for (const recipeShape of recipeShapes) {
   const { fused, channelKernels } = batchNormReluAt(recipeShape);
   results[`batchNormRelu ${recipeShape}`] = compare(`batch norm + ReLU [${recipeShape}] (train), forward + backward: the op with the channel kernels and tf.relu (current) vs the fused kernel (candidate)`, channelKernels, fused);
 }

@@ -29,8 +29,9 @@ export const CHANNEL_MOMENTS_KERNEL = 'RegstackChannelMoments';
 export const CHANNEL_SUMS_KERNEL = 'RegstackChannelSums';
 /**
  * The whole layer as one kernel that `@regstack/backend` registers for wasm and cpu with its gradient:
- * inputs `{x, gamma, beta, runningMean, runningVariance}`, attributes `{mode, epsilon, momentum, relu}`,
- * outputs `[y, mean, inverseStd]` and in `train` also `[newRunningMean, newRunningVariance]`.
+ * inputs `{x, gamma, beta, runningMean, runningVariance}` (and `residual` with attribute `residual:
+ * true`, added before the ReLU), attributes `{mode, epsilon, momentum, relu, residual}`, outputs
+ * `[y, mean, inverseStd]` and in `train` also `[newRunningMean, newRunningVariance]`.
  */
 export const BATCH_NORM_KERNEL = 'RegstackBatchNorm';
 /** The gradient kernel of {@link BATCH_NORM_KERNEL}, which its registered gradient calls. */
@@ -40,6 +41,12 @@ export const BATCH_NORM_GRAD_KERNEL = 'RegstackBatchNormGrad';
 export interface BatchNormOptions {
   /** Apply max(0, ·) to the output (fused into the same pass where the kernels are registered). Default false. */
   readonly relu?: boolean;
+  /**
+   * Added to the normalised values before the ReLU (a residual block's shortcut, x's shape): the
+   * output is max(0, BN(x) + residual) with `relu`. Fused into the same pass, and its gradient into the
+   * gradient's, where the kernels are registered.
+   */
+  readonly residual?: tf.Tensor;
 }
 
 /** Whether the kernel can run here: registered for the active backend, and no tape records (it has no gradient). */
@@ -92,7 +99,7 @@ function normalizeWith(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, mean: tf
 
 /**
  * Batch normalisation with PyTorch's semantics over every axis but the last (NHWC or [batch, features]),
- * optionally followed by a ReLU.
+ * optionally with a residual added and followed by a ReLU (`relu(add(BN(x), residual))`).
  *
  * - `train`: normalises with the batch mean and the BIASED batch variance, then updates
  *   running = (1 − momentum)·running + momentum·batch, using the UNBIASED variance n/(n−1)·var for
@@ -110,23 +117,30 @@ function normalizeWith(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, mean: tf
  * outer tape. Every form gives the same numbers to float32 rounding.
  */
 export function batchNormalization<T extends tf.Tensor>(x: T, parameters: BatchNormParameters, mode: ModelMode, options: BatchNormOptions = {}): T {
-  const relu = options.relu ?? false;
+  const { relu = false, residual } = options;
   const count = x.size / (x.shape.at(-1) ?? 1);
   if (mode !== 'eval' && count < 2) {
     throw new DataError('inputs', `batch normalisation in '${mode}' mode needs more than 1 value per channel, got ${count}`);
   }
-  if (fusedKernelApplies()) return fusedBatchNormalization(x, parameters, mode, relu);
-  if (!relu) return unfusedBatchNormalization(x, parameters, mode, count);
-  return tf.tidy(() => tf.relu(unfusedBatchNormalization(x, parameters, mode, count)));
+  if (residual !== undefined && !tf.util.arraysEqual(residual.shape, x.shape)) {
+    throw new DataError('residual', `batch normalisation needs a residual of the input's shape [${x.shape}], got [${residual.shape}]`);
+  }
+  if (fusedKernelApplies()) return fusedBatchNormalization(x, parameters, mode, relu, residual);
+  if (!relu && residual === undefined) return unfusedBatchNormalization(x, parameters, mode, count);
+  return tf.tidy(() => {
+    const normalized = unfusedBatchNormalization(x, parameters, mode, count);
+    const sum = residual === undefined ? normalized : tf.add(normalized, residual);
+    return (relu ? tf.relu(sum) : sum) as T;
+  });
 }
 
 /** The layer as {@link BATCH_NORM_KERNEL}, then the running statistics' assignments in `train`. */
-function fusedBatchNormalization<T extends tf.Tensor>(x: T, parameters: BatchNormParameters, mode: ModelMode, relu: boolean): T {
+function fusedBatchNormalization<T extends tf.Tensor>(x: T, parameters: BatchNormParameters, mode: ModelMode, relu: boolean, residual: tf.Tensor | undefined): T {
   const { gamma, beta, runningMean, runningVariance, epsilon, momentum } = parameters;
   const [output, ...perChannel] = tf.engine().runKernel(
     BATCH_NORM_KERNEL,
-    { x, gamma, beta, runningMean, runningVariance },
-    { mode, epsilon, momentum, relu },
+    { x, gamma, beta, runningMean, runningVariance, ...(residual === undefined ? {} : { residual }) },
+    { mode, epsilon, momentum, relu, residual: residual !== undefined },
   ) as unknown as tf.Tensor[];
   if (mode === 'train') {
     // `assign` is not differentiated and the running variables are not trainable: no gradient flows here.

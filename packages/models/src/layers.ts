@@ -134,6 +134,14 @@ export function normalizeRelu<T extends tf.Tensor>(x: T, parameters: BatchNormPa
 }
 
 /**
+ * Batch norm in the pass's mode, plus `residual`, then ReLU: a residual block's
+ * `relu(add(bn(x), residual))`, one kernel where `@regstack/backend`'s are registered.
+ */
+export function normalizeAddRelu<T extends tf.Tensor>(x: T, residual: T, parameters: BatchNormParameters, context: PassContext): T {
+  return batchNormalization(x, parameters, context.mode, { relu: true, residual });
+}
+
+/**
  * Inverted dropout, active in `train` and `frozen-stats`. The mask's seed comes from the pass's
  * generator so that a seeded run draws the same masks again.
  */

@@ -6,6 +6,7 @@ import {
   convolve,
   globalAveragePool,
   normalize,
+  normalizeAddRelu,
   normalizeRelu,
   type ConvolutionParameters,
   type LinearParameters,
@@ -86,9 +87,8 @@ class ResNet18 extends NetworkModel {
       const residual = block.shortcut
         ? normalize(convolve(x, block.shortcut.convolution), block.shortcut.batchNorm, context)
         : x;
-      let out = normalizeRelu(convolve(x, block.convolution1), block.batchNorm1, context);
-      out = normalize(convolve(out, block.convolution2), block.batchNorm2, context);
-      x = tf.relu(tf.add<tf.Tensor4D>(out, residual));
+      const out = normalizeRelu(convolve(x, block.convolution1), block.batchNorm1, context);
+      x = normalizeAddRelu(convolve(out, block.convolution2), residual, block.batchNorm2, context);
     }
     return globalAveragePool(x);
   }

@@ -1,6 +1,6 @@
 /**
- * `RegstackBatchNorm` (wasm and cpu): batch normalisation's forward pass, optionally with the ReLU after
- * it, in two passes over the values in place (statistics, then the affine map), and its gradient, which
+ * `RegstackBatchNorm` (wasm and cpu): batch normalisation's forward pass, optionally with a residual
+ * added and the ReLU after it, in two passes over the values in place (statistics, then the affine map), and its gradient, which
  * `registerKernels` registers with it (see ops/batch-norm.ts for the contract).
  */
 import * as tf from '@tensorflow/tfjs-core';
@@ -21,24 +21,33 @@ import type { BackendKernelConfig } from './registry.js';
 
 /** The attributes after checking each (a ConfigError naming the attribute otherwise). */
 export function batchNormAttributes(kernelName: string, attrs: tf.NamedAttrMap | undefined): BatchNormAttributes {
-  const { mode, epsilon, momentum, relu } = (attrs ?? {}) as Partial<Record<keyof BatchNormAttributes, unknown>>;
+  const { mode, epsilon, momentum, relu, residual = false } = (attrs ?? {}) as Partial<Record<keyof BatchNormAttributes, unknown>>;
   if (typeof relu !== 'boolean') throw new ConfigError('relu', `${kernelName} needs attribute relu: true or false, got ${String(relu)}`);
+  if (typeof residual !== 'boolean') throw new ConfigError('residual', `${kernelName} needs attribute residual: true, false or absent, got ${String(residual)}`);
   return {
     mode: assertChoice('mode', mode, BATCH_NORM_MODES),
     epsilon: assertNumber('epsilon', epsilon, { min: 0 }),
     momentum: assertNumber('momentum', momentum, { min: 0, max: 1 }),
     relu,
+    residual,
   };
 }
 
 const kernelFunc: tf.KernelFunc = ({ inputs, attrs, backend }) => {
-  const { x, gamma, beta, runningMean, runningVariance } = inputs as Record<string, tf.TensorInfo | undefined>;
-  const { mode, epsilon, momentum, relu } = batchNormAttributes(BATCH_NORM_KERNEL, attrs);
+  const { x, gamma, beta, runningMean, runningVariance, residual } = inputs as Record<string, tf.TensorInfo | undefined>;
+  const { mode, epsilon, momentum, relu, residual: withResidual } = batchNormAttributes(BATCH_NORM_KERNEL, attrs);
   const channels = activationChannels(BATCH_NORM_KERNEL, 'x', x);
   const perChannel = [channels];
-  const checked = [x!, ...[gamma, beta, runningMean, runningVariance].map((input, index) =>
-    expectInput(BATCH_NORM_KERNEL, ['gamma', 'beta', 'runningMean', 'runningVariance'][index]!, input, perChannel),
-  )];
+  if (!withResidual && residual !== undefined) {
+    throw new ConfigError('residual', `${BATCH_NORM_KERNEL} got input 'residual' without attribute residual: true (its gradient would be lost)`);
+  }
+  const checked = [
+    x!,
+    ...[gamma, beta, runningMean, runningVariance].map((input, index) =>
+      expectInput(BATCH_NORM_KERNEL, ['gamma', 'beta', 'runningMean', 'runningVariance'][index]!, input, perChannel),
+    ),
+    ...(withResidual ? [expectInput(BATCH_NORM_KERNEL, 'residual', residual, x!.shape)] : []),
+  ];
   const count = tf.util.sizeFromShape(x!.shape) / channels;
   if (mode !== 'eval' && count < 2) {
     throw new ConfigError('x', `${BATCH_NORM_KERNEL} in mode '${mode}' needs more than 1 value per channel, got ${count}`);
@@ -48,8 +57,8 @@ const kernelFunc: tf.KernelFunc = ({ inputs, attrs, backend }) => {
   // doubles (4·channels floats), then scale and shift as float32.
   const outputShapes = [x!.shape, perChannel, perChannel, ...(mode === 'train' ? [perChannel, perChannel] : []), ...(simd ? [[6 * channels]] : [])];
   const buffers = float32Buffers(BATCH_NORM_KERNEL, backend as tf.KernelBackend, checked, outputShapes);
-  const [values, gammaValues, betaValues, meanValues, varianceValues] = buffers.inputs as Float32Array[] as [
-    Float32Array, Float32Array, Float32Array, Float32Array, Float32Array,
+  const [values, gammaValues, betaValues, meanValues, varianceValues, residualValues] = buffers.inputs as Float32Array[] as [
+    Float32Array, Float32Array, Float32Array, Float32Array, Float32Array, Float32Array | undefined,
   ];
   const outputs = buffers.outputs.slice(0, mode === 'train' ? 5 : 3);
   const scratch = simd ? buffers.outputs.at(-1)! : undefined;
@@ -97,10 +106,11 @@ const kernelFunc: tf.KernelFunc = ({ inputs, attrs, backend }) => {
   if (simd && scratch) {
     scratch.values.set(scale, 4 * channels);
     scratch.values.set(shift, 5 * channels);
-    simd.affine(relu, offset(x!), offset(outputs[0]!.info), offset(scratch.info) + 16 * channels, count, channels / 4);
+    const residualOffset = withResidual ? offset(residual!) : null;
+    simd.affine(relu, offset(x!), offset(outputs[0]!.info), offset(scratch.info) + 16 * channels, count, channels / 4, residualOffset);
     (backend as tf.KernelBackend).disposeData(scratch.info.dataId);
   } else {
-    affine(values, scale, shift, relu, outputs[0]!.values);
+    affine(values, scale, shift, relu, outputs[0]!.values, residualValues);
   }
   return outputs.map((output) => output.info);
 };
@@ -117,16 +127,23 @@ export const batchNormConfig: BackendKernelConfig = {
     gradFunc: (dys, saved, attrs) => {
       const dy = Array.isArray(dys) ? dys[0]! : dys;
       const [x, gamma, y, mean, inverseStd] = saved as [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor];
-      const { mode, relu } = attrs as unknown as BatchNormAttributes;
+      const { mode, relu, residual = false } = attrs as unknown as BatchNormAttributes;
       // Eagerly, not inside the closures: the tape calls each closure inside its own tidy, which would
-      // dispose the two outputs that closure does not return. x always depends on weights, so dx is needed.
-      const [dx, dGamma, dBeta] = tf.engine().runKernel(
+      // dispose the outputs that closure does not return. x always depends on weights, so dx is needed.
+      const [dx, dGamma, dBeta, dResidual] = tf.engine().runKernel(
         BATCH_NORM_GRAD_KERNEL,
         { dy, x, y, gamma, mean, inverseStd },
-        { relu, batchStatistics: mode !== 'eval' },
-      ) as unknown as [tf.Tensor, tf.Tensor, tf.Tensor];
+        { relu, batchStatistics: mode !== 'eval', residual },
+      ) as unknown as [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor | undefined];
       // The running statistics are not differentiated (no gradient flows into them).
-      return { x: () => dx, gamma: () => dGamma, beta: () => dBeta, runningMean: () => tf.zerosLike(mean), runningVariance: () => tf.zerosLike(mean) };
+      return {
+        x: () => dx,
+        gamma: () => dGamma,
+        beta: () => dBeta,
+        runningMean: () => tf.zerosLike(mean),
+        runningVariance: () => tf.zerosLike(mean),
+        ...(dResidual ? { residual: () => dResidual } : {}),
+      };
     },
   },
 };

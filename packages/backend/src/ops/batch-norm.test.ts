@@ -24,11 +24,16 @@ interface Case {
   beta: Float32Array;
   runningMean: Float32Array;
   runningVariance: Float32Array;
+  residual: Float32Array;
 }
 
-/** The layer and its gradient in float64, the textbook way (centred variance, x̂ explicitly). */
+/**
+ * The layer and its gradient in float64, the textbook way (centred variance, x̂ explicitly), with the
+ * residual added before the ReLU where `attributes.residual`.
+ */
 function reference(data: Case, channels: number, attributes: BatchNormAttributes) {
   const { x, dy, gamma, beta, runningMean, runningVariance } = data;
+  const residual = attributes.residual ? data.residual : new Float32Array(x.length);
   const count = x.length / channels;
   const batch = attributes.mode !== 'eval';
   const mean = new Float64Array(channels);
@@ -45,7 +50,7 @@ function reference(data: Case, channels: number, attributes: BatchNormAttributes
   for (let index = 0; index < x.length; index++) {
     const channel = index % channels;
     normalized[index] = (x[index]! - usedMean[channel]!) * inverseStd[channel]!;
-    const z = gamma[channel]! * normalized[index]! + beta[channel]!;
+    const z = gamma[channel]! * normalized[index]! + beta[channel]! + residual[index]!;
     y[index] = attributes.relu ? Math.max(0, z) : z;
     g[index] = attributes.relu && z <= 0 ? 0 : dy[index]!;
     dBeta[channel]! += g[index]!;
@@ -62,7 +67,7 @@ function reference(data: Case, channels: number, attributes: BatchNormAttributes
   const { momentum } = attributes;
   const newRunningMean = runningMean.map((value, channel) => (1 - momentum) * value + momentum * mean[channel]!);
   const newRunningVariance = runningVariance.map((value, channel) => (1 - momentum) * value + momentum * (count / (count - 1)) * variance[channel]!);
-  return { y, mean: usedMean, inverseStd, dx, dGamma, dBeta, newRunningMean, newRunningVariance };
+  return { y, mean: usedMean, inverseStd, dx, dGamma, dBeta, dResidual: g, newRunningMean, newRunningVariance };
 }
 
 // Channels that are and are not a multiple of the 4-channel unrolling (on wasm: the SIMD passes and the
@@ -85,6 +90,7 @@ function caseOf(shape: number[]): Case {
     beta: values(channels, channels, 9, 0.8),
     runningMean: values(channels, channels, 11, 0.5),
     runningVariance: values(channels, channels, 13).map((value) => 0.5 + Math.abs(value)),
+    residual: values(size, channels, 15, 0.2),
   };
 }
 
@@ -95,16 +101,17 @@ describe.each(['wasm', 'cpu'])('RegstackBatchNorm and its gradient on %s', (back
   });
 
   describe.each(['train', 'frozen-stats', 'eval'] as const)('in mode %s', (mode) => {
-    it.each(shapes)('values and the three gradients of [%i, %i, …] equal a float64 reference, with and without ReLU', (...shape) => {
+    it.each(shapes)('values and every gradient of [%i, %i, …] equal a float64 reference, with and without ReLU and residual', (...shape) => {
       const channels = shape.at(-1)!;
       const data = caseOf(shape);
-      for (const relu of [false, true]) {
-        const attributes: BatchNormAttributes = { mode, epsilon: 1e-5, momentum: 0.1, relu };
+      for (const [relu, withResidual] of [[false, false], [true, false], [false, true], [true, true]] as const) {
+        const attributes: BatchNormAttributes = { mode, epsilon: 1e-5, momentum: 0.1, relu, residual: withResidual };
         const expected = reference(data, channels, attributes);
-        const [x, dy] = [tf.tensor(data.x, shape), tf.tensor(data.dy, shape)];
+        const [x, dy, residual] = [tf.tensor(data.x, shape), tf.tensor(data.dy, shape), tf.tensor(data.residual, shape)];
         const [gamma, beta, runningMean, runningVariance] = [data.gamma, data.beta, data.runningMean, data.runningVariance].map((value) => tf.tensor1d(value)) as [tf.Tensor1D, tf.Tensor1D, tf.Tensor1D, tf.Tensor1D];
+        const residualInput: tf.NamedTensorMap = withResidual ? { residual } : {};
         const before = tf.memory().numTensors;
-        const outputs = tf.engine().runKernel(BATCH_NORM_KERNEL, { x, gamma, beta, runningMean, runningVariance }, { ...attributes }) as tf.Tensor[];
+        const outputs = tf.engine().runKernel(BATCH_NORM_KERNEL, { x, gamma, beta, runningMean, runningVariance, ...residualInput }, { ...attributes }) as tf.Tensor[];
         expect(outputs).toHaveLength(mode === 'train' ? 5 : 3);
         const [y, mean, inverseStd, newRunningMean, newRunningVariance] = outputs;
         expect(y!.shape).toEqual(shape);
@@ -117,17 +124,23 @@ describe.each(['wasm', 'cpu'])('RegstackBatchNorm and its gradient on %s', (back
         }
         if (relu) expect(Math.min(...y!.dataSync())).toBe(0);
         // The registered gradient, through the tape: d/dinputs of Σ y·dy.
-        const gradients = tf.grads((input: tf.Tensor, scale: tf.Tensor, shift: tf.Tensor) => {
-          const [output] = tf.engine().runKernel(BATCH_NORM_KERNEL, { x: input, gamma: scale, beta: shift, runningMean, runningVariance }, { ...attributes }) as tf.Tensor[];
-          return tf.sum(tf.mul(output!, dy));
-        })([x, gamma, beta]);
-        const [dx, dGamma, dBeta] = gradients.map((gradient) => gradient.dataSync());
+        const gradients = tf.grads((input: tf.Tensor, scale: tf.Tensor, shift: tf.Tensor, added: tf.Tensor) => {
+          const inputs = { x: input, gamma: scale, beta: shift, runningMean, runningVariance, ...(withResidual ? { residual: added } : {}) };
+          const [output] = tf.engine().runKernel(BATCH_NORM_KERNEL, inputs, { ...attributes }) as tf.Tensor[];
+          // Without a residual input, `added` enters as 0·added (its gradient then 0).
+          return tf.sum(tf.mul(withResidual ? output! : tf.add(output!, tf.mul(added, 0)), dy));
+        })([x, gamma, beta, residual]);
+        const [dx, dGamma, dBeta, dResidual] = gradients.map((gradient) => gradient.dataSync());
         expect(relativeError(dx!, expected.dx), 'dx').toBeLessThan(1e-5);
         expect(relativeError(dGamma!, expected.dGamma), 'dGamma').toBeLessThan(1e-5);
         expect(relativeError(dBeta!, expected.dBeta), 'dBeta').toBeLessThan(1e-5);
+        if (withResidual) {
+          expect(relativeError(dResidual!, expected.dResidual), 'dResidual').toBe(0);
+          if (relu) expect(dResidual!.filter((value) => value === 0).length, 'masked').toBeGreaterThan(dResidual!.length / 10);
+        }
         tf.dispose([...outputs, ...gradients]);
         expect(tf.memory().numTensors, 'tensors left').toBe(before);
-        tf.dispose([x, dy, gamma, beta, runningMean, runningVariance]);
+        tf.dispose([x, dy, residual, gamma, beta, runningMean, runningVariance]);
       }
     });
   });
@@ -153,6 +166,27 @@ describe.each(['wasm', 'cpu'])('RegstackBatchNorm and its gradient on %s', (back
     tf.dispose([x, ones, zeros, y!, dx!]);
   });
 
+  it.each([2, 4])('a residual added before the ReLU moves its mask, and its gradient is that masked dy (%i channels)', (channels) => {
+    const spread = (pairs: number[][]) => pairs.map((row) => Array.from({ length: channels }, (_, channel) => row[channel % 2]!));
+    const expand = (pairs: number[]) => Array.from({ length: 3 * channels }, (_, index) => pairs[Math.floor(index / channels) * 2 + (index % 2)]);
+    const x = tf.tensor2d(spread([[-1, 0], [1, 2], [3, Number.NaN]]));
+    const residual = tf.tensor2d(spread([[1.5, -0.5], [-2, 0], [0, 1]]));
+    const ones = tf.ones([channels]);
+    const zeros = tf.zeros([channels]);
+    const attributes = { mode: 'eval', epsilon: 0, momentum: 0.1, relu: true, residual: true };
+    const [y] = tf.engine().runKernel(BATCH_NORM_KERNEL, { x, gamma: ones, beta: zeros, runningMean: zeros, runningVariance: ones, residual }, attributes) as tf.Tensor[];
+    expect(Array.from(y!.dataSync())).toEqual(expand([0.5, 0, 0, 2, 3, Number.NaN]));
+    const gradients = tf.engine().runKernel(
+      BATCH_NORM_GRAD_KERNEL,
+      { dy: tf.mul(tf.onesLike(x), 2), x, y: y!, gamma: ones, mean: zeros, inverseStd: ones },
+      { relu: true, batchStatistics: false, residual: true },
+    ) as tf.Tensor[];
+    expect(gradients).toHaveLength(4);
+    expect(Array.from(gradients[0]!.dataSync())).toEqual(expand([2, 0, 0, 2, 2, Number.NaN]));
+    expect(Array.from(gradients[3]!.dataSync())).toEqual(expand([2, 0, 0, 2, 2, 0]));
+    tf.dispose([x, residual, ones, zeros, y!, ...gradients]);
+  });
+
   it('names the input or attribute at fault', () => {
     const x = tf.zeros([4, 3]);
     const perChannel = tf.ones([3]);
@@ -171,6 +205,15 @@ describe.each(['wasm', 'cpu'])('RegstackBatchNorm and its gradient on %s', (back
     expect(forward({}, { momentum: 2 })).toThrow(expect.objectContaining({ field: 'momentum' }));
     expect(forward({}, { epsilon: -1 })).toThrow(expect.objectContaining({ field: 'epsilon' }));
     expect(forward({}, { relu: 'yes' })).toThrow(expect.objectContaining({ field: 'relu' }));
+    expect(forward({}, { residual: 1 })).toThrow(expect.objectContaining({ field: 'residual' }));
+    expect(forward({}, { residual: true })).toThrow(expect.objectContaining({ field: 'residual', message: expect.stringMatching(/needs input 'residual'/) }));
+    expect(forward({}, { residual: true })).toThrow(DataError);
+    expect(forward({ residual: tf.zeros([4, 2]) }, { residual: true })).toThrow(expect.objectContaining({ field: 'residual', message: expect.stringMatching(/shape \[4,3\], got \[4,2\]/) }));
+    expect(forward({ residual: tf.zeros([4, 3], 'int32') }, { residual: true })).toThrow(expect.objectContaining({ field: 'residual', message: expect.stringMatching(/float32/) }));
+    // A residual input without the attribute would lose its gradient.
+    expect(forward({ residual: x })).toThrow(ConfigError);
+    expect(forward({ residual: x })).toThrow(expect.objectContaining({ field: 'residual' }));
+    expect(forward({ residual: x }, { residual: true })).not.toThrow();
     const gradient = (changedInputs: Record<string, unknown>, changedAttributes: Record<string, unknown> = {}) => () =>
       tf.engine().runKernel(
         BATCH_NORM_GRAD_KERNEL,
@@ -181,6 +224,8 @@ describe.each(['wasm', 'cpu'])('RegstackBatchNorm and its gradient on %s', (back
     expect(gradient({ inverseStd: tf.zeros([2]) })).toThrow(expect.objectContaining({ field: 'inverseStd' }));
     expect(gradient({ dy: tf.zeros([3]) })).toThrow(expect.objectContaining({ field: 'dy' }));
     expect(gradient({}, { batchStatistics: undefined })).toThrow(expect.objectContaining({ field: 'batchStatistics' }));
+    expect(gradient({}, { residual: 'yes' })).toThrow(expect.objectContaining({ field: 'residual' }));
     expect(gradient({})).not.toThrow();
+    expect(gradient({}, { residual: true })()).toHaveLength(4);
   });
 });

@@ -19,11 +19,13 @@ import { channelSums } from './channel-reductions.js';
 
 /**
  * Inputs `x` (float32, rank ≥ 2, channels last), `gamma`, `beta`, `runningMean`, `runningVariance`
- * (each [channels]); attributes {@link BatchNormAttributes}. Outputs `[y, mean, inverseStd]`, and in
- * mode `'train'` also `[newRunningMean, newRunningVariance]`:
+ * (each [channels]), and with attribute `residual` also `residual` (x's shape); attributes
+ * {@link BatchNormAttributes}. Outputs `[y, mean, inverseStd]`, and in mode `'train'` also
+ * `[newRunningMean, newRunningVariance]`:
  * - `mean`, `inverseStd` ([channels]): the statistics `y` was normalised with, the batch's
  *   (`'train'`, `'frozen-stats'`: mean and 1/√(biased variance + ε)) or the running ones (`'eval'`);
- * - `y = x·γ·inverseStd + (β − mean·γ·inverseStd)`, then max(0, ·) with `relu`;
+ * - `y = x·γ·inverseStd + (β − mean·γ·inverseStd)`, plus `residual` (a residual block's shortcut),
+ *   then max(0, ·) with `relu`;
  * - `newRunningMean = (1 − momentum)·runningMean + momentum·mean` and the same for the variance
  *   with the UNBIASED batch variance n/(n − 1)·σ², PyTorch's convention.
  *
@@ -32,11 +34,11 @@ import { channelSums } from './channel-reductions.js';
 export const BATCH_NORM_KERNEL = 'RegstackBatchNorm';
 /**
  * Inputs `dy`, `x`, `y` (the forward's input and output, the same shape), `gamma`, `mean`,
- * `inverseStd` (the forward's outputs); attributes `relu` and `batchStatistics` (false in mode
- * `'eval'`, where the statistics are constants). Outputs `[dx, dGamma, dBeta]`, with g = dy (times
- * [y > 0] with `relu`) and x̂ = (x − mean)·inverseStd: dβ = Σg, dγ = Σg·x̂, and dx = γ·inverseStd·g
- * minus, with batch statistics, the gradient through the mean and variance
- * (γ·inverseStd/n·(Σg + x̂·dγ)).
+ * `inverseStd` (the forward's outputs); attributes `relu`, `batchStatistics` (false in mode
+ * `'eval'`, where the statistics are constants) and optionally `residual`. Outputs
+ * `[dx, dGamma, dBeta]`, and with `residual` also `dResidual` = g, with g = dy (times [y > 0] with
+ * `relu`) and x̂ = (x − mean)·inverseStd: dβ = Σg, dγ = Σg·x̂, and dx = γ·inverseStd·g minus, with
+ * batch statistics, the gradient through the mean and variance (γ·inverseStd/n·(Σg + x̂·dγ)).
  */
 export const BATCH_NORM_GRAD_KERNEL = 'RegstackBatchNormGrad';
 /** Both kernel names. */
@@ -55,6 +57,11 @@ export interface BatchNormAttributes {
   momentum: number;
   /** Whether a ReLU follows the normalisation. */
   relu: boolean;
+  /**
+   * Whether input `residual` is added before the ReLU (default false). An attribute, not only the
+   * input's presence, so that the registered gradient knows to return the residual's.
+   */
+  residual?: boolean;
 }
 
 /** Channels of `x` after checking it is a float32 tensor with rank ≥ 2 and at least one channel. */
@@ -88,11 +95,11 @@ export function expectInput(kernelName: string, name: string, input: tf.TensorIn
 const BLOCK_ROWS = 64;
 
 /**
- * y = x·scale[c] + shift[c] (then max(0, ·) with `relu`) over [rows, channels] row-major values.
- * NaN stays NaN through the ReLU (NaN·0), so a diverging step still shows in the loss; `+ 0` turns the
- * −0 of a negative value times 0 into 0.
+ * y = x·scale[c] + shift[c] (plus `residual`, then max(0, ·) with `relu`) over [rows, channels]
+ * row-major values. NaN stays NaN through the ReLU (NaN·0), so a diverging step still shows in the
+ * loss; `+ 0` turns the −0 of a negative value times 0 into 0.
  */
-export function affine(x: Float32Array, scale: Float64Array, shift: Float64Array, relu: boolean, y: Float32Array): void {
+export function affine(x: Float32Array, scale: Float64Array, shift: Float64Array, relu: boolean, y: Float32Array, residual?: Float32Array): void {
   const channels = scale.length;
   const length = x.length;
   const blockLength = BLOCK_ROWS * channels;
@@ -102,7 +109,17 @@ export function affine(x: Float32Array, scale: Float64Array, shift: Float64Array
     for (let channel = 0; channel < unrolled; channel += 4) {
       const a0 = scale[channel]!, a1 = scale[channel + 1]!, a2 = scale[channel + 2]!, a3 = scale[channel + 3]!;
       const b0 = shift[channel]!, b1 = shift[channel + 1]!, b2 = shift[channel + 2]!, b3 = shift[channel + 3]!;
-      if (relu) {
+      if (residual !== undefined) {
+        // Rounded to float32 before the residual is added, as the tf ops (mul, add, add) round.
+        for (let index = start + channel; index < end; index += channels) {
+          const v0 = Math.fround(x[index]! * a0 + b0) + residual[index]!, v1 = Math.fround(x[index + 1]! * a1 + b1) + residual[index + 1]!;
+          const v2 = Math.fround(x[index + 2]! * a2 + b2) + residual[index + 2]!, v3 = Math.fround(x[index + 3]! * a3 + b3) + residual[index + 3]!;
+          y[index] = relu ? v0 * +(v0 > 0) + 0 : v0;
+          y[index + 1] = relu ? v1 * +(v1 > 0) + 0 : v1;
+          y[index + 2] = relu ? v2 * +(v2 > 0) + 0 : v2;
+          y[index + 3] = relu ? v3 * +(v3 > 0) + 0 : v3;
+        }
+      } else if (relu) {
         for (let index = start + channel; index < end; index += channels) {
           const v0 = x[index]! * a0 + b0, v1 = x[index + 1]! * a1 + b1, v2 = x[index + 2]! * a2 + b2, v3 = x[index + 3]! * a3 + b3;
           y[index] = v0 * +(v0 > 0) + 0;
@@ -122,7 +139,7 @@ export function affine(x: Float32Array, scale: Float64Array, shift: Float64Array
     for (let channel = unrolled; channel < channels; channel++) {
       const a = scale[channel]!, b = shift[channel]!;
       for (let index = start + channel; index < end; index += channels) {
-        const value = x[index]! * a + b;
+        const value = residual === undefined ? x[index]! * a + b : Math.fround(x[index]! * a + b) + residual[index]!;
         y[index] = relu ? value * +(value > 0) + 0 : value;
       }
     }
@@ -131,9 +148,18 @@ export function affine(x: Float32Array, scale: Float64Array, shift: Float64Array
 
 /**
  * Per-channel Σg and Σg·x with g = dy where y > 0 and 0 elsewhere (the gradient through a ReLU whose
- * output is `y`), blocked and four channels at a time as `channelSums`.
+ * output is `y`), blocked and four channels at a time as `channelSums`; with `gOutput`, g is written
+ * there too (a residual's gradient, which the dx pass then reads instead of dy and y).
  */
-export function maskedChannelSums(dy: Float32Array, x: Float32Array, y: Float32Array, channels: number, sums: Float64Array, products: Float64Array): void {
+export function maskedChannelSums(
+  dy: Float32Array,
+  x: Float32Array,
+  y: Float32Array,
+  channels: number,
+  sums: Float64Array,
+  products: Float64Array,
+  gOutput?: Float32Array,
+): void {
   const length = dy.length;
   const blockLength = BLOCK_ROWS * channels;
   const unrolled = channels - (channels % 4);
@@ -147,6 +173,12 @@ export function maskedChannelSums(dy: Float32Array, x: Float32Array, y: Float32A
         const g1 = dy[index + 1]! * +(y[index + 1]! > 0);
         const g2 = dy[index + 2]! * +(y[index + 2]! > 0);
         const g3 = dy[index + 3]! * +(y[index + 3]! > 0);
+        if (gOutput !== undefined) {
+          gOutput[index] = g0;
+          gOutput[index + 1] = g1;
+          gOutput[index + 2] = g2;
+          gOutput[index + 3] = g3;
+        }
         s0 += g0;
         s1 += g1;
         s2 += g2;
@@ -170,6 +202,7 @@ export function maskedChannelSums(dy: Float32Array, x: Float32Array, y: Float32A
       let product = 0;
       for (let index = start + channel; index < end; index += channels) {
         const g = dy[index]! * +(y[index]! > 0);
+        if (gOutput !== undefined) gOutput[index] = g;
         sum += g;
         product += g * x[index]!;
       }

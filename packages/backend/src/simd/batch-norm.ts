@@ -1,8 +1,9 @@
 /**
  * Batch normalisation's passes (ops/batch-norm.ts) as WebAssembly SIMD loops that run in place on the
  * wasm backend's own memory: the per-channel sums (Σx and Σx² forward, Σg and Σg·x in the gradient;
- * each f32x4 promoted to two f64x2, so the sums stay float64), the affine map y = x·scale + shift (then
- * max(0, ·)), and dx = g·a + x·b + k (g = dy, masked by y > 0 after a ReLU), four channels per f32x4.
+ * each f32x4 promoted to two f64x2, so the sums stay float64), the affine map y = x·scale + shift (plus
+ * a residual, then max(0, ·)), and dx = g·a + x·b + k (g = dy, masked by y > 0 after a ReLU; with a
+ * residual, the sums pass writes g out as its gradient and the dx pass reads it), four channels per f32x4.
  * V8 runs the same loops in JavaScript one float at a time; XNNPACK's elementwise ops take a pass over
  * the values each.
  *
@@ -20,10 +21,13 @@ export interface BatchNormSimd {
    * block of rows that stays in cache.
    */
   moments(x: number, sums: number, rows: number, vectors: number): void;
-  /** The same for Σg and Σg·x, g = dy (masked by y > 0 with `relu`). */
-  gradientSums(relu: boolean, dy: number, x: number, y: number, sums: number, rows: number, vectors: number): void;
-  /** y = x·scale + shift per channel (scale then shift: `vectors` × 4 floats each at `coefficients`), then max(0, ·) with `relu`. */
-  affine(relu: boolean, x: number, y: number, coefficients: number, rows: number, vectors: number): void;
+  /** The same for Σg and Σg·x, g = dy (masked by y > 0 with `relu`); with `g` (a pointer; null for none) g is written there too. */
+  gradientSums(relu: boolean, dy: number, x: number, y: number, sums: number, rows: number, vectors: number, g: number | null): void;
+  /**
+   * y = x·scale + shift per channel (scale then shift: `vectors` × 4 floats each at `coefficients`),
+   * plus `residual` (a pointer to values of x's shape; null for none), then max(0, ·) with `relu`.
+   */
+  affine(relu: boolean, x: number, y: number, coefficients: number, rows: number, vectors: number, residual: number | null): void;
   /** dx = g·a + x·b + k per channel (a, b, k one after the other at `coefficients`); g = dy, or dy where y > 0 with `relu`. */
   inputGradient(relu: boolean, dy: number, x: number, y: number, dx: number, coefficients: number, rows: number, vectors: number): void;
 }
@@ -31,10 +35,13 @@ export interface BatchNormSimd {
 const AFFINE_PARAMETERS = 5;
 const GRADIENT_PARAMETERS = 7;
 
-/** y = x·scale + shift (relu: max(0, ·)) over rows × vectors. Parameters: x, y, coefficients, rows, vectors. */
-function affineKernel(relu: boolean): FunctionBody {
-  const f = new FunctionBody(Array.from({ length: AFFINE_PARAMETERS }, () => I32));
-  const [x, y, coefficients, rows, vectors] = [0, 1, 2, 3, 4];
+/**
+ * y = x·scale + shift (+ residual; relu: max(0, ·)) over rows × vectors. Parameters: x, y,
+ * coefficients, rows, vectors, and with `residual` the residual's pointer.
+ */
+function affineKernel(relu: boolean, residual: boolean): FunctionBody {
+  const f = new FunctionBody(Array.from({ length: AFFINE_PARAMETERS + (residual ? 1 : 0) }, () => I32));
+  const [x, y, coefficients, rows, vectors, residualValues] = [0, 1, 2, 3, 4, 5];
   const rowCounter = f.local(I32), vectorCounter = f.local(I32), scale = f.local(I32), shiftOffset = f.local(I32);
   f.get(vectors).i32(16).mul().set(shiftOffset);
   f.countedLoop(rowCounter, { local: rows }, () => {
@@ -43,9 +50,11 @@ function affineKernel(relu: boolean): FunctionBody {
       f.get(y);
       f.get(x).load().get(scale).load().mulF32x4();
       f.get(scale).get(shiftOffset).add().load().addF32x4();
+      if (residual) f.get(residualValues).load().addF32x4();
       if (relu) f.zeros().maxF32x4();
       f.store();
       f.increment(x, 16).increment(y, 16).increment(scale, 16);
+      if (residual) f.increment(residualValues, 16);
     });
   });
   return f;
@@ -80,14 +89,15 @@ const HIGH_HALF = [8, 9, 10, 11, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15];
 /**
  * Per-channel sums over rows of one column of 4 channels at a time, accumulators in registers: Σa and
  * Σa·b, with a = x and b = x (moments) or a = g and b = x (gradient sums; `gradient` true, `relu` masks
- * g by y > 0). Parameters: moments x, sums, rows, vectors; gradient dy, x, y, sums, rows, vectors.
+ * g by y > 0; `writeG` writes g out, for a residual's gradient and the dx pass). Parameters: moments x,
+ * sums, rows, vectors; gradient dy, x, y, sums, rows, vectors (and g with `writeG`).
  */
-function sumsKernel(gradient: boolean, relu: boolean): FunctionBody {
-  const names = gradient ? ['dy', 'x', 'y', 'sums', 'rows', 'vectors'] : ['x', 'sums', 'rows', 'vectors'];
+function sumsKernel(gradient: boolean, relu: boolean, writeG = false): FunctionBody {
+  const names = gradient ? ['dy', 'x', 'y', 'sums', 'rows', 'vectors', ...(writeG ? ['g'] : [])] : ['x', 'sums', 'rows', 'vectors'];
   const f = new FunctionBody(names.map(() => I32));
   const index = (name: string) => names.indexOf(name);
   const [x, sums, rows, vectors] = [index('x'), index('sums'), index('rows'), index('vectors')];
-  const [dy, y] = [index('dy'), index('y')];
+  const [dy, y, g] = [index('dy'), index('y'), index('g')];
   const vectorCounter = f.local(I32), rowCounter = f.local(I32), column = f.local(I32), offset = f.local(I32);
   const sumOut = f.local(I32), productOffset = f.local(I32), rowBytes = f.local(I32);
   const a = f.local(V128), b = f.local(V128), aLow = f.local(V128), aHigh = f.local(V128);
@@ -105,6 +115,7 @@ function sumsKernel(gradient: boolean, relu: boolean): FunctionBody {
         f.get(dy).get(offset).add().load();
         if (relu) f.get(y).get(offset).add().load().zeros().greaterF32x4().and();
         f.set(a);
+        if (writeG) f.get(g).get(offset).add().get(a).store();
         f.get(x).get(offset).add().load().set(b);
       } else {
         f.get(x).get(offset).add().load().set(a);
@@ -139,13 +150,17 @@ function batchNormModule(): WebAssembly.Module | null {
     compiled = new WebAssembly.Module(
       encodeModule(
         [
-          { name: 'affine', body: affineKernel(false) },
-          { name: 'affineRelu', body: affineKernel(true) },
+          { name: 'affine', body: affineKernel(false, false) },
+          { name: 'affineRelu', body: affineKernel(true, false) },
+          { name: 'affineResidual', body: affineKernel(false, true) },
+          { name: 'affineResidualRelu', body: affineKernel(true, true) },
           { name: 'gradient', body: inputGradientKernel(false) },
           { name: 'gradientRelu', body: inputGradientKernel(true) },
           { name: 'moments', body: sumsKernel(false, false) },
           { name: 'gradientSums', body: sumsKernel(true, false) },
           { name: 'gradientSumsRelu', body: sumsKernel(true, true) },
+          { name: 'gradientSumsResidual', body: sumsKernel(true, false, true) },
+          { name: 'gradientSumsResidualRelu', body: sumsKernel(true, true, true) },
         ],
         // No maximum: the import then accepts the backend's memory whatever its own maximum.
         { initial: 1, shared: false },
@@ -175,11 +190,18 @@ export function batchNormSimd(backend: unknown): BatchNormSimd | null {
   let simd: BatchNormSimd | null = null;
   if (module !== null) {
     const exports = new WebAssembly.Instance(module, { env: { memory } }).exports as Record<string, (...args: number[]) => void>;
-    const { affine, affineRelu, gradient, gradientRelu, moments, gradientSums, gradientSumsRelu } = exports;
+    const { affine, affineRelu, affineResidual, affineResidualRelu, gradient, gradientRelu, moments, gradientSums, gradientSumsRelu, gradientSumsResidual, gradientSumsResidualRelu } =
+      exports;
     simd = {
       moments: (x, sums, rows, vectors) => moments!(x, sums, rows, vectors),
-      gradientSums: (relu, dy, x, y, sums, rows, vectors) => (relu ? gradientSumsRelu! : gradientSums!)(dy, x, y, sums, rows, vectors),
-      affine: (relu, x, y, coefficients, rows, vectors) => (relu ? affineRelu! : affine!)(x, y, coefficients, rows, vectors),
+      gradientSums: (relu, dy, x, y, sums, rows, vectors, g) =>
+        g === null
+          ? (relu ? gradientSumsRelu! : gradientSums!)(dy, x, y, sums, rows, vectors)
+          : (relu ? gradientSumsResidualRelu! : gradientSumsResidual!)(dy, x, y, sums, rows, vectors, g),
+      affine: (relu, x, y, coefficients, rows, vectors, residual) =>
+        residual === null
+          ? (relu ? affineRelu! : affine!)(x, y, coefficients, rows, vectors)
+          : (relu ? affineResidualRelu! : affineResidual!)(x, y, coefficients, rows, vectors, residual),
       inputGradient: (relu, dy, x, y, dx, coefficients, rows, vectors) => (relu ? gradientRelu! : gradient!)(dy, x, y, dx, coefficients, rows, vectors),
     };
   }
