@@ -169,6 +169,32 @@ describe('worker threads for convolutions on wasm (Node)', () => {
     expect(relativeError(after[0]![2]!, oneThread[0]![2]!)).toBeLessThan(1e-6);
   });
 
+  it('sends a worker each SIMD job once, then only its id; past the jobs it keeps, ids start over with results unchanged', async () => {
+    const convolution = (width: number) =>
+      tf.tidy(() => {
+        const x = tf.tensor4d(values([2, 5, width, 4], width), [2, 5, width, 4]);
+        const w = tf.tensor4d(values([3, 3, 4, 8], 7), [3, 3, 4, 8]);
+        return tf.conv2d(x, w, 1, 'same').dataSync() as Float32Array;
+      });
+    // 300 widths: more distinct plans than a worker keeps (SIMD_JOB_CACHE), then the first ones again.
+    const widths = [...Array.from({ length: 300 }, (_, index) => index + 1), 1, 2, 3, 6];
+    await useBackend('wasm');
+    const expected = widths.map(convolution);
+
+    await useBackend('wasm', { threads: 2 });
+    const pool = setConvPool(undefined)!;
+    setConvPool(pool);
+    const posted = () => (pool as unknown as { messagesPosted: number }).messagesPosted;
+    convolution(6);
+    const afterFirst = posted();
+    for (let repeat = 0; repeat < 5; repeat++) expect(convolution(6)).toEqual(expected[5]);
+    expect(posted()).toBe(afterFirst);
+    for (const [index, width] of widths.entries()) expect(convolution(width), `width ${width}`).toEqual(expected[index]);
+    // Every width but 6 (kept already) was posted once; the four at the end had been forgotten (the main
+    // thread starts over once it has SIMD_JOB_CACHE ids) and were posted again.
+    expect(posted() - afterFirst).toBe(299 + 4);
+  });
+
   it('refuses worker threads without our kernels, naming the field', async () => {
     await expect(useBackend('wasm', { threads: 2, registerKernels: false })).rejects.toMatchObject({ field: 'backend.threads' });
     await expect(useBackend('wasm', { threads: 0 })).rejects.toMatchObject({ field: 'backend.threads' });

@@ -8,7 +8,7 @@
  * starts, through specifiers bundlers do not follow, so that browser bundles build without them.
  */
 import type { MessagePort, Worker } from 'node:worker_threads';
-import { CONTROL, State, type ConvJob } from './conv-protocol.js';
+import { CONTROL, CONTROL_SLOTS, SIMD_JOB_CACHE, State, type ConvJob, type SimdJob } from './conv-protocol.js';
 import { setConvPool, type ConvPool, type ConvShare, type SimdShare } from './parallel-conv.js';
 
 /** How long the main thread waits for one share before it gives up on the worker. */
@@ -48,6 +48,12 @@ interface PooledWorker {
   started: { outputOffset: number; outputSize: number } | undefined;
   /** The shared memory of the direct SIMD kernels, once sent to this worker. */
   memory: WebAssembly.Memory | undefined;
+  /** SIMD jobs this worker keeps, by what they hold (plan, pieces, form) → id. */
+  knownJobs: Map<string, number>;
+  /** The last id given; ids only grow, so a forgotten one is never reused. */
+  lastJobId: number;
+  /** Messages posted to this worker (tests count them). */
+  posted: number;
   receive: typeof import('node:worker_threads').receiveMessageOnPort;
 }
 
@@ -67,7 +73,7 @@ function workerScript({ fs, module, url }: NodeModules): { script: URL | string;
 }
 
 async function startWorker(node: NodeModules): Promise<PooledWorker> {
-  const control = new SharedArrayBuffer(2 * Int32Array.BYTES_PER_ELEMENT);
+  const control = new SharedArrayBuffer(CONTROL_SLOTS * Int32Array.BYTES_PER_ELEMENT);
   const flags = new Int32Array(control);
   const channel = new node.threads.MessageChannel();
   const { script, eval: isSource } = workerScript(node);
@@ -90,7 +96,27 @@ async function startWorker(node: NodeModules): Promise<PooledWorker> {
   // Idle workers must not keep the process alive.
   worker.unref();
   channel.port1.unref();
-  return { worker, flags, port: channel.port1, buffer: undefined, bufferChanged: false, started: undefined, memory: undefined, receive: node.threads.receiveMessageOnPort };
+  return {
+    worker,
+    flags,
+    port: channel.port1,
+    buffer: undefined,
+    bufferChanged: false,
+    started: undefined,
+    memory: undefined,
+    knownJobs: new Map(),
+    lastJobId: 0,
+    posted: 0,
+    receive: node.threads.receiveMessageOnPort,
+  };
+}
+
+/**
+ * What makes two SIMD jobs the same for a worker: the plan, the pieces and the form of multiply-add.
+ * (The claims buffer is one for every call, and the memory is checked apart.)
+ */
+function simdJobKey(job: Omit<SimdJob, 'memory' | 'id'>): string {
+  return JSON.stringify([job.plan, job.pieces, job.fused]);
 }
 
 class WorkerConvPool implements ConvPool {
@@ -115,10 +141,7 @@ class WorkerConvPool implements ConvPool {
       const pooled = this.workers[index]!;
       if (share.kind === 'simd') {
         // Nothing to copy: the worker runs its images on the shared memory, sent with its first share.
-        const { memory, ...job } = share;
-        pooled.port.postMessage(pooled.memory === memory ? job : { ...job, memory });
-        pooled.memory = memory;
-        this.signal(pooled, { outputOffset: 0, outputSize: 0 });
+        this.startSimd(pooled, share);
         continue;
       }
       const inputSizes = share.inputs.map((input) => input.values.length);
@@ -145,9 +168,42 @@ class WorkerConvPool implements ConvPool {
         ...(pooled.bufferChanged ? { buffer: pooled.buffer } : {}),
       };
       pooled.bufferChanged = false;
-      pooled.port.postMessage(job);
+      this.post(pooled, job);
       this.signal(pooled, { outputOffset: offset, outputSize: share.outputSize });
     }
+  }
+
+  /**
+   * A SIMD share: by id where the worker has this job already (the same plan, pieces and form on the
+   * same memory), else posted with a new id. A new memory makes every id stale.
+   */
+  private startSimd(pooled: PooledWorker, share: SimdShare): void {
+    const { memory, ...job } = share;
+    if (pooled.memory !== memory) pooled.knownJobs.clear();
+    const key = simdJobKey(job);
+    const known = pooled.knownJobs.get(key);
+    if (known !== undefined) {
+      Atomics.store(pooled.flags, CONTROL.job, known);
+    } else {
+      if (pooled.knownJobs.size >= SIMD_JOB_CACHE) pooled.knownJobs.clear();
+      const id = ++pooled.lastJobId;
+      pooled.knownJobs.set(key, id);
+      this.post(pooled, pooled.memory === memory ? { ...job, id } : { ...job, id, memory });
+    }
+    pooled.memory = memory;
+    this.signal(pooled, { outputOffset: 0, outputSize: 0 });
+  }
+
+  /** Posts a job to a worker; `CONTROL.job` = 0 tells it to read the port. */
+  private post(pooled: PooledWorker, job: ConvJob | SimdJob): void {
+    pooled.port.postMessage(job);
+    pooled.posted += 1;
+    Atomics.store(pooled.flags, CONTROL.job, 0);
+  }
+
+  /** Messages posted to the workers so far (for tests). */
+  get messagesPosted(): number {
+    return this.workers.reduce((sum, pooled) => sum + pooled.posted, 0);
   }
 
   /** Wakes a worker to the job just posted to it. */

@@ -1,7 +1,20 @@
 /** What the convolution pool (conv-pool.ts) and its workers (conv-worker.ts) exchange. */
 
-/** Slots of the Int32Array over a worker's control buffer. */
-export const CONTROL = { state: 0, ready: 1 } as const;
+/**
+ * Slots of the Int32Array over a worker's control buffer. `job`: 0 when the job to run was posted on
+ * the worker's port, else the id of a SIMD job the worker was sent before (see {@link SimdJob.id}).
+ */
+export const CONTROL = { state: 0, ready: 1, job: 2 } as const;
+/** Int32 slots of a worker's control buffer. */
+export const CONTROL_SLOTS = 3;
+
+/**
+ * SIMD jobs a worker keeps by id. A training step repeats the same few dozen calls (one per layer
+ * shape and family), so after the first step each call sends a number, not a message: posting one
+ * (structured clone and a wake-up of the worker's message port) cost 20–300 µs of the main thread per
+ * call on the 2-core VM. Past this many the main thread forgets its ids and sends messages again.
+ */
+export const SIMD_JOB_CACHE = 256;
 
 /** Values of `CONTROL.state`. */
 export const State = { Idle: 0, Work: 1, Done: 2, Failed: 3, Stop: 4 } as const;
@@ -86,4 +99,10 @@ export interface SimdJob {
   fused: boolean;
   /** The shared memory, sent with a worker's first share. */
   memory?: WebAssembly.Memory;
+  /**
+   * Set on a job posted to a worker: the worker keeps it under this id (at most {@link SIMD_JOB_CACHE},
+   * the oldest dropped first), and a later call with the same plan, pieces and form only writes the id
+   * into `CONTROL.job`.
+   */
+  id?: number;
 }

@@ -4,7 +4,8 @@
  * { threads })` in Node; not imported by anything else.
  *
  * Protocol (one Int32Array over `workerData.control`): the main thread posts a job on `workerData.port`,
- * sets control[STATE] to WORK and notifies; the worker reads the job with `receiveMessageOnPort`, copies
+ * sets control[STATE] to WORK and notifies; the worker reads the job with `receiveMessageOnPort` (or,
+ * for a SIMD job it was sent before, takes it by the id in control[JOB]), copies
  * its inputs out of the shared data buffer, computes, writes the result back into it, and sets DONE (or
  * FAILED, with the error posted on the port). A `simd` job instead names a direct SIMD kernel call whose
  * data the main thread laid out in the kernels' shared memory: the worker claims pieces of its batch and
@@ -14,7 +15,7 @@ import { receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-wasm';
 import { conv2dFilterGradient, conv2dInputGradient } from '../ops/conv-gradients.js';
-import { CONTROL, State, type ConvJob, type SimdJob, type SimdPlan } from './conv-protocol.js';
+import { CONTROL, SIMD_JOB_CACHE, State, type ConvJob, type SimdJob, type SimdPlan } from './conv-protocol.js';
 import { runClaimedPieces } from './claims.js';
 import { runConvolutionShare } from '../simd/convolution.js';
 import { runFilterGradientShare } from '../simd/filter-gradient.js';
@@ -26,6 +27,28 @@ const flags = new Int32Array(control);
 let shared: Float32Array<ArrayBufferLike> = new Float32Array(0);
 /** The direct SIMD kernels' shared memory, as the first SIMD share brought it. */
 let simdMemory: WebAssembly.Memory | undefined;
+/** SIMD jobs by id, oldest first (see `SimdJob.id`). */
+const knownJobs = new Map<number, SimdJob>();
+
+/** The job to run now: posted on the port (`CONTROL.job` = 0), or one kept from before by its id. */
+function nextJob(): ConvJob | SimdJob {
+  const id = Atomics.load(flags, CONTROL.job);
+  if (id !== 0) {
+    const job = knownJobs.get(id);
+    if (job === undefined) throw new Error(`conv worker: no SIMD job ${id} kept`);
+    return job;
+  }
+  const received = receiveMessageOnPort(port);
+  if (received === undefined) throw new Error('conv worker: woken without a job');
+  const job = received.message as ConvJob | SimdJob;
+  if (job.kind === 'simd' && job.id !== undefined) {
+    if (knownJobs.size >= SIMD_JOB_CACHE) knownJobs.delete(knownJobs.keys().next().value!);
+    // The memory came with this message only; the kept job runs on whatever memory is current then.
+    const { memory: _memory, ...kept } = job;
+    knownJobs.set(job.id, kept);
+  }
+  return job;
+}
 
 /** Runs a share of a direct SIMD kernel call on the main thread's memory, in place. */
 function runSimd(job: SimdJob): void {
@@ -71,9 +94,7 @@ async function main(): Promise<void> {
     }
     if (state === State.Stop) return;
     try {
-      const received = receiveMessageOnPort(port);
-      if (received === undefined) throw new Error('conv worker: woken without a job');
-      const job = received.message as ConvJob | SimdJob;
+      const job = nextJob();
       if (job.kind === 'simd') {
         runSimd(job);
       } else {
