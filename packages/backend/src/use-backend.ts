@@ -221,8 +221,12 @@ async function chooseMultiplyAdd(relaxed: boolean | undefined): Promise<void> {
     return;
   }
   if (isNode() && !engineHasRelaxedSimd()) {
-    const v8 = (await import(/* @vite-ignore */ /* webpackIgnore: true */ 'node:v8' as string)) as typeof import('node:v8');
-    v8.setFlagsFromString('--experimental-wasm-relaxed-simd');
+    try {
+      const v8 = (await import(/* @vite-ignore */ /* webpackIgnore: true */ 'node:v8' as string)) as typeof import('node:v8');
+      v8.setFlagsFromString('--experimental-wasm-relaxed-simd');
+    } catch {
+      // A runtime that reports itself as Node but has no V8 flags (Bun): the kernels use what the engine has.
+    }
   }
   // Setting it again recompiles the kernels with what the engine has now; left unset, an earlier
   // `setFusedMultiplyAdd(false)` stands.
