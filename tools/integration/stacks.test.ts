@@ -163,6 +163,7 @@ describe('the two-view base loss, fused with the real plugins', () => {
       const slow = composeRegularizers(plugins()).gradients({ ...input, model: plain.model, random: new Random(5) });
       const fast = composeRegularizers(plugins()).gradients({ ...input, model: fused.model, random: new Random(5) });
       expect([slow.fused, fast.fused]).toEqual([false, true]);
+      expect(fast.fusion).toBe('base-backward');
       for (const [term, value] of Object.entries(slow.terms)) expect(Math.abs(fast.terms[term]! - value)).toBeLessThan(1e-6);
       plain.model.trainableVariables.forEach((variable, i) => {
         const [a, b] = [slow.grads[variable.name]!, fast.grads[fused.model.trainableVariables[i]!.name]!];
@@ -175,12 +176,37 @@ describe('the two-view base loss, fused with the real plugins', () => {
     });
   }
 
-  it('RCAD with label smoothing or mixup keeps the plain path', () => {
+  for (const [name, views] of [
+    ['RCAD + label smoothing, one view', {}],
+    ['RCAD + label smoothing, two views', { baseLoss: 'two-view' as const, augment }],
+  ] as const) {
+    it(`${name}: the direction from the base pass's forward (a backward of its own), the plain path's numbers`, () => {
+      const plain = batchNormModel(undefined);
+      const fused = batchNormModel(false);
+      fused.model.trainableVariables.forEach((variable, i) => variable.assign(plain.model.trainableVariables[i]!));
+      const batch = batchOf();
+      const plugins = () => [rcad({ alpha: 0.5, lambda: 0.3 }), labelSmoothing({ epsilon: 0.3 })];
+      const slow = composeRegularizers(plugins()).gradients({ ...views, batch, model: plain.model, random: new Random(5) });
+      const fast = composeRegularizers(plugins()).gradients({ ...views, batch, model: fused.model, random: new Random(5) });
+      expect([slow.fusion, fast.fusion]).toEqual(['plain', 'base-forward']);
+      for (const [term, value] of Object.entries(slow.terms)) expect(Math.abs(fast.terms[term]! - value), term).toBeLessThan(1e-6);
+      plain.model.trainableVariables.forEach((variable, i) => {
+        const [a, b] = [slow.grads[variable.name]!, fast.grads[fused.model.trainableVariables[i]!.name]!];
+        expect(tf.tidy(() => tf.norm(tf.sub(a, b)).dataSync()[0]! / tf.norm(a).dataSync()[0]!)).toBeLessThan(1e-6);
+      });
+      expect(Array.from(fused.runningMean.dataSync())).toEqual(Array.from(plain.runningMean.dataSync()));
+      tf.dispose([slow.value, fast.value, ...Object.values(slow.grads), ...Object.values(fast.grads), batch.inputs, batch.labels]);
+      plain.dispose();
+      fused.dispose();
+    });
+  }
+
+  it('RCAD with mixup (with or without label smoothing) keeps the plain path', () => {
     const { model, dispose } = batchNormModel(false);
     const batch = batchOf();
-    for (const other of [labelSmoothing({ epsilon: 0.1 }), mixup({ mixupAlpha: 1 })]) {
-      const result = composeRegularizers([rcad(), other]).gradients({ model, batch, baseLoss: 'two-view', augment, random: new Random(5) });
-      expect(result.fused).toBe(false);
+    for (const others of [[mixup({ mixupAlpha: 1 })], [mixup({ mixupAlpha: 1 }), labelSmoothing({ epsilon: 0.1 })]]) {
+      const result = composeRegularizers([rcad(), ...others]).gradients({ model, batch, baseLoss: 'two-view', augment, random: new Random(5) });
+      expect([result.fused, result.fusion]).toEqual([false, 'plain']);
       tf.dispose([result.value, ...Object.values(result.grads)]);
     }
     tf.dispose([batch.inputs, batch.labels]);

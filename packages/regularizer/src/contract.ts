@@ -292,6 +292,15 @@ export interface StepGradients {
   terms: Record<string, number>;
   /** Whether the base pass also served the clean input gradient (see `RegularizerStack.gradients`). */
   fused: boolean;
+  /**
+   * How the clean input gradient was served (docs/architecture.md, "The fused step"): `plain` (the
+   * plain path: a plugin that asks for it pays its own forward and backward pass), `base-backward`
+   * (the base pass's backward: its loss is the plain cross-entropy on the clean batch),
+   * `base-forward` (the base pass's forward, through a second, input-only backward of the plain
+   * cross-entropy on the clean view's logits: the stack transforms the targets, e.g. label smoothing).
+   * `fused` is true for both fused kinds.
+   */
+  fusion: 'plain' | 'base-backward' | 'base-forward';
 }
 
 /** A step prepared outside the tape, ready for one optimizer update. */

@@ -80,6 +80,7 @@ describe('stack.gradients: the fused base pass', () => {
     const slow = composeRegularizers(plugins).gradients({ model: plain.model, batch: data, random: new Random(1) });
     const fast = composeRegularizers(plugins).gradients({ model: fused.model, batch: data, random: new Random(1) });
     expect([slow.fused, fast.fused]).toEqual([false, true]);
+    expect([slow.fusion, fast.fusion]).toEqual(['plain', 'base-backward']);
     expect(plain.calls).toEqual(['frozen-stats', 'train', 'frozen-stats']);
     expect(fused.calls).toEqual(['train', 'frozen-stats']);
     expect(fast.value.dataSync()[0]).toBeCloseTo(slow.value.dataSync()[0]!, 5);
@@ -142,7 +143,7 @@ describe('stack.gradients: the fused base pass', () => {
     fused.dispose();
   });
 
-  it('never fuses a stack with a plugin that declares readsBase, nor one with a transform', () => {
+  it('never fuses a stack with a plugin that declares readsBase, nor one with a batch transform', () => {
     const data = batch();
     // Reads the base pass and asks for the clean input gradient: the plain path's three passes.
     const readsBase: RegularizerPlugin<{ shifted: tf.Tensor }> = {
@@ -165,9 +166,9 @@ describe('stack.gradients: the fused base pass', () => {
     expect(tf.memory().numTensors - before).toBe(1 + deterministic.model.trainableVariables.length); // value + grads only
     expect(Array.from(deterministic.runningMean.dataSync())).toEqual(Array.from(reference.runningMean.dataSync())); // updated once
     expect(result.value.dataSync()[0]).toBeCloseTo(slow.value.dataSync()[0]!, 5);
-    const smoothing: RegularizerPlugin = { name: 'smooth', stage: 'target-transform', transformTargets: (t) => t };
-    const withTransform = composeRegularizers([directionEntropy(1, 1), smoothing]).gradients({ model: deterministic.model, batch: data, random: new Random(1) });
-    expect(withTransform.fused).toBe(false);
+    const mixing: RegularizerPlugin = { name: 'mix', stage: 'batch-transform', transformBatch: (b) => ({ inputs: tf.reverse(b.inputs, 0), targets: b.targets }) };
+    const withTransform = composeRegularizers([directionEntropy(1, 1), mixing]).gradients({ model: deterministic.model, batch: data, random: new Random(1) });
+    expect([withTransform.fused, withTransform.fusion]).toEqual([false, 'plain']);
     expect(errorField(() => composeRegularizers([{ ...readsBase, readsBase: 'yes' } as never]), ConfigError)).toBe('stack[0].readsBase');
     tf.dispose([slow.value, result.value, withTransform.value, ...Object.values(slow.grads), ...Object.values(result.grads), ...Object.values(withTransform.grads), data.inputs, data.labels]);
     reference.dispose();
@@ -253,6 +254,13 @@ describe('stack.gradients: the fused base pass', () => {
   });
 });
 
+/** Label smoothing as the label-smoothing package does it: y·(1 − ε) + ε/K, K = 3. */
+const smoothing = (epsilon: number): RegularizerPlugin => ({
+  name: 'smooth',
+  stage: 'target-transform',
+  transformTargets: (targets) => tf.add(tf.mul(targets, 1 - epsilon), epsilon / 3) as tf.Tensor2D,
+});
+
 /** A second view that depends on the inputs and on the step's generator (a flip and a drawn shift). */
 const flipAndShift = (inputs: tf.Tensor, random: Random) => tf.add(tf.reverse(inputs, 2), 0.2 * random.uniform() - 0.1);
 
@@ -331,16 +339,15 @@ describe('stack.gradients: the fused base pass with the two-view base loss', () 
     fused.dispose();
   });
 
-  it('never fuses two views with label smoothing or mixup, nor without an augment, nor one augmented view', () => {
+  it('never fuses two views with mixup (with or without label smoothing), nor without an augment, nor one augmented view', () => {
     const data = batch();
     const { model, calls, dispose } = batchNormModel(false);
-    const smoothing: RegularizerPlugin = { name: 'smooth', stage: 'target-transform', transformTargets: (t) => tf.add(tf.mul(t, 0.9), 0.1 / 3) as tf.Tensor2D };
     const mixing: RegularizerPlugin = { name: 'mix', stage: 'batch-transform', transformBatch: (b) => ({ inputs: tf.reverse(b.inputs, 0), targets: b.targets }) };
     const twoView = { model, batch: data, baseLoss: 'two-view' as const, augment: flipAndShift };
-    for (const stack of [[directionEntropy(1, 0.5), smoothing], [directionEntropy(1, 0.5), mixing]]) {
+    for (const stack of [[directionEntropy(1, 0.5), mixing], [directionEntropy(1, 0.5), smoothing(0.1), mixing]]) {
       calls.length = 0;
       const result = composeRegularizers(stack).gradients({ ...twoView, random: new Random(1) });
-      expect(result.fused).toBe(false);
+      expect([result.fused, result.fusion]).toEqual([false, 'plain']);
       expect(calls).toEqual(['frozen-stats', 'train', 'train', 'frozen-stats']);
       tf.dispose([result.value, ...Object.values(result.grads)]);
     }
@@ -378,6 +385,157 @@ describe('stack.gradients: the fused base pass with the two-view base loss', () 
     };
     const before = tf.memory().numTensors;
     expect(() => composeRegularizers([failing as RegularizerPlugin]).gradients({ model, batch: data, baseLoss: 'two-view', augment: flipAndShift, random: new Random(1) })).toThrow('on purpose');
+    expect(tf.memory().numTensors).toBe(before);
+    expect(data.inputs.isDisposed).toBe(false);
+    tf.dispose([data.inputs, data.labels]);
+    dispose();
+  });
+});
+
+/** Records the clean input gradient (sum and mean) its prepare receives, then adds RCAD's entropy term on the direction. */
+function directionRecorder(seen: number[][]): RegularizerPlugin<{ perturbed: tf.Tensor }> {
+  return {
+    name: 'rcad-like',
+    stage: 'loss-term',
+    prepare: ({ clean, inputGradient }) => {
+      const sum = inputGradient({ at: 'clean', reduction: 'sum', mode: 'frozen-stats' });
+      const mean = inputGradient({ at: 'clean', reduction: 'mean', mode: 'frozen-stats' });
+      seen.push(Array.from(sum.gradient.dataSync()), [sum.loss.dataSync()[0]!], Array.from(mean.gradient.dataSync()), [mean.loss.dataSync()[0]!], Array.from(sum.logits.dataSync()));
+      const norm = tf.add(tf.sqrt(tf.sum(tf.square(sum.gradient), [1, 2], true)), 1e-10);
+      return { perturbed: tf.add(clean.inputs, tf.mul(0.8, tf.div(sum.gradient, norm))) };
+    },
+    loss: (context, { perturbed }) => ({
+      value: tf.mul(0.5, tf.sub(Math.log(3), meanEntropy(context.forward(perturbed, 'frozen-stats').logits))) as tf.Scalar,
+    }),
+  };
+}
+
+describe('stack.gradients: transformed targets, the direction from the base pass’s forward', () => {
+  // The direction (the sum's gradient, loss and logits) and the running statistics to the bit; the
+  // mean's gradient (the sum's / B), the terms and the weight gradients to float rounding.
+  for (const views of ['single', 'two-view'] as const) {
+    it(`${views}: one forward of the clean batch, a second backward for ∇x of the plain cross-entropy, the plain path's numbers`, () => {
+      const data = batch();
+      const plain = batchNormModel(undefined);
+      const fused = batchNormModel(false);
+      fused.model.trainableVariables.forEach((v, i) => v.assign(plain.model.trainableVariables[i]!));
+      for (const { runningMean } of [plain, fused]) runningMean.assign(tf.tensor1d([0.5, -0.5, 1, 0, 2]));
+      const input = views === 'two-view' ? { batch: data, baseLoss: 'two-view' as const, augment: flipAndShift } : { batch: data };
+      const seen = { plain: [] as number[][], fused: [] as number[][] };
+      const slow = composeRegularizers([smoothing(0.3), directionRecorder(seen.plain) as RegularizerPlugin]).gradients({ ...input, model: plain.model, random: new Random(1) });
+      const fast = composeRegularizers([smoothing(0.3), directionRecorder(seen.fused) as RegularizerPlugin]).gradients({ ...input, model: fused.model, random: new Random(1) });
+      expect([slow.fusion, fast.fusion]).toEqual(['plain', 'base-forward']);
+      expect([slow.fused, fast.fused]).toEqual([false, true]);
+      // Plain: the direction's passes (the sum's and the mean's), the base pass (one or two views), the
+      // plugin's pass. Fused: the direction's passes are gone.
+      const basePass = views === 'two-view' ? ['train', 'train'] : ['train'];
+      expect(plain.calls).toEqual(['frozen-stats', 'frozen-stats', ...basePass, 'frozen-stats']);
+      expect(fused.calls).toEqual([...basePass, 'frozen-stats']);
+      // The direction: the sum's gradient, loss and logits to the bit; the mean's to float rounding.
+      const [sumGradient, sumLoss, meanGradient, meanLoss, logits] = seen.fused;
+      expect(sumGradient).toEqual(seen.plain[0]);
+      expect(sumLoss).toEqual(seen.plain[1]);
+      expect(logits).toEqual(seen.plain[4]);
+      const scale = Math.max(...seen.plain[2]!.map(Math.abs));
+      expect(Math.max(...meanGradient!.map((value, i) => Math.abs(value - seen.plain[2]![i]!))) / scale).toBeLessThan(1e-6);
+      expect(meanLoss![0]).toBeCloseTo(seen.plain[3]![0]!, 6);
+      // The base loss is the smoothed one (not the plain cross-entropy the direction used).
+      expect(Math.abs(fast.terms.base! - sumLoss![0]! / 10)).toBeGreaterThan(1e-3);
+      for (const key of ['base', 'rcad-like', 'total']) expect(Math.abs(fast.terms[key]! - slow.terms[key]!)).toBeLessThan(1e-6 * Math.max(1, Math.abs(slow.terms[key]!)));
+      expect(Math.abs(fast.value.dataSync()[0]! - slow.value.dataSync()[0]!)).toBeLessThan(1e-6);
+      const renamed = Object.fromEntries(plain.model.trainableVariables.map((v, i) => [fused.model.trainableVariables[i]!.name, slow.grads[v.name]!]));
+      expect(worstRelativeError(fast.grads, renamed)).toBeLessThan(1e-6);
+      expect(Array.from(fused.runningMean.dataSync())).toEqual(Array.from(plain.runningMean.dataSync()));
+      expect(Array.from(fused.runningMean.dataSync())).not.toEqual([0.5, -0.5, 1, 0, 2]);
+      tf.dispose([slow.value, fast.value, ...Object.values(slow.grads), ...Object.values(fast.grads), data.inputs, data.labels]);
+      plain.dispose();
+      fused.dispose();
+    });
+  }
+
+  it('mixes a generated loss (FGSM) with the smoothed base loss as the plain path does', () => {
+    const data = batch();
+    const plain = batchNormModel(undefined);
+    const fused = batchNormModel(false);
+    fused.model.trainableVariables.forEach((v, i) => v.assign(plain.model.trainableVariables[i]!));
+    const input = { batch: data, baseLoss: 'two-view' as const, augment: flipAndShift };
+    const slow = composeRegularizers([smoothing(0.2), signAttack(0.05, 0.4) as RegularizerPlugin]).gradients({ ...input, model: plain.model, random: new Random(3) });
+    const fast = composeRegularizers([smoothing(0.2), signAttack(0.05, 0.4) as RegularizerPlugin]).gradients({ ...input, model: fused.model, random: new Random(3) });
+    expect(fast.fusion).toBe('base-forward');
+    for (const key of ['base', 'fgsm-like', 'total']) expect(Math.abs(fast.terms[key]! - slow.terms[key]!)).toBeLessThan(1e-6);
+    const renamed = Object.fromEntries(plain.model.trainableVariables.map((v, i) => [fused.model.trainableVariables[i]!.name, slow.grads[v.name]!]));
+    expect(worstRelativeError(fast.grads, renamed)).toBeLessThan(1e-6);
+    expect(Array.from(fused.runningMean.dataSync())).toEqual(Array.from(plain.runningMean.dataSync()));
+    tf.dispose([slow.value, fast.value, ...Object.values(slow.grads), ...Object.values(fast.grads), data.inputs, data.labels]);
+    plain.dispose();
+    fused.dispose();
+  });
+
+  it('keeps the plain path for a model that may be stochastic, and for label smoothing with a batch transform', () => {
+    const data = batch();
+    const unknown = batchNormModel(undefined);
+    const deterministic = batchNormModel(false);
+    const mixing: RegularizerPlugin = { name: 'mix', stage: 'batch-transform', transformBatch: (b) => ({ inputs: tf.reverse(b.inputs, 0), targets: b.targets }) };
+    const results = [
+      composeRegularizers([smoothing(0.1), directionEntropy(1, 0.5)]).gradients({ model: unknown.model, batch: data, random: new Random(1) }),
+      composeRegularizers([smoothing(0.1), mixing, directionEntropy(1, 0.5)]).gradients({ model: deterministic.model, batch: data, random: new Random(1) }),
+    ];
+    expect(results.map((result) => result.fusion)).toEqual(['plain', 'plain']);
+    expect(unknown.calls).toEqual(['frozen-stats', 'train', 'frozen-stats']);
+    expect(deterministic.calls).toEqual(['frozen-stats', 'train', 'frozen-stats']);
+    tf.dispose([...results.flatMap((result) => [result.value, ...Object.values(result.grads)]), data.inputs, data.labels]);
+    unknown.dispose();
+    deterministic.dispose();
+  });
+
+  it('leaks nothing over repeated steps, nor when a prepare or the model throws after or during the recorded forward', () => {
+    const data = batch();
+    const { model, dispose } = batchNormModel(false);
+    const stack = composeRegularizers([smoothing(0.1), directionEntropy(1, 0.2)]);
+    for (const input of [{}, { baseLoss: 'two-view' as const, augment: flipAndShift }]) {
+      const counts: number[] = [];
+      for (let i = 0; i < 4; i++) {
+        const { value, grads, fusion } = stack.gradients({ model, batch: data, ...input, random: new Random(i) });
+        expect(fusion).toBe('base-forward');
+        tf.dispose([value, ...Object.values(grads)]);
+        counts.push(tf.memory().numTensors);
+      }
+      expect(new Set(counts).size).toBe(1);
+    }
+    const failing: RegularizerPlugin<{ unused: tf.Tensor }> = {
+      name: 'failing',
+      stage: 'loss-term',
+      prepare: ({ inputGradient }) => {
+        inputGradient({ at: 'clean', reduction: 'sum', mode: 'frozen-stats' });
+        throw new ConfigError('failing', 'on purpose');
+      },
+      loss: () => ({ value: tf.scalar(0) }),
+    };
+    const before = tf.memory().numTensors;
+    expect(() => composeRegularizers([smoothing(0.1), failing as RegularizerPlugin]).gradients({ model, batch: data, baseLoss: 'two-view', augment: flipAndShift, random: new Random(1) })).toThrow('on purpose');
+    expect(tf.memory().numTensors).toBe(before);
+    // A model that throws inside the recorded forward (after some of its ops were taped).
+    let throwNext = true;
+    const flaky = classifierFromFunction({
+      numClasses: 3,
+      trainableVariables: model.trainableVariables,
+      stochastic: false,
+      apply: (inputs, options) => {
+        const logits = model.apply(inputs, options).logits;
+        if (throwNext) {
+          tf.dispose(logits);
+          throw new Error('model failed');
+        }
+        return logits;
+      },
+    });
+    expect(() => stack.gradients({ model: flaky, batch: data, random: new Random(1) })).toThrow('model failed');
+    expect(tf.memory().numTensors).toBe(before);
+    expect(tf.engine().state.gradientDepth).toBe(0);
+    throwNext = false;
+    const after = stack.gradients({ model: flaky, batch: data, random: new Random(1) });
+    expect(after.fusion).toBe('base-forward');
+    tf.dispose([after.value, ...Object.values(after.grads)]);
     expect(tf.memory().numTensors).toBe(before);
     expect(data.inputs.isDisposed).toBe(false);
     tf.dispose([data.inputs, data.labels]);

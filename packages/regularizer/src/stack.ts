@@ -12,6 +12,7 @@ import { Random } from './random.js';
 import { resolveSchedule, validateSchedulable, type Schedule } from './schedule.js';
 import { checkSpecificationVersion } from './specification.js';
 import { plainGradients, prepareStep, round } from './step.js';
+import { tapeSupported } from './tape.js';
 import { assertClassifier, assertOutsideTape, checkBackendOnce } from './step-checks.js';
 
 /** The order in which a stack runs its stages. */
@@ -46,7 +47,7 @@ export interface RegularizerStack {
    * One step's total loss and weight gradients, for a loop that clips and decays them itself (the
    * trainer does). Equal to `prepare(input).gradients()`, but one pass cheaper where that is exact:
    * the fused step, which serves RCAD's or FGSM's clean input gradient from the base pass (`fused`
-   * in the result says which path ran; when it applies: docs/architecture.md, "The fused step").
+   * and `fusion` in the result say which path ran; when it applies: docs/architecture.md, "The fused step").
    * When it throws, it has freed every tensor it made.
    */
   gradients(input: StepInput): StepGradients;
@@ -126,8 +127,11 @@ export function composeRegularizers(plugins: readonly RegularizerPlugin[] = [], 
   checkMixWeights(ordered);
   // Decided once, from the plugins' declarations; each step adds only what depends on its input.
   const fusable = fusionAllowed(ordered);
+  // Transformed targets: the direction's loss is not the base loss, so it takes a second backward over
+  // the base pass's tape, which needs the engine's tape as tfjs-core 4.x keeps it (checked once).
+  const transformsTargets = ordered.some((plugin) => plugin.stage === 'target-transform');
   const gradients = (input: StepInput & { random: Random }): StepGradients =>
-    fusable && fusesWith(input) ? fusedGradients(ordered, input) : plainGradients(ordered, input);
+    fusable && fusesWith(input) && (!transformsTargets || tapeSupported()) ? fusedGradients(ordered, input) : plainGradients(ordered, input);
   return {
     plugins: ordered,
     prepare: (input): PreparedStep => prepareStep(ordered, resolve(input, 'stack.prepare')),
@@ -145,14 +149,16 @@ export function composeRegularizers(plugins: readonly RegularizerPlugin[] = [], 
 }
 
 /**
- * Whether a stack's plugins allow the fused step (docs/architecture.md, "The fused step"): every
- * plugin adds a loss (no batch or target transform, since the reference's direction comes from the
- * untransformed loss), at least one prepares (the only place an input gradient is asked for), and
- * none declares `readsBase` (the fused step's plugin terms run without the base pass).
+ * Whether a stack's plugins allow the fused step (docs/architecture.md, "The fused step"): no batch
+ * transform (the base pass must run on the clean batch, where the reference's direction is taken;
+ * a target transform only changes the base loss's targets, and the direction then takes its own
+ * backward over the base pass's forward), at least one plugin prepares (the only place an input
+ * gradient is asked for), and none declares `readsBase` (the fused step's plugin terms run without
+ * the base pass).
  */
 function fusionAllowed(plugins: readonly RegularizerPlugin[]): boolean {
   return (
-    plugins.every((plugin) => plugin.stage === 'loss-term' || plugin.stage === 'generated-loss') &&
+    plugins.every((plugin) => plugin.stage !== 'batch-transform') &&
     plugins.some((plugin) => plugin.prepare !== undefined) &&
     !plugins.some((plugin) => plugin.readsBase === true)
   );

@@ -84,9 +84,12 @@ export function validateBatch(batch: Batch, numClasses: number): void {
   if (!finite) throw new DataError('batch.inputs', 'contains NaN or Inf values');
 }
 
-/** What the fused step hands to {@link prepareStep}: input gradients its base pass already made. */
+/** What the fused step hands to {@link prepareStep}: what its base pass already made. */
 export interface PrepareOptions {
+  /** Input gradients the base pass served, by cache key (`at|reduction|mode`). */
   seededGradients?: Map<string, InputGradient>;
+  /** The batch after the transforms, made by {@link transformBatch} before the base pass (the step owns it). */
+  transformed?: SoftBatch;
 }
 
 /** A prepared step, plus what the fused step needs: the plugins' part of the loss without the base pass. */
@@ -135,26 +138,8 @@ function buildStep(plugins: readonly RegularizerPlugin[], input: StepInput & { r
   if (baseLoss === 'two-view' && !input.augment) throw new ConfigError('baseLoss', "'two-view' needs an augment function");
   if (input.validate !== false) validateBatch(clean, numClasses);
 
-  const context: StepContext = {
-    model,
-    random,
-    step,
-    epoch,
-    numClasses,
-    value: (hyperParameter) => resolveSchedule(hyperParameter, { step, epoch }),
-  };
-
-  // Batch and target transforms: outside the tape, in plugin order.
-  const batch: SoftBatch = own(tf.tidy(() => {
-    let inputs = input.augment && baseLoss === 'single' ? input.augment(clean.inputs, random) : clean.inputs;
-    let soft: SoftBatch = { inputs, targets: oneHotTargets(clean.labels, numClasses) };
-    for (const plugin of plugins) {
-      if (plugin.stage === 'batch-transform') soft = plugin.transformBatch!(soft, context);
-      else if (plugin.stage === 'target-transform') soft = { inputs: soft.inputs, targets: plugin.transformTargets!(soft.targets, context) };
-    }
-    inputs = soft.inputs === clean.inputs ? tf.clone(soft.inputs) : soft.inputs; // the step owns what it disposes
-    return { inputs, targets: soft.targets };
-  }));
+  const context = stepContext(input);
+  const batch: SoftBatch = own(options.transformed ?? transformBatch(plugins, input, context));
   const secondView = baseLoss === 'two-view' ? own(tf.tidy(() => input.augment!(batch.inputs, random))) : undefined;
 
   const cleanTargets = own(tf.tidy(() => oneHotTargets(clean.labels, numClasses)));
@@ -290,12 +275,45 @@ function buildStep(plugins: readonly RegularizerPlugin[], input: StepInput & { r
   };
 }
 
+/** The context every hook of one step receives. */
+export function stepContext(input: StepInput & { random: Random }): StepContext {
+  const step = input.step ?? 0;
+  const epoch = input.epoch ?? 0;
+  return {
+    model: input.model,
+    random: input.random,
+    step,
+    epoch,
+    numClasses: input.model.numClasses,
+    value: (hyperParameter) => resolveSchedule(hyperParameter, { step, epoch }),
+  };
+}
+
+/**
+ * The batch the base loss sees: the single view's augmentation (if any), then the batch and target
+ * transforms in plugin order, outside any tape. The inputs are never the caller's tensor (a clone
+ * where nothing changed them), so that whoever owns the result may dispose it.
+ */
+export function transformBatch(plugins: readonly RegularizerPlugin[], input: StepInput & { random: Random }, context: StepContext): SoftBatch {
+  const { batch: clean, random } = input;
+  return tf.tidy(() => {
+    let inputs = input.augment && (input.baseLoss ?? 'single') === 'single' ? input.augment(clean.inputs, random) : clean.inputs;
+    let soft: SoftBatch = { inputs, targets: oneHotTargets(clean.labels, context.numClasses) };
+    for (const plugin of plugins) {
+      if (plugin.stage === 'batch-transform') soft = plugin.transformBatch!(soft, context);
+      else if (plugin.stage === 'target-transform') soft = { inputs: soft.inputs, targets: plugin.transformTargets!(soft.targets, context) };
+    }
+    inputs = soft.inputs === clean.inputs ? tf.clone(soft.inputs) : soft.inputs; // the step owns what it disposes
+    return { inputs, targets: soft.targets };
+  });
+}
+
 /** The step as `stack.prepare` makes it, its gradients taken by one tape, everything disposed. */
 export function plainGradients(plugins: readonly RegularizerPlugin[], input: StepInput & { random: Random }): StepGradients {
   const step = prepareStep(plugins, input);
   try {
     const { value, grads } = step.gradients();
-    return { value, grads, terms: step.terms(), fused: false };
+    return { value, grads, terms: step.terms(), fused: false, fusion: 'plain' };
   } finally {
     step.dispose();
   }
