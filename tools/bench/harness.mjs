@@ -211,14 +211,14 @@ function createStepRunner(variant, model, optimizer, seed, spec) {
     augmentMs = 0;
     if (!preparePath) {
       label('gradients');
-      const { value, grads, fused } = stack.gradients(input);
+      const { value, grads, fused, fusion } = stack.gradients(input);
       value.dataSync();
       value.dispose();
       const gradientsEnd = performance.now();
       label('update');
       update(grads);
       const end = performance.now();
-      return { totalMs: end - start, prepareMs: 0, gradientsMs: gradientsEnd - start, updateMs: end - gradientsEnd, augmentMs, fused };
+      return { totalMs: end - start, prepareMs: 0, gradientsMs: gradientsEnd - start, updateMs: end - gradientsEnd, augmentMs, fused, fusion };
     }
     label('prepare');
     const prepared = stack.prepare(input);
@@ -237,7 +237,7 @@ function createStepRunner(variant, model, optimizer, seed, spec) {
       prepared.dispose();
     }
     const end = performance.now();
-    return { totalMs: end - start, prepareMs: prepareEnd - start, gradientsMs: gradientsEnd - prepareEnd, updateMs: end - gradientsEnd, augmentMs, fused: false };
+    return { totalMs: end - start, prepareMs: prepareEnd - start, gradientsMs: gradientsEnd - prepareEnd, updateMs: end - gradientsEnd, augmentMs, fused: false, fusion: 'plain' };
   };
 }
 
@@ -351,6 +351,8 @@ async function benchmarkModel(spec, runVariants, options) {
       samplesMs: totals,
       path: PREPARE_PATH.has(variant) ? 'prepare + gradients()' : 'stack.gradients',
       fused: samples[variant].at(-1).fused === true,
+      // How the base pass served ∇x (StepGradients.fusion): 'base-backward', 'base-forward' or 'plain'.
+      fusion: samples[variant].at(-1).fusion ?? 'plain',
       phasesMs: {
         prepare: median(samples[variant].map((sample) => sample.prepareMs)),
         gradients: median(samples[variant].map((sample) => sample.gradientsMs)),
@@ -639,7 +641,7 @@ export function formatReport(report) {
       const prepare = variant.path === 'stack.gradients' ? '—' : formatMs(phases.prepare);
       const label = name === 'rcad-unfused' ? 'rcad-unfused (prepare + gradients())' : name;
       lines.push(
-        `| ${label} | ${formatMs(variant.medianMs)} | ${formatMs(variant.minMs)} | ${formatRatio(variant.ratioToErm)} | ${formatRatio(variant.ratioOfMediansToErm)} | ${variant.fused ? 'yes' : 'no'} | ` +
+        `| ${label} | ${formatMs(variant.medianMs)} | ${formatMs(variant.minMs)} | ${formatRatio(variant.ratioToErm)} | ${formatRatio(variant.ratioOfMediansToErm)} | ${variant.fusion === 'base-forward' ? 'yes (own backward)' : variant.fused ? 'yes' : 'no'} | ` +
           `${prepare} / ${formatMs(phases.gradients)} / ${formatMs(phases.update)} |${twoView ? ` ${formatMs(phases.augment ?? 0)} |` : ''} ${variant.memory.kernelCalls} | ` +
           `${(variant.memory.peakBytes / 2 ** 20).toFixed(0)} | ${variant.memory.leakedTensorsPerStep} |`,
       );
