@@ -131,7 +131,6 @@ function buildStep(plugins: readonly RegularizerPlugin[], input: StepInput & { r
   if (input === null || typeof input !== 'object') throw new ConfigError('input', 'expected a StepInput object { model, batch, random }');
   const { model, batch: clean, random } = input;
   const step = input.step ?? 0;
-  const epoch = input.epoch ?? 0;
   const numClasses = model.numClasses;
   const baseLoss = input.baseLoss ?? 'single';
   if (baseLoss !== 'single' && baseLoss !== 'two-view') throw new ConfigError('baseLoss', `expected single or two-view, got ${String(baseLoss)}`);
