@@ -143,40 +143,44 @@ describe('simdWinogradConvolution', () => {
       { input: [32, 28, 28, 16], filter: [3, 3, 16, 32], strides: 2, chosen: false },
       { input: [32, 28, 28, 16], filter: [5, 5, 16, 16], strides: 1, chosen: false },
       { input: [32, 28, 28, 16], filter: [1, 1, 16, 16], strides: 1, chosen: false },
-      // Too few tiles (1 image of 7 × 7), or too many outputs of the tiles wasted (3 × 3, 1 × 1): direct.
-      { input: [1, 7, 7, 64], filter: [3, 3, 64, 64], strides: 1, chosen: false },
-      { input: [32, 3, 3, 64], filter: [3, 3, 64, 64], strides: 1, chosen: false },
-      { input: [32, 1, 1, 128], filter: [3, 3, 128, 128], strides: 1, chosen: false },
+      // Small calls, and most of the tiles' outputs padding: Winograd still measured faster.
+      { input: [1, 7, 7, 64], filter: [3, 3, 64, 64], strides: 1, chosen: true },
+      { input: [32, 3, 3, 64], filter: [3, 3, 64, 64], strides: 1, chosen: true },
+      { input: [32, 1, 1, 128], filter: [3, 3, 128, 128], strides: 1, chosen: true },
     ])('x $input, filter $filter, stride $strides: Winograd $chosen', ({ input, filter, strides, chosen }) => {
       const g = geometry(input, filter, 'same', strides);
       expect(winogradChosen(g)).toBe(chosen);
-      setWinogradConvolution(true);
-      expect(winogradChosen(g)).toBe(simdWinogradSupports(g));
+      expect(simdWinogradSupports(g)).toBe(chosen);
       setWinogradConvolution(false);
       expect(winogradChosen(g)).toBe(false);
       setWinogradConvolution('auto');
     });
 
     it("takes Winograd's outputs, bit for bit, where it is chosen, and the direct kernel's elsewhere", () => {
-      for (const [input, outChannels, chosen] of [
-        [[4, 6, 6, 8], 8, true],
-        [[1, 3, 3, 8], 8, false],
-      ] as const) {
-        const g = geometry([...input], [3, 3, input[3], outChannels], 'same');
-        expect(winogradChosen(g)).toBe(chosen);
+      const run = (g: SimdGeometry, compute: (x: Float32Array, w: Float32Array, y: Float32Array) => void) => {
         const { x, w } = inputs(g, 53);
-        const routed = output(g);
-        simdConvolution(x, w, routed, g);
-        const winograd = output(g);
-        simdWinogradConvolution(x, w, winograd, g);
+        const y = output(g);
+        compute(x, w, y);
+        return Array.from(y);
+      };
+      const direct = (x: Float32Array, w: Float32Array, y: Float32Array, g: SimdGeometry) => {
         setWinogradConvolution(false);
-        const direct = output(g);
-        simdConvolution(x, w, direct, g);
-        setWinogradConvolution('auto');
-        expect(Array.from(routed)).toEqual(Array.from(chosen ? winograd : direct));
-        // The two differ in rounding somewhere, so the comparison above tells them apart.
-        expect(Array.from(winograd)).not.toEqual(Array.from(direct));
-      }
+        try {
+          simdConvolution(x, w, y, g);
+        } finally {
+          setWinogradConvolution('auto');
+        }
+      };
+      const chosen = geometry([4, 6, 6, 8], [3, 3, 8, 8], 'same');
+      expect(winogradChosen(chosen)).toBe(true);
+      const routed = run(chosen, (x, w, y) => simdConvolution(x, w, y, chosen));
+      expect(routed).toEqual(run(chosen, (x, w, y) => simdWinogradConvolution(x, w, y, chosen)));
+      // The two differ in rounding somewhere, so the comparison above tells them apart.
+      expect(routed).not.toEqual(run(chosen, (x, w, y) => direct(x, w, y, chosen)));
+      // 6 input channels: not whole vectors of 4, so the direct kernel.
+      const other = geometry([2, 5, 3, 6], [3, 3, 6, 8], 'same');
+      expect(winogradChosen(other)).toBe(false);
+      expect(run(other, (x, w, y) => simdConvolution(x, w, y, other))).toEqual(run(other, (x, w, y) => direct(x, w, y, other)));
     });
   });
 });

@@ -45,30 +45,36 @@ export function setWinogradBlockBytes(bytes: number): number {
   return previous;
 }
 
-/**
- * Tiles below which a call stays direct: with fewer, the filter transform and the 16 short products per
- * block cost more than the multiply-adds saved (1 × 7×7×64 → 64: 0.09 ms direct, 0.17 ms by Winograd;
- * 8 × 2×2×64: 0.09 and 0.14 ms; 32 × 2×2×64: 0.35 and 0.24 ms).
- */
-const MINIMUM_TILES = 32;
-
-/**
- * The least share of the tiles' outputs that must be real outputs (odd sides compute a half-empty last
- * row and column of tiles): 7 × 7 (77%) measured 1.3–1.45× faster than direct, 5 × 5 (69%) 1.7×, 3 × 3
- * (56%) no faster, 1 × 1 (25%) slower.
- */
-const MINIMUM_TILE_USE = 0.6;
-
 let setting: boolean | 'auto' = 'auto';
 
 /**
- * For benchmarks and tests: whether `simdConvolution` takes Winograd for the geometries it can
- * (`true`), never (`false`), or where it measured faster (`'auto'`, the default). Returns the previous setting.
+ * For benchmarks and tests: whether `simdConvolution` takes Winograd for the geometries it can (`true`
+ * or `'auto'`, the default: it measured faster on all of them, see {@link winogradChosen}) or never
+ * (`false`). Returns the previous setting.
  */
 export function setWinogradConvolution(use: boolean | 'auto'): boolean | 'auto' {
   const previous = setting;
   setting = use;
   return previous;
+}
+
+/**
+ * Floats from one tap of the filter (and one matrix of U) to the next: its input × output channels, and
+ * 16 more, so that the filter transform's 9 loads and 16 stores are not all a power of two apart (with
+ * 128 × 128 channels they were 64 KiB apart, the same set of the L1 cache: the transform took 0.40 ms
+ * of a 2.1 ms call).
+ */
+function filterPlaneFloats(geometry: SimdGeometry): number {
+  return geometry.inChannels * geometry.outChannels + 16;
+}
+
+/**
+ * Floats from one matrix of V (or M) to the next in a block of `tiles` tiles: 16 more than its values,
+ * for the same reason as {@link filterPlaneFloats} (blocks of 32 tiles × 64 channels put the input
+ * transform's 16 stores 8 KiB apart: it ran 4-5× slower per tile than at 28 × 28 × 16).
+ */
+function matrixFloats(tiles: number, channels: number): number {
+  return tiles * channels + 16;
 }
 
 function layout(geometry: SimdGeometry, regions: number): { plan: SimdPlan; wStart: number; bytes: number } {
@@ -77,13 +83,14 @@ function layout(geometry: SimdGeometry, regions: number): { plan: SimdPlan; wSta
   const paddedHeight = 2 * tileRows + 2;
   const paddedWidth = 2 * tileColumns + 2;
   const secondStart = alignFloats(batchSize * paddedHeight * paddedWidth * inChannels);
-  // The filter as given, transformed into U before the tiles run.
-  const wStart = secondStart + 16 * inChannels * outChannels;
-  const outputStart = wStart + 9 * inChannels * outChannels;
+  // The filter, its taps `planeFloats` apart, transformed into U (planes as far apart) before the tiles run.
+  const planeFloats = filterPlaneFloats(geometry);
+  const wStart = secondStart + 16 * planeFloats;
+  const outputStart = wStart + 9 * planeFloats;
   const scratchStart = outputStart + batchSize * 4 * tileRows * tileColumns * outChannels;
   const tileFloats = 16 * (inChannels + outChannels);
   const tileRowsPerBlock = Math.max(1, Math.min(batchSize * tileRows, Math.floor(blockBytes / (4 * tileFloats * tileColumns))));
-  const regionFloats = tileRowsPerBlock * tileColumns * tileFloats;
+  const regionFloats = 16 * (matrixFloats(tileRowsPerBlock * tileColumns, inChannels) + matrixFloats(tileRowsPerBlock * tileColumns, outChannels));
   const plan: SimdPlan = {
     family: 'winograd',
     geometry,
@@ -120,17 +127,16 @@ export function simdWinogradSupports(geometry: SimdGeometry): boolean {
 }
 
 /**
- * Whether `simdConvolution` computes this geometry by Winograd: where it can (any input channels in
- * multiples of 4: 4 → 4 channels at 28 × 28 measured 0.30 ms against the direct kernel's 0.33), with at
- * least {@link MINIMUM_TILES} tiles of which at least {@link MINIMUM_TILE_USE} of the outputs are real,
- * unless {@link setWinogradConvolution} says otherwise.
+ * Whether `simdConvolution` computes this geometry by Winograd: wherever it can, unless
+ * {@link setWinogradConvolution} says otherwise. No geometry it can compute measured slower than the
+ * direct kernel (minimum of 40 calls, one thread, relaxed multiply-add): the recipe's 32 × 28×28×16 →
+ * 16, 14×14×32 → 32, 7×7×64 → 64 and 4×4×128 → 128 took 1.54, 1.25, 1.46 and 1.44 ms against 2.37,
+ * 2.53, 2.48 and 3.15 ms; 4 → 4 channels at 28 × 28 0.32 against 0.33 ms; even where most of the tiles'
+ * outputs are padding (32 × 1×1×128 → 128: 0.43 against 0.69 ms, the direct kernel's 1-position blocks
+ * being slow too) or the call is small (1 × 7×7×64 → 64: 0.09 against 0.12 ms).
  */
 export function winogradChosen(geometry: SimdGeometry): boolean {
-  if (setting === false || !simdWinogradSupports(geometry)) return false;
-  if (setting === true) return true;
-  const { tileRows, tileColumns } = tileGrid(geometry);
-  const tiles = geometry.batchSize * tileRows * tileColumns;
-  return tiles >= MINIMUM_TILES && (geometry.outHeight * geometry.outWidth) / (4 * tileRows * tileColumns) >= MINIMUM_TILE_USE;
+  return setting !== false && simdWinogradSupports(geometry);
 }
 
 /**
@@ -158,9 +164,10 @@ export function simdWinogradConvolution(x: Float32Array, w: Float32Array, y: Flo
   const { plan, wStart, bytes } = layout(geometry, pieces.length);
   const heap = reserve(kernels, bytes);
   if (heap === undefined) throw new RangeError(`simdWinogradConvolution: ${bytes} bytes of x, U, y and scratch do not fit a WebAssembly memory`);
-  heap.set(w, wStart);
-  const pairBytes = 4 * inChannels * outChannels;
-  kernels.winograd.filter(4 * wStart, 4 * plan.secondStart, (inChannels * outChannels) / 4, pairBytes, pairBytes);
+  const pairs = inChannels * outChannels;
+  const planeFloats = filterPlaneFloats(geometry);
+  for (let tap = 0; tap < 9; tap++) heap.set(w.subarray(tap * pairs, (tap + 1) * pairs), wStart + tap * planeFloats);
+  kernels.winograd.filter(4 * wStart, 4 * plan.secondStart, pairs / 4, 4 * planeFloats, 4 * planeFloats);
   const tiled = { ...plan, geometry: tiledGeometry(geometry) };
   runShared(
     kernels,
@@ -199,7 +206,7 @@ export function runWinogradShare(kernels: SimdKernels, plan: SimdPlan, first: nu
   const yRowFloats = 2 * tileColumns * outChannels;
   const scratch = plan.scratchStart! + region * plan.regionFloats;
   const vStart = scratch;
-  const mStart = scratch + 16 * tileRowsPerBlock * tileColumns * inChannels;
+  const mStart = scratch + 16 * matrixFloats(tileRowsPerBlock * tileColumns, inChannels);
   const { input, output, gemm } = kernels.winograd;
   const wideBlocks = Math.floor(outChannels / 8);
   const narrowOffset = wideBlocks * 8;
@@ -207,8 +214,8 @@ export function runWinogradShare(kernels: SimdKernels, plan: SimdPlan, first: nu
   for (let firstRow = first * tileRows; firstRow < endRow; firstRow += tileRowsPerBlock) {
     const rows = Math.min(tileRowsPerBlock, endRow - firstRow);
     const tiles = rows * tileColumns;
-    const vMatrix = 4 * tiles * inChannels;
-    const mMatrix = 4 * tiles * outChannels;
+    const vMatrix = 4 * matrixFloats(tiles, inChannels);
+    const mMatrix = 4 * matrixFloats(tiles, outChannels);
     for (let row = 0; row < rows; row++) {
       const image = Math.floor((firstRow + row) / tileRows);
       const tileRow = (firstRow + row) % tileRows;
@@ -220,7 +227,7 @@ export function runWinogradShare(kernels: SimdKernels, plan: SimdPlan, first: nu
       const v = 4 * (vStart + firstTile * inChannels);
       const m = 4 * (mStart + firstTile * outChannels);
       // matrices, position blocks, vMatrix, uMatrix, mMatrix, taps, vPosition, uTap, mPosition.
-      const strides = [16, blocks, vMatrix, 4 * inChannels * outChannels, mMatrix, inChannels, 4 * inChannels, 4 * outChannels, 4 * outChannels] as const;
+      const strides = [16, blocks, vMatrix, 4 * filterPlaneFloats(plan.geometry), mMatrix, inChannels, 4 * inChannels, 4 * outChannels, 4 * outChannels] as const;
       if (wideBlocks > 0) family[1]!(v, 4 * plan.secondStart, m, ...strides, wideBlocks);
       if (narrowOffset < outChannels) family[0]!(v, 4 * (plan.secondStart + narrowOffset), m + 4 * narrowOffset, ...strides, 1);
     };
