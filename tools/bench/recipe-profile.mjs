@@ -15,11 +15,13 @@
 // (`setPiecesPerThread`), and 1 thread beside them. `--compare cast` times 1-thread steps with
 // wasm's shipped `Cast` against ours. `--compare batch-norm` times 1-thread steps with batch norm (and
 // the ReLU after it) as the fused `RegstackBatchNorm` kernel and its gradient against the op with the
-// channel-reduction kernels and TF.js's elementwise ops (issue 18). Each reports wall time and the process's CPU time (user + system,
+// channel-reduction kernels and TF.js's elementwise ops (issue 18). `--compare winograd` times steps
+// (at 1 thread, or `threads` with `--threads n`) with the stride-1 3×3 convolutions by the direct SIMD
+// kernel against Winograd F(2×2, 3×3) (`setWinogradConvolution`). Each reports wall time and the process's CPU time (user + system,
 // all threads) per step: on a machine loaded by other jobs wall time says little, CPU time more.
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs-core';
-import { BATCH_NORM_KERNEL_NAMES, registerKernels, setPiecesPerThread, unregisterKernels, useBackend } from '@regstack/backend';
+import { BATCH_NORM_KERNEL_NAMES, registerKernels, setPiecesPerThread, setWinogradConvolution, unregisterKernels, useBackend } from '@regstack/backend';
 import { standardAugmentation } from '@regstack/datasets';
 import { Random, addWeightDecay, clipByGlobalNorm, composeRegularizers } from '@regstack/regularizer';
 import { resnet18 } from '@regstack/models';
@@ -177,6 +179,8 @@ function timedStep() {
 }
 
 async function compare(what) {
+  // --compare winograd: 1 thread unless --threads was given.
+  const winogradThreads = process.argv.includes('--threads') && threads > 1 ? { threads } : {};
   /** name → async setup before a step of that setting */
   const settings =
     what === 'pieces'
@@ -193,8 +197,13 @@ async function compare(what) {
               'batch norm as an op with the channel kernels': async () => unregisterKernels('wasm', BATCH_NORM_KERNEL_NAMES),
               'fused batch norm kernels': async () => registerKernels('wasm', BATCH_NORM_KERNEL_NAMES),
             }
-          : undefined;
-  if (settings === undefined) throw new Error(`--compare: expected pieces, cast or batch-norm, got '${what}'`);
+          : what === 'winograd'
+            ? {
+                'direct kernel': async () => (await useBackend('wasm', winogradThreads), setWinogradConvolution(false)),
+                'Winograd F(2×2, 3×3)': async () => (await useBackend('wasm', winogradThreads), setWinogradConvolution('auto')),
+              }
+            : undefined;
+  if (settings === undefined) throw new Error(`--compare: expected pieces, cast, batch-norm or winograd, got '${what}'`);
   const names = Object.keys(settings);
   const times = Object.fromEntries(names.map((name) => [name, []]));
   for (const name of names) {
@@ -220,6 +229,7 @@ async function compare(what) {
     console.log(`| ${name} | ${median(times[name].map((time) => time.wallMs)).toFixed(0)} | ${spread(wall)} | ${median(times[name].map((time) => time.cpuMs)).toFixed(0)} | ${spread(cpu)} |`);
   }
   setPiecesPerThread(1);
+  setWinogradConvolution('auto');
   registerKernels('wasm', [tf.Cast, ...BATCH_NORM_KERNEL_NAMES]);
   await useBackend('wasm');
 }

@@ -1,6 +1,6 @@
 import '@tensorflow/tfjs-backend-wasm';
 import * as tf from '@tensorflow/tfjs-core';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { relativeError } from '@regstack/regularizer/testing';
 import { randomValues } from '../test-values.js';
 import { enableRelaxedSimd, multiplyAddModes, withMultiplyAdd } from './test-multiply-add.js';
@@ -8,6 +8,7 @@ import type { SimdGeometry } from '../threads/conv-protocol.js';
 import { simdConvolution, simdConvolutionSupports } from './convolution.js';
 import { prepareSimdKernels, setFusedMultiplyAdd, simdKernels } from './instance.js';
 import { setSimdChunkBytes } from './memory.js';
+import { setWinogradConvolution } from './winograd.js';
 import { registerKernels, registeredKernels, unregisterKernels } from '../kernels/register-kernels.js';
 
 /** The definition, summed in float64. */
@@ -52,6 +53,14 @@ function run(g: SimdGeometry, seed: number): { got: Float32Array; want: Float64A
 const relaxedSimd = enableRelaxedSimd();
 
 describe('simdConvolution', () => {
+  // The direct kernel's tests: stride-1 3 × 3 cases stay off Winograd (winograd.test.ts) whatever its routing.
+  beforeAll(() => {
+    setWinogradConvolution(false);
+  });
+  afterAll(() => {
+    setWinogradConvolution('auto');
+  });
+
   it('has relaxed SIMD to test (Node ≥ 22, or Node 20 with its V8 flag)', () => {
     expect(relaxedSimd).toBe(true);
   });

@@ -6,12 +6,15 @@
  * channels stays in registers while the loop runs over the filter's taps, so each filter vector loaded
  * serves 4 positions and each input value 8 channels. 1.2-1.3× faster than wasm's shipped (XNNPACK)
  * Conv2D on ResNet-18's layers, and it shares the batch with the worker threads without copies.
+ * Stride-1 3 × 3 convolutions go to the Winograd F(2×2, 3×3) kernels instead where those are faster
+ * (winograd.ts).
  */
 import type { SimdGeometry, SimdPlan } from '../threads/conv-protocol.js';
 import { POSITION_BLOCK } from './kernel-code.js';
 import { alignFloats, chunking, copyPaddedImages, fitsMemory, paddedExtent, reserve } from './memory.js';
 import { kernelsFor, simdKernels, type SimdKernels } from './instance.js';
 import { runShared, simdPieces, simdThreads } from '../threads/parallel-conv.js';
+import { simdWinogradConvolution, winogradChosen } from './winograd.js';
 
 /** Geometry of one convolution. */
 export type ConvolutionGeometry = SimdGeometry;
@@ -40,6 +43,11 @@ export function simdConvolutionSupports(geometry: ConvolutionGeometry): boolean 
  * @param y Receives `[batch, outHeight, outWidth, outChannels]`; every value is written.
  */
 export function simdConvolution(x: Float32Array, w: Float32Array, y: Float32Array, geometry: ConvolutionGeometry): void {
+  // Stride-1 3 × 3 filters, where it measured faster: 2.25× fewer multiply-adds (winograd.ts).
+  if (winogradChosen(geometry)) {
+    simdWinogradConvolution(x, w, y, geometry);
+    return;
+  }
   const kernels = kernelsFor('simdConvolution', geometry, [
     ['x', x, 'input'],
     ['w', w, 'filter'],

@@ -9,6 +9,7 @@
  * thread alone.
  */
 import { CHANNEL_BLOCK, POSITION_BLOCK, convolutionKernel, filterGradientKernel } from './kernel-code.js';
+import { winogradFilterKernel, winogradGemmKernel, winogradInputKernel, winogradOutputKernel } from './winograd-code.js';
 import { encodeModule, type FunctionBody } from './wasm-module.js';
 import { MAXIMUM_PAGES } from './memory.js';
 import type { SimdGeometry } from '../threads/conv-protocol.js';
@@ -26,6 +27,8 @@ export interface SimdKernels {
   filter: Kernel[][];
   /** convolution[positions − 1][vectors − 1]. */
   convolution: Kernel[][];
+  /** The Winograd F(2×2, 3×3) convolution's kernels (winograd-code.ts); gemm[positions − 1][vectors − 1]. */
+  winograd: { input: Kernel; output: Kernel; filter: Kernel; gemm: Kernel[][] };
 }
 
 
@@ -37,6 +40,10 @@ function moduleBytes(shared: boolean, fused: boolean): Uint8Array<ArrayBuffer> {
   for (let positions = 1; positions <= POSITION_BLOCK; positions++) {
     for (const vectors of [1, 2]) functions.push({ name: `c${positions}v${vectors}`, body: convolutionKernel(positions, vectors, fused) });
   }
+  for (let positions = 1; positions <= POSITION_BLOCK; positions++) {
+    for (const vectors of [1, 2]) functions.push({ name: `g${positions}v${vectors}`, body: winogradGemmKernel(positions, vectors, fused) });
+  }
+  functions.push({ name: 'wi', body: winogradInputKernel() }, { name: 'wo', body: winogradOutputKernel() }, { name: 'wf', body: winogradFilterKernel() });
   return encodeModule(functions, { initial: 1, maximum: MAXIMUM_PAGES, shared });
 }
 
@@ -45,7 +52,14 @@ const compiled = new Map<string, WebAssembly.Module>();
 function kernelsOf(exports: WebAssembly.Exports, memory: WebAssembly.Memory, shared: boolean, fused: boolean): SimdKernels {
   const functions = exports as Record<string, Kernel>;
   const family = (prefix: string, count: number) => Array.from({ length: count }, (_, i) => [1, 2].map((vectors) => functions[`${prefix}${i + 1}v${vectors}`]!));
-  return { memory, shared, fused, filter: family('f', CHANNEL_BLOCK), convolution: family('c', POSITION_BLOCK) };
+  return {
+    memory,
+    shared,
+    fused,
+    filter: family('f', CHANNEL_BLOCK),
+    convolution: family('c', POSITION_BLOCK),
+    winograd: { input: functions.wi!, output: functions.wo!, filter: functions.wf!, gemm: family('g', POSITION_BLOCK) },
+  };
 }
 
 /** Compiles (once per variant and thread) and instantiates synchronously: fine in Node and in workers. */

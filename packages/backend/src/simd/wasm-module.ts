@@ -139,6 +139,15 @@ export class FunctionBody {
     return this.simd(0xe4);
   }
 
+  subF32x4(): this {
+    return this.simd(0xe5);
+  }
+
+  /** v128.const: `value` in all four f32 lanes. */
+  constF32x4(value: number): this {
+    return this.simd(0x0c, ...new Uint8Array(new Float32Array([value, value, value, value]).buffer));
+  }
+
   mulF32x4(): this {
     return this.simd(0xe6);
   }

@@ -5,6 +5,7 @@ import { relativeError } from '@regstack/regularizer/testing';
 import { stopWorkerThreads, useBackend } from '../use-backend.js';
 import { setWorkerTimeout } from './conv-pool.js';
 import { simdKernels } from '../simd/instance.js';
+import { winogradChosen } from '../simd/winograd.js';
 
 function values(shape: number[], seed: number): Float32Array {
   let state = seed;
@@ -22,9 +23,13 @@ const cases: Array<{ label: string; x: Rank4; filter: Rank4; strides: number; pa
   { label: 'batch 4, 3×3 stride 2 same', x: [4, 10, 9, 4], filter: [3, 3, 4, 6], strides: 2, pad: 'same' },
   { label: 'batch 3, 1×1 stride 2 valid', x: [3, 8, 8, 4], filter: [1, 1, 4, 5], strides: 2, pad: 'valid' },
   { label: 'batch 7, 3×3 explicit padding', x: [7, 6, 7, 2], filter: [3, 3, 2, 3], strides: 1, pad: [[0, 0], [1, 1], [1, 1], [0, 0]] },
-  // Channels in multiples of 4: the direct SIMD kernels, sharing images on their shared memory.
+  // Channels in multiples of 4: the direct SIMD kernels (Winograd for the stride-1 3×3 ones with enough
+  // tiles), sharing images on their shared memory.
   { label: 'batch 5, 3×3 stride 2 same, 8 → 12 channels', x: [5, 9, 9, 8], filter: [3, 3, 8, 12], strides: 2, pad: 'same' },
-  { label: 'batch 3, 3×3 stride 1 same, 4 → 8 channels', x: [3, 7, 6, 4], filter: [3, 3, 4, 8], strides: 1, pad: 'same' },
+  { label: 'batch 3, 3×3 stride 1 same, 4 → 8 channels (Winograd)', x: [3, 7, 6, 4], filter: [3, 3, 4, 8], strides: 1, pad: 'same' },
+  // Stride-1 3×3 with enough tiles: Winograd forward and for dx, each piece in its own scratch region.
+  { label: 'batch 5, 3×3 stride 1 same, 8 → 12 channels (Winograd)', x: [5, 9, 9, 8], filter: [3, 3, 8, 12], strides: 1, pad: 'same' },
+  { label: 'batch 4, 3×3 stride 1 valid, 16 → 4 channels (Winograd)', x: [4, 12, 11, 16], filter: [3, 3, 16, 4], strides: 1, pad: 'valid' },
 ];
 
 /** Output, dL/dx and dL/dW of Σ conv(x, W)·u for each case. */
@@ -57,6 +62,14 @@ describe('worker threads for convolutions on wasm (Node)', () => {
     setMinimumParallelWork(previousThreshold);
     await useBackend('wasm');
     await stopWorkerThreads();
+  });
+
+  it('has cases that the workers run by Winograd, forward and for dx', () => {
+    const routed = cases.map(({ x, filter, strides, pad }) => {
+      const info = tf.backend_util.computeConv2DInfo(x, filter, strides, 1, pad);
+      return winogradChosen({ ...info, padTop: info.padInfo.top, padLeft: info.padInfo.left });
+    });
+    expect(routed).toEqual([false, false, false, false, false, true, true, true]);
   });
 
   it.each([2, 3])('with %i threads: the same outputs and gradients as one thread, nothing leaked', async (threads) => {

@@ -68,8 +68,12 @@ export interface SimdGeometry {
  * thread running a share needs besides its images.
  */
 export interface SimdPlan {
-  /** `filter`: x, dy → dW (one region per piece of the batch, summed after in order); `forward`: x, w → y. */
-  family: 'filter' | 'forward';
+  /**
+   * `filter`: x, dy → dW (one region per piece of the batch, summed after in order); `forward`: x, w → y;
+   * `winograd`: x, U (the transformed filter) → y by Winograd F(2×2, 3×3), each piece in its own scratch
+   * region (simd/winograd.ts).
+   */
+  family: 'filter' | 'forward' | 'winograd';
   geometry: SimdGeometry;
   /** Offsets in floats: x zero-padded to every window's reach, the second input (dy or w), the output. */
   xStart: number;
@@ -80,6 +84,12 @@ export interface SimdPlan {
   /** Chunks of the batch that stay in cache: whole images, or rows of one image. */
   imagesPerChunk: number;
   rowsPerChunk: number;
+  /**
+   * `winograd` only: where the pieces' scratch regions start (floats; region i at `scratchStart` + i ·
+   * `regionFloats`), and how many rows of tiles (across images) one block of tiles holds.
+   */
+  scratchStart?: number;
+  tileRowsPerBlock?: number;
 }
 
 /**

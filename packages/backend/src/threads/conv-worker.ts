@@ -19,6 +19,7 @@ import { CONTROL, SIMD_JOB_CACHE, State, type ConvJob, type SimdJob, type SimdPl
 import { runClaimedPieces } from './claims.js';
 import { runConvolutionShare } from '../simd/convolution.js';
 import { runFilterGradientShare } from '../simd/filter-gradient.js';
+import { runWinogradShare } from '../simd/winograd.js';
 import { attachSimdKernels, type SimdKernels } from '../simd/instance.js';
 import type { WasmHeapBackend } from '../typed-array-backend.js';
 
@@ -56,7 +57,7 @@ function runSimd(job: SimdJob): void {
   if (simdMemory === undefined) throw new Error('conv worker: a SIMD share came before the shared memory');
   const kernels = attachSimdKernels(simdMemory, job.fused);
   const run: (kernels: SimdKernels, plan: SimdPlan, first: number, end: number, region: number) => void =
-    job.plan.family === 'filter' ? runFilterGradientShare : runConvolutionShare;
+    job.plan.family === 'filter' ? runFilterGradientShare : job.plan.family === 'winograd' ? runWinogradShare : runConvolutionShare;
   runClaimedPieces(new Int32Array(job.claims), job.pieces, (first, end, region) => run(kernels, job.plan, first, end, region));
 }
 
