@@ -6,13 +6,15 @@
  * convolution it packs all of dy as a filter and needs x transposed; as a GEMM it needs im2col columns
  * and a transpose. Here x (zero-padded once) and dy are copied into the kernels' memory and a block of
  * 4 input × 8 output channels is summed in registers over cache-sized chunks of the batch. With
- * worker threads each thread sums its images into its own dW, added up at the end.
+ * worker threads each thread sums its images into its own dW, added up at the end. Stride-1 3 × 3
+ * filters go to Winograd F(2×2, 3×3) instead where that is faster (winograd-filter-gradient.ts).
  */
 import type { SimdGeometry, SimdPlan } from '../threads/conv-protocol.js';
 import { CHANNEL_BLOCK } from './kernel-code.js';
 import { alignFloats, chunking, copyPaddedImages, fitsMemory, paddedExtent, reserve } from './memory.js';
 import { kernelsFor, simdKernels, type SimdKernels } from './instance.js';
 import { runShared, simdPieces, simdThreads } from '../threads/parallel-conv.js';
+import { simdWinogradFilterGradient, winogradFilterGradientChosen } from './winograd-filter-gradient.js';
 
 /** Geometry of one filter gradient. */
 export type FilterGradientGeometry = SimdGeometry;
@@ -50,6 +52,11 @@ export function simdFilterGradientSupports(geometry: FilterGradientGeometry): bo
  * @param dw Receives `[filterHeight, filterWidth, inChannels, outChannels]`; every value is written.
  */
 export function simdFilterGradient(x: Float32Array, dy: Float32Array, dw: Float32Array, geometry: FilterGradientGeometry): void {
+  // Stride-1 3 × 3 filters, where it measured faster: 2.25× fewer multiply-adds (winograd-filter-gradient.ts).
+  if (winogradFilterGradientChosen(geometry)) {
+    simdWinogradFilterGradient(x, dy, dw, geometry);
+    return;
+  }
   const kernels = kernelsFor('simdFilterGradient', geometry, [
     ['x', x, 'input'],
     ['dy', dy, 'output'],

@@ -9,7 +9,14 @@
  * thread alone.
  */
 import { CHANNEL_BLOCK, POSITION_BLOCK, convolutionKernel, filterGradientKernel } from './kernel-code.js';
-import { winogradFilterKernel, winogradGemmKernel, winogradInputKernel, winogradOutputKernel } from './winograd-code.js';
+import {
+  winogradFilterGradientKernel,
+  winogradFilterKernel,
+  winogradGemmKernel,
+  winogradGradientKernel,
+  winogradInputKernel,
+  winogradOutputKernel,
+} from './winograd-code.js';
 import { encodeModule, type FunctionBody } from './wasm-module.js';
 import { MAXIMUM_PAGES } from './memory.js';
 import type { SimdGeometry } from '../threads/conv-protocol.js';
@@ -27,8 +34,12 @@ export interface SimdKernels {
   filter: Kernel[][];
   /** convolution[positions − 1][vectors − 1]. */
   convolution: Kernel[][];
-  /** The Winograd F(2×2, 3×3) convolution's kernels (winograd-code.ts); gemm[positions − 1][vectors − 1]. */
-  winograd: { input: Kernel; output: Kernel; filter: Kernel; gemm: Kernel[][] };
+  /**
+   * The Winograd F(2×2, 3×3) kernels (winograd-code.ts); gemm[positions − 1][vectors − 1]. The filter
+   * gradient's: `gradient` transforms dy's tiles, `filterGradient` the summed products into dW (its
+   * products are the `filter` family's).
+   */
+  winograd: { input: Kernel; output: Kernel; filter: Kernel; gemm: Kernel[][]; gradient: Kernel; filterGradient: Kernel };
 }
 
 
@@ -44,6 +55,7 @@ function moduleBytes(shared: boolean, fused: boolean): Uint8Array<ArrayBuffer> {
     for (const vectors of [1, 2]) functions.push({ name: `g${positions}v${vectors}`, body: winogradGemmKernel(positions, vectors, fused) });
   }
   functions.push({ name: 'wi', body: winogradInputKernel() }, { name: 'wo', body: winogradOutputKernel() }, { name: 'wf', body: winogradFilterKernel() });
+  functions.push({ name: 'wg', body: winogradGradientKernel() }, { name: 'wd', body: winogradFilterGradientKernel() });
   return encodeModule(functions, { initial: 1, maximum: MAXIMUM_PAGES, shared });
 }
 
@@ -58,7 +70,14 @@ function kernelsOf(exports: WebAssembly.Exports, memory: WebAssembly.Memory, sha
     fused,
     filter: family('f', CHANNEL_BLOCK),
     convolution: family('c', POSITION_BLOCK),
-    winograd: { input: functions.wi!, output: functions.wo!, filter: functions.wf!, gemm: family('g', POSITION_BLOCK) },
+    winograd: {
+      input: functions.wi!,
+      output: functions.wo!,
+      filter: functions.wf!,
+      gemm: family('g', POSITION_BLOCK),
+      gradient: functions.wg!,
+      filterGradient: functions.wd!,
+    },
   };
 }
 

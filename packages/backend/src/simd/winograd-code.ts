@@ -256,3 +256,129 @@ export function winogradGemmKernel(positions: number, vectors: number, fused: bo
   });
   return f;
 }
+
+/*
+ * The filter gradient by F(2×2, 3×3) transposed (winograd-filter-gradient.ts). Differentiating
+ * Y = Aᵀ [U ⊙ V] A with respect to g in U = G g Gᵀ gives, summed over the tiles t,
+ *
+ *     dW = Gᵀ [Σ_t V_t ⊙ (A dY_t Aᵀ)] G,    A dY Aᵀ from a tile's 2 × 2 output gradient dY,
+ *
+ * with V_t = Bᵀ d_t B the forward's input transform (winogradInputKernel). A's rows are (1, 0),
+ * (1, 1), (1, −1), (0, −1); the kernels below use (0, 1) for the last, which flips the sign of the
+ * transformed gradient's last row and column, and undo it with G's last row (0, 0, −1) at the end:
+ * one subtraction fewer per tile and no negation.
+ */
+
+/** Parameters of the output-gradient transform, in order (all i32; pointers and strides in bytes). */
+const GRADIENT_PARAMETERS = ['dy', 'w', 'tiles', 'groups', 'dyRow', 'dyColumn', 'dyTile', 'wMatrix'] as const;
+
+/**
+ * Output-gradient transform of `tiles` tiles side by side (dy's 2 × 2 tiles `dyTile` bytes apart) ×
+ * `groups` groups of 4 output channels: W[k] = (Ã dY Ãᵀ)[k] for k = 4i + j (Ã: A with its last row's
+ * sign flipped), written at `w` + k·`wMatrix`, each tile's channels after the previous tile's (W[k] is
+ * [tiles][output channels]).
+ */
+export function winogradGradientKernel(): FunctionBody {
+  const f = new FunctionBody(GRADIENT_PARAMETERS.map(() => I32));
+  const p = parameterIndices(GRADIENT_PARAMETERS);
+  const tileCounter = f.local(I32), groupCounter = f.local(I32), tile = f.local(I32), dyp = f.local(I32), wp = f.local(I32), wk = f.local(I32);
+  const rowColumn = f.local(I32);
+  // dY's 2 × 2 values, then Ã dY's 4 rows of 2.
+  const d = Array.from({ length: 4 }, () => f.local(V128));
+  const rows = Array.from({ length: 8 }, () => f.local(V128));
+
+  f.get(p.dyRow).get(p.dyColumn).add().set(rowColumn);
+  f.get(p.dy).set(tile).get(p.w).set(wp);
+  /** Ã's row `row` applied to the two values `first` and `second` (locals), onto the stack. */
+  const applyA = (row: number, first: number, second: number) => {
+    if (row === 0) f.get(first);
+    else if (row === 3) f.get(second);
+    else {
+      f.get(first).get(second);
+      if (row === 1) f.addF32x4();
+      else f.subF32x4();
+    }
+  };
+  f.countedLoop(tileCounter, { local: p.tiles }, () => {
+    f.get(tile).set(dyp);
+    f.countedLoop(groupCounter, { local: p.groups }, () => {
+      f.get(dyp).load().set(d[0]!);
+      f.get(dyp).get(p.dyColumn).add().load().set(d[1]!);
+      f.get(dyp).get(p.dyRow).add().load().set(d[2]!);
+      f.get(dyp).get(rowColumn).add().load().set(d[3]!);
+      for (let row = 0; row < 4; row++) {
+        for (let column = 0; column < 2; column++) {
+          applyA(row, d[column]!, d[2 + column]!);
+          f.set(rows[2 * row + column]!);
+        }
+      }
+      f.get(wp).set(wk);
+      for (let row = 0; row < 4; row++) {
+        for (let column = 0; column < 4; column++) {
+          f.get(wk);
+          applyA(column, rows[2 * row]!, rows[2 * row + 1]!);
+          f.store();
+          f.increment(wk, { local: p.wMatrix });
+        }
+      }
+      f.increment(dyp, 16).increment(wp, 16);
+    });
+    f.increment(tile, { local: p.dyTile });
+  });
+  return f;
+}
+
+/** Parameters of the filter-gradient output transform, in order (all i32; pointers and strides in bytes). */
+const FILTER_GRADIENT_PARAMETERS = ['m', 'dw', 'count', 'mMatrix', 'dwTap'] as const;
+
+/**
+ * Filter-gradient output transform dW = G̃ᵀ M G̃ (G̃: G with its last row's sign flipped, see above) of
+ * `count` vectors of 4 (input, output) channel pairs: M[k] of pair block n at `m` + 16n + k·`mMatrix`,
+ * the 3 × 3 taps at `dw` + 16n + (3r + c)·`dwTap`.
+ */
+export function winogradFilterGradientKernel(): FunctionBody {
+  const f = new FunctionBody(FILTER_GRADIENT_PARAMETERS.map(() => I32));
+  const p = parameterIndices(FILTER_GRADIENT_PARAMETERS);
+  const counter = f.local(I32), mp = f.local(I32), dwp = f.local(I32), mk = f.local(I32), tap = f.local(I32);
+  const half = f.local(V128);
+  const m = Array.from({ length: 4 }, () => f.local(V128));
+  const rows = Array.from({ length: 12 }, () => f.local(V128));
+  const sum = f.local(V128);
+
+  f.constF32x4(0.5).set(half);
+  /**
+   * G̃ᵀ's row `row` applied to 4 vectors (locals), set into `target(row)`: (1, ½, ½, 0), (0, ½, −½, 0),
+   * (0, ½, ½, −1); the first and last share ½(v1 + v2).
+   */
+  const applyGTransposed = (v: readonly number[], target: (row: number) => void) => {
+    f.get(v[1]!).get(v[2]!).addF32x4().get(half).mulF32x4().set(sum);
+    f.get(v[0]!).get(sum).addF32x4();
+    target(0);
+    f.get(v[1]!).get(v[2]!).subF32x4().get(half).mulF32x4();
+    target(1);
+    f.get(sum).get(v[3]!).subF32x4();
+    target(2);
+  };
+  f.get(p.m).set(mp).get(p.dw).set(dwp);
+  f.countedLoop(counter, { local: p.count }, () => {
+    f.get(mp).set(mk);
+    // G̃ᵀ M, column by column: rows[4r + column] is row r's value in that column.
+    for (let column = 0; column < 4; column++) {
+      for (let row = 0; row < 4; row++) {
+        f.get(mk).get(p.mMatrix).i32(4 * row + column).mul().add().load().set(m[row]!);
+      }
+      applyGTransposed(m, (row) => f.set(rows[4 * row + column]!));
+    }
+    // (G̃ᵀ M) G̃: row r's columns → taps 3r, 3r + 1, 3r + 2.
+    f.get(dwp).set(tap);
+    for (let row = 0; row < 3; row++) {
+      applyGTransposed(rows.slice(4 * row, 4 * row + 4), () => {
+        f.set(m[0]!);
+        f.get(tap).get(m[0]!).store();
+        f.increment(tap, { local: p.dwTap });
+      });
+    }
+    f.increment(mp, 16).increment(dwp, 16);
+  });
+  return f;
+}

@@ -71,9 +71,10 @@ export interface SimdPlan {
   /**
    * `filter`: x, dy → dW (one region per piece of the batch, summed after in order); `forward`: x, w → y;
    * `winograd`: x, U (the transformed filter) → y by Winograd F(2×2, 3×3), each piece in its own scratch
-   * region (simd/winograd.ts).
+   * region (simd/winograd.ts); `winograd-filter`: x, dy → dW by Winograd F(2×2, 3×3) transposed, each
+   * piece's dW at the start of its scratch region, summed after in order (simd/winograd-filter-gradient.ts).
    */
-  family: 'filter' | 'forward' | 'winograd';
+  family: 'filter' | 'forward' | 'winograd' | 'winograd-filter';
   geometry: SimdGeometry;
   /** Offsets in floats: x zero-padded to every window's reach, the second input (dy or w), the output. */
   xStart: number;
@@ -85,7 +86,7 @@ export interface SimdPlan {
   imagesPerChunk: number;
   rowsPerChunk: number;
   /**
-   * `winograd` only: where the pieces' scratch regions start (floats; region i at `scratchStart` + i ·
+   * `winograd` and `winograd-filter` only: where the pieces' scratch regions start (floats; region i at `scratchStart` + i ·
    * `regionFloats`), and how many rows of tiles (across images) one block of tiles holds.
    */
   scratchStart?: number;

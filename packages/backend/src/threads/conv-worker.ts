@@ -20,6 +20,7 @@ import { runClaimedPieces } from './claims.js';
 import { runConvolutionShare } from '../simd/convolution.js';
 import { runFilterGradientShare } from '../simd/filter-gradient.js';
 import { runWinogradShare } from '../simd/winograd.js';
+import { runWinogradFilterGradientShare } from '../simd/winograd-filter-gradient.js';
 import { attachSimdKernels, type SimdKernels } from '../simd/instance.js';
 import type { WasmHeapBackend } from '../typed-array-backend.js';
 
@@ -51,13 +52,21 @@ function nextJob(): ConvJob | SimdJob {
   return job;
 }
 
+/** Each plan family's share, as the main thread runs it. */
+const SHARE_RUNNERS: Record<SimdPlan['family'], (kernels: SimdKernels, plan: SimdPlan, first: number, end: number, region: number) => void> = {
+  filter: runFilterGradientShare,
+  forward: runConvolutionShare,
+  winograd: runWinogradShare,
+  'winograd-filter': runWinogradFilterGradientShare,
+};
+
 /** Runs a share of a direct SIMD kernel call on the main thread's memory, in place. */
 function runSimd(job: SimdJob): void {
   simdMemory = job.memory ?? simdMemory;
   if (simdMemory === undefined) throw new Error('conv worker: a SIMD share came before the shared memory');
   const kernels = attachSimdKernels(simdMemory, job.fused);
-  const run: (kernels: SimdKernels, plan: SimdPlan, first: number, end: number, region: number) => void =
-    job.plan.family === 'filter' ? runFilterGradientShare : job.plan.family === 'winograd' ? runWinogradShare : runConvolutionShare;
+  const run = SHARE_RUNNERS[job.plan.family];
+  if (run === undefined) throw new Error(`conv worker: unknown SIMD plan family '${String(job.plan.family)}'`);
   runClaimedPieces(new Int32Array(job.claims), job.pieces, (first, end, region) => run(kernels, job.plan, first, end, region));
 }
 

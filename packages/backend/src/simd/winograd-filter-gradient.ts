@@ -1,0 +1,229 @@
+/**
+ * The stride-1 3 × 3 NHWC filter gradient (Conv2DBackpropFilter) by Winograd F(2×2, 3×3) transposed, in
+ * WebAssembly SIMD: 16 multiply-adds per 2 × 2 output-gradient tile and channel pair instead of the
+ * direct loop's 36 (filter-gradient.ts). After the forward and input-gradient convolutions went to
+ * Winograd (winograd.ts), the stride-1 3 × 3 filter gradients were the largest convolution cost of the
+ * recipe's step, and the direct loop runs its 7 × 7 and 4 × 4 layers slowly (short rows of positions).
+ *
+ * dW = Gᵀ [Σ_t V_t ⊙ W_t] G, per tile t of dy: V_t = Bᵀ d_t B (the forward's input transform of x's
+ * 4 × 4 window), W_t = A dY_t Aᵀ (4 × 4 from the tile's 2 × 2 output gradient), the sum over tiles
+ * 16 matrix products M[k] = V[k]ᵀ · W[k] (input × output channels, summed over tiles: the direct filter
+ * gradient's register block of 4 input × 8 output channels, with tiles for positions). dy is copied
+ * zero-padded to whole tiles, so that odd sides (7 × 7) add nothing from past the output. The tiles
+ * (across the images) go in blocks of whole tile rows small enough for a core's L2 cache: per block, V
+ * and W into the block's scratch, then the products added into the piece's M. The batch is shared with
+ * the worker threads as the direct filter gradient's is: one piece of images per region, each piece's
+ * M transformed into its own dW there, the pieces' dW added in piece order (the result does not depend
+ * on which thread ran which piece).
+ *
+ * Rounding: each M[k] sums a quarter as many products as the direct loop's sums (one per tile, not per
+ * position), of values the transforms formed from up to 4 inputs; the output transform adds 9. Against
+ * a float64 sum it measured about as accurate as the direct loop (winograd-filter-gradient.test.ts).
+ */
+import type { SimdGeometry, SimdPlan } from '../threads/conv-protocol.js';
+import { runShared, simdPieces, simdThreads } from '../threads/parallel-conv.js';
+import { kernelsFor, simdKernels, type SimdKernels } from './instance.js';
+import { alignFloats, copyPaddedImages, fitsMemory, reserve } from './memory.js';
+
+/** Rows and columns of 2 × 2 tiles of dy: the output rounded up to whole tiles. */
+function tileGrid(geometry: SimdGeometry): { tileRows: number; tileColumns: number } {
+  return { tileRows: Math.ceil(geometry.outHeight / 2), tileColumns: Math.ceil(geometry.outWidth / 2) };
+}
+
+/** Bytes of V and W one block of tiles may hold: within a core's L2 cache. */
+let blockBytes = 128 * 1024;
+
+/** For benchmarks and tests: the scratch bytes of one block of tiles (≥ 1: down to one row of tiles). Returns the previous value. */
+export function setWinogradFilterGradientBlockBytes(bytes: number): number {
+  const previous = blockBytes;
+  blockBytes = bytes;
+  return previous;
+}
+
+let setting: boolean | 'auto' = 'auto';
+
+/**
+ * For benchmarks and tests: whether wasm's `Conv2DBackpropFilter` (`simdFilterGradient`) computes the
+ * stride-1 3×3 filter gradients it can by Winograd F(2×2, 3×3) (`'auto'`, the default: where it
+ * measured faster, see {@link winogradFilterGradientChosen}; `true`: wherever it can) or by the direct
+ * loop (`false`). Returns the previous setting.
+ */
+export function setWinogradFilterGradient(use: boolean | 'auto'): boolean | 'auto' {
+  const previous = setting;
+  setting = use;
+  return previous;
+}
+
+/**
+ * Floats from one matrix of V, W (or M) to the next: 16 more than its values, so that the transforms'
+ * 16 loads or stores are not a power of two apart (the same set of the L1 cache; see winograd.ts).
+ */
+function matrixFloats(rows: number, channels: number): number {
+  return rows * channels + 16;
+}
+
+function layout(geometry: SimdGeometry, regions: number): { plan: SimdPlan; bytes: number } {
+  const { batchSize, inChannels, outChannels } = geometry;
+  const { tileRows, tileColumns } = tileGrid(geometry);
+  const secondStart = alignFloats(batchSize * (2 * tileRows + 2) * (2 * tileColumns + 2) * inChannels);
+  const outputStart = secondStart + alignFloats(batchSize * 4 * tileRows * tileColumns * outChannels);
+  const dwFloats = alignFloats(9 * inChannels * outChannels);
+  const scratchStart = outputStart + dwFloats;
+  const tileFloats = 16 * (inChannels + outChannels);
+  const tileRowsPerBlock = Math.max(1, Math.min(batchSize * tileRows, Math.floor(blockBytes / (4 * tileFloats * tileColumns))));
+  const blockTiles = tileRowsPerBlock * tileColumns;
+  // A region: the piece's dW, its M, the block's V and W.
+  const regionFloats = dwFloats + 16 * (matrixFloats(inChannels, outChannels) + matrixFloats(blockTiles, inChannels) + matrixFloats(blockTiles, outChannels));
+  const plan: SimdPlan = {
+    family: 'winograd-filter',
+    geometry,
+    xStart: 0,
+    secondStart,
+    outputStart,
+    regionFloats,
+    imagesPerChunk: 1,
+    rowsPerChunk: geometry.outHeight,
+    scratchStart,
+    tileRowsPerBlock,
+  };
+  return { plan, bytes: (scratchStart + regions * regionFloats) * 4 };
+}
+
+/**
+ * Whether {@link simdWinogradFilterGradient} handles this geometry here: the SIMD kernels run here, a
+ * 3 × 3 filter at stride 1, input and output channels in whole vectors of 4, data that fits a wasm32 memory.
+ */
+export function simdWinogradFilterGradientSupports(geometry: SimdGeometry): boolean {
+  const { filterHeight, filterWidth, strideHeight, strideWidth, inChannels, outChannels, padTop, padLeft, batchSize } = geometry;
+  return (
+    simdKernels() !== null &&
+    filterHeight === 3 &&
+    filterWidth === 3 &&
+    strideHeight === 1 &&
+    strideWidth === 1 &&
+    inChannels % 4 === 0 &&
+    outChannels % 4 === 0 &&
+    padTop >= 0 &&
+    padLeft >= 0 &&
+    fitsMemory(layout(geometry, Math.min(batchSize, 256)).bytes)
+  );
+}
+
+/** Whether `simdFilterGradient` computes this geometry by Winograd: where it measured faster, unless {@link setWinogradFilterGradient} says otherwise. */
+export function winogradFilterGradientChosen(geometry: SimdGeometry): boolean {
+  if (setting === false || !simdWinogradFilterGradientSupports(geometry)) return false;
+  return setting === true || true;
+}
+
+/**
+ * Computes the filter gradient of an NHWC convolution with a 3 × 3 filter at stride 1 (dilation 1) by
+ * Winograd F(2×2, 3×3) into `dw`, sharing the batch with the convolution worker threads when
+ * `useBackend('wasm', { threads })` started some.
+ *
+ * @param x Forward input values, `[batch, inHeight, inWidth, inChannels]`.
+ * @param dy Output gradient values, `[batch, outHeight, outWidth, outChannels]`.
+ * @param dw Receives `[3, 3, inChannels, outChannels]`; every value is written.
+ */
+export function simdWinogradFilterGradient(x: Float32Array, dy: Float32Array, dw: Float32Array, geometry: SimdGeometry): void {
+  const caller = 'simdWinogradFilterGradient';
+  const kernels = kernelsFor(caller, geometry, [
+    ['x', x, 'input'],
+    ['dy', dy, 'output'],
+    ['dw', dw, 'filter'],
+  ]);
+  const { batchSize, inChannels, outChannels, outHeight, outWidth, filterHeight, filterWidth, strideHeight, strideWidth } = geometry;
+  if (filterHeight !== 3 || filterWidth !== 3) throw new RangeError(`${caller}: the filter must be 3×3, got ${filterHeight}×${filterWidth}`);
+  if (strideHeight !== 1 || strideWidth !== 1) throw new RangeError(`${caller}: strides must be 1, got ${strideHeight}×${strideWidth}`);
+  if (inChannels % 4 !== 0) throw new RangeError(`${caller}: inChannels must be a multiple of 4, got ${inChannels}`);
+  const { tileRows, tileColumns } = tileGrid(geometry);
+  const threads = simdThreads(kernels, batchSize, batchSize * tileRows * tileColumns * 16 * inChannels * outChannels);
+  const pieces = simdPieces(batchSize, threads);
+  const { plan, bytes } = layout(geometry, pieces.length);
+  const heap = reserve(kernels, bytes);
+  if (heap === undefined) throw new RangeError(`${caller}: ${bytes} bytes of x, dy and scratch do not fit a WebAssembly memory`);
+  const tiled = { ...plan, geometry: { ...geometry, outHeight: 2 * tileRows, outWidth: 2 * tileColumns } };
+  const rowFloats = outWidth * outChannels;
+  const paddedRowFloats = 2 * tileColumns * outChannels;
+  const regions = runShared(
+    kernels,
+    plan,
+    threads,
+    pieces,
+    (first, end) => {
+      copyPaddedImages(heap, x, tiled, first, end);
+      // dy zero-padded to whole tiles: the padding's products add nothing.
+      for (let image = first; image < end; image++) {
+        for (let row = 0; row < 2 * tileRows; row++) {
+          const target = plan.secondStart + (image * 2 * tileRows + row) * paddedRowFloats;
+          if (row >= outHeight) {
+            heap.fill(0, target, target + paddedRowFloats);
+            continue;
+          }
+          const source = (image * outHeight + row) * rowFloats;
+          heap.set(dy.subarray(source, source + rowFloats), target);
+          heap.fill(0, target + rowFloats, target + paddedRowFloats);
+        }
+      }
+    },
+    (first, end, region) => runWinogradFilterGradientShare(kernels, plan, first, end, region),
+  );
+  // dW = the pieces' sums added up in piece order (the same additions whichever thread ran which piece).
+  const start = plan.scratchStart!;
+  dw.set(heap.subarray(start, start + dw.length));
+  for (let region = 1; region < regions; region++) {
+    const regionStart = start + region * plan.regionFloats;
+    for (let index = 0; index < dw.length; index++) dw[index]! += heap[regionStart + index]!;
+  }
+}
+
+/**
+ * Sums images [first, end) of a planned Winograd filter gradient into region `region`'s dW (its M
+ * zeroed first). Runs on any thread whose kernels share the plan's memory.
+ */
+export function runWinogradFilterGradientShare(kernels: SimdKernels, plan: SimdPlan, first: number, end: number, region: number): void {
+  const { inChannels, outChannels } = plan.geometry;
+  const { tileRows, tileColumns } = tileGrid(plan.geometry);
+  const tileRowsPerBlock = plan.tileRowsPerBlock!;
+  const paddedHeight = 2 * tileRows + 2;
+  const xRowFloats = (2 * tileColumns + 2) * inChannels;
+  const dyRowFloats = 2 * tileColumns * outChannels;
+  const dwStart = plan.scratchStart! + region * plan.regionFloats;
+  const mStart = dwStart + alignFloats(9 * inChannels * outChannels);
+  const mMatrix = matrixFloats(inChannels, outChannels);
+  const vStart = mStart + 16 * mMatrix;
+  const blockTiles = tileRowsPerBlock * tileColumns;
+  const wStart = vStart + 16 * matrixFloats(blockTiles, inChannels);
+  new Float32Array(kernels.memory.buffer).fill(0, mStart, mStart + 16 * mMatrix);
+  const { input, gradient, filterGradient } = kernels.winograd;
+  const products = kernels.filter[3]!;
+  const wideBlocks = Math.floor(outChannels / 8);
+  const narrowOffset = wideBlocks * 8;
+  const endRow = end * tileRows;
+  for (let firstRow = first * tileRows; firstRow < endRow; firstRow += tileRowsPerBlock) {
+    const rows = Math.min(tileRowsPerBlock, endRow - firstRow);
+    const tiles = rows * tileColumns;
+    const vMatrix = matrixFloats(tiles, inChannels);
+    const wMatrix = matrixFloats(tiles, outChannels);
+    for (let row = 0; row < rows; row++) {
+      const image = Math.floor((firstRow + row) / tileRows);
+      const tileRow = (firstRow + row) % tileRows;
+      const x = plan.xStart + (image * paddedHeight + 2 * tileRow) * xRowFloats;
+      input(4 * x, 4 * (vStart + row * tileColumns * inChannels), tileColumns, inChannels / 4, 4 * xRowFloats, 4 * inChannels, 8 * inChannels, 4 * vMatrix);
+      const dy = plan.secondStart + (image * 2 * tileRows + 2 * tileRow) * dyRowFloats;
+      gradient(4 * dy, 4 * (wStart + row * tileColumns * outChannels), tileColumns, outChannels / 4, 4 * dyRowFloats, 4 * outChannels, 8 * outChannels, 4 * wMatrix);
+    }
+    // M[k] += V[k]ᵀ W[k]: 4 input × 8 output channels in registers, summed over the block's tiles.
+    // images, rows, columns, xImage, xRow, xColumn, dyPosition, dwRow.
+    const strides = [1, 1, tiles, 0, 0, 4 * inChannels, 4 * outChannels, 4 * outChannels] as const;
+    for (let k = 0; k < 16; k++) {
+      const w = 4 * (wStart + k * wMatrix);
+      for (let firstInput = 0; firstInput < inChannels; firstInput += 4) {
+        const v = 4 * (vStart + k * vMatrix + firstInput);
+        const m = 4 * (mStart + k * mMatrix + firstInput * outChannels);
+        if (wideBlocks > 0) products[1]!(v, w, m, ...strides, wideBlocks);
+        if (narrowOffset < outChannels) products[0]!(v, w + 4 * narrowOffset, m + 4 * narrowOffset, ...strides, 1);
+      }
+    }
+  }
+  filterGradient(4 * mStart, 4 * dwStart, (inChannels * outChannels) / 4, 4 * mMatrix, 4 * inChannels * outChannels);
+}
