@@ -1,10 +1,11 @@
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { relativeError } from '@regstack/regularizer/testing';
 import { randomValues } from '../test-values.js';
 import { enableRelaxedSimd, multiplyAddModes, withMultiplyAdd } from './test-multiply-add.js';
 import { simdFilterGradient, simdFilterGradientAvailable, simdFilterGradientSupports, type FilterGradientGeometry } from './filter-gradient.js';
 import { simdKernels } from './instance.js';
 import { setSimdChunkBytes } from './memory.js';
+import { setWinogradFilterGradient } from './winograd-filter-gradient.js';
 import { FunctionBody, I32, encodeModule } from './wasm-module.js';
 
 /** The definition, summed in float64: dW[kh,kw,ci,co] = Σ x[b, oh·s+kh−top, ow·s+kw−left, ci] · dy[b, oh, ow, co]. */
@@ -63,6 +64,14 @@ function run(g: FilterGradientGeometry, seed: number): { got: Float32Array; want
 const relaxedSimd = enableRelaxedSimd();
 
 describe('simdFilterGradient', () => {
+  // The direct loop's tests: stride-1 3 × 3 cases stay off Winograd (winograd-filter-gradient.test.ts) whatever its routing.
+  beforeAll(() => {
+    setWinogradFilterGradient(false);
+  });
+  afterAll(() => {
+    setWinogradFilterGradient('auto');
+  });
+
   it('runs here (Node has WebAssembly SIMD)', () => {
     expect(simdFilterGradientAvailable()).toBe(true);
   });

@@ -17,8 +17,10 @@
  * on which thread ran which piece).
  *
  * Rounding: each M[k] sums a quarter as many products as the direct loop's sums (one per tile, not per
- * position), of values the transforms formed from up to 4 inputs; the output transform adds 9. Against
- * a float64 sum it measured about as accurate as the direct loop (winograd-filter-gradient.test.ts).
+ * position), of values the transforms formed from up to 4 inputs (x) and 2 (dy); the output transform
+ * adds up to 9. Against a float64 sum it measured 2.8e-8 to 5.2e-7 of dW's norm where the direct loop
+ * had 2.8e-8 to 5.0e-7 (batch 1-32, 4-512 channels; at most 2.4× the direct loop's error, at
+ * 32 × 4×4×128 → 128: 3.2e-7 against 1.4e-7; winograd-filter-gradient.test.ts).
  */
 import type { SimdGeometry, SimdPlan } from '../threads/conv-protocol.js';
 import { runShared, simdPieces, simdThreads } from '../threads/parallel-conv.js';
@@ -31,7 +33,7 @@ function tileGrid(geometry: SimdGeometry): { tileRows: number; tileColumns: numb
 }
 
 /** Bytes of V and W one block of tiles may hold: within a core's L2 cache. */
-let blockBytes = 128 * 1024;
+let blockBytes = 512 * 1024;
 
 /** For benchmarks and tests: the scratch bytes of one block of tiles (≥ 1: down to one row of tiles). Returns the previous value. */
 export function setWinogradFilterGradientBlockBytes(bytes: number): number {
@@ -109,10 +111,25 @@ export function simdWinogradFilterGradientSupports(geometry: SimdGeometry): bool
   );
 }
 
-/** Whether `simdFilterGradient` computes this geometry by Winograd: where it measured faster, unless {@link setWinogradFilterGradient} says otherwise. */
+/**
+ * Whether `simdFilterGradient` computes this geometry by Winograd: where it can and measured faster
+ * than the direct loop, unless {@link setWinogradFilterGradient} says otherwise. Measured (minimum of 15
+ * calls interleaved, one thread, f32x4.mul then add, on the loaded 2-core VM): the recipe's
+ * 32 × 28×28×16 → 16, 14×14×32 → 32, 7×7×64 → 64 and 4×4×128 → 128 took 1.91, 1.69, 2.07 and 2.17 ms
+ * against 2.97, 3.27, 3.32 and 4.87 ms; 2 × 2 and 3 × 3 sides won too (32 × 2×2×128 → 128: 0.69 against
+ * 1.32 ms; 3×3×128 → 128: 2.14 against 2.63 ms), and 8 → 8 or 4 → 16 channels at 28 × 28 (0.71 against
+ * 0.81 ms). It lost where a side is 1 (half of every tile or more is padding: 32 × 1×1×128 → 128 0.70
+ * against 0.55 ms), with 4 → 4 channels (the transforms outweigh the products: 28 × 28, 0.38 against
+ * 0.35 ms) and on small images with few channels (5×5×8 → 8: 0.058 against 0.046 ms), so those stay
+ * direct: Winograd needs both sides ≥ 2, input × output channels ≥ 64, and that times the output's
+ * positions per image ≥ 16384.
+ */
 export function winogradFilterGradientChosen(geometry: SimdGeometry): boolean {
   if (setting === false || !simdWinogradFilterGradientSupports(geometry)) return false;
-  return setting === true || true;
+  if (setting === true) return true;
+  const { outHeight, outWidth, inChannels, outChannels } = geometry;
+  const pairs = inChannels * outChannels;
+  return outHeight >= 2 && outWidth >= 2 && pairs >= 64 && outHeight * outWidth * pairs >= 16384;
 }
 
 /**

@@ -6,6 +6,7 @@ import { stopWorkerThreads, useBackend } from '../use-backend.js';
 import { setWorkerTimeout } from './conv-pool.js';
 import { simdKernels } from '../simd/instance.js';
 import { winogradChosen } from '../simd/winograd.js';
+import { winogradFilterGradientChosen } from '../simd/winograd-filter-gradient.js';
 
 function values(shape: number[], seed: number): Float32Array {
   let state = seed;
@@ -30,6 +31,8 @@ const cases: Array<{ label: string; x: Rank4; filter: Rank4; strides: number; pa
   // Stride-1 3×3 with enough tiles: Winograd forward and for dx, each piece in its own scratch region.
   { label: 'batch 5, 3×3 stride 1 same, 8 → 12 channels (Winograd)', x: [5, 9, 9, 8], filter: [3, 3, 8, 12], strides: 1, pad: 'same' },
   { label: 'batch 4, 3×3 stride 1 valid, 16 → 4 channels (Winograd)', x: [4, 12, 11, 16], filter: [3, 3, 16, 4], strides: 1, pad: 'valid' },
+  // Enough channel pairs and positions: Winograd for dW too (odd sides: half-empty last tiles).
+  { label: 'batch 5, 3×3 stride 1 same, 16 → 16 channels (Winograd, dW too)', x: [5, 9, 9, 16], filter: [3, 3, 16, 16], strides: 1, pad: 'same' },
 ];
 
 /** Output, dL/dx and dL/dW of Σ conv(x, W)·u for each case. */
@@ -64,12 +67,13 @@ describe('worker threads for convolutions on wasm (Node)', () => {
     await stopWorkerThreads();
   });
 
-  it('has cases that the workers run by Winograd, forward and for dx', () => {
-    const routed = cases.map(({ x, filter, strides, pad }) => {
+  it('has cases that the workers run by Winograd, forward and for dx, and for dW', () => {
+    const geometries = cases.map(({ x, filter, strides, pad }) => {
       const info = tf.backend_util.computeConv2DInfo(x, filter, strides, 1, pad);
-      return winogradChosen({ ...info, padTop: info.padInfo.top, padLeft: info.padInfo.left });
+      return { ...info, padTop: info.padInfo.top, padLeft: info.padInfo.left };
     });
-    expect(routed).toEqual([false, false, false, false, false, true, true, true]);
+    expect(geometries.map(winogradChosen)).toEqual([false, false, false, false, false, true, true, true, true]);
+    expect(geometries.map(winogradFilterGradientChosen)).toEqual([false, false, false, false, false, false, false, false, true]);
   });
 
   it.each([2, 3])('with %i threads: the same outputs and gradients as one thread, nothing leaked', async (threads) => {
@@ -206,6 +210,42 @@ describe('worker threads for convolutions on wasm (Node)', () => {
     // Every width but 6 (kept already) was posted once; the four at the end had been forgotten (the main
     // thread starts over once it has SIMD_JOB_CACHE ids) and were posted again.
     expect(posted() - afterFirst).toBe(299 + 4);
+  });
+
+  it("runs the Winograd filter gradient's pieces on the workers, sent once then by id", async () => {
+    await useBackend('wasm', { threads: 2 });
+    const pool = setConvPool(undefined)!;
+    setConvPool(pool);
+    const families: string[] = [];
+    const start = pool.start.bind(pool);
+    pool.start = (shares) => {
+      for (const share of shares) families.push(share.kind === 'simd' ? share.plan.family : share.kind);
+      start(shares);
+    };
+    const posted = () => (pool as unknown as { messagesPosted: number }).messagesPosted;
+    const index = cases.length - 1;
+    const { x, filter } = cases[index]!;
+    const gradient = () =>
+      tf.tidy(() => {
+        const input = tf.tensor4d(values(x, index + 1), x);
+        const weights = tf.tensor4d(values(filter, index + 20), filter);
+        const output = tf.conv2d(input, weights, 1, 'same');
+        const upstream = tf.tensor4d(values(output.shape, index + 40), output.shape as Rank4);
+        return tf.grad((w: tf.Tensor) => tf.sum(tf.mul(tf.conv2d(input, w as tf.Tensor4D, 1, 'same'), upstream)))(weights).dataSync() as Float32Array;
+      });
+    try {
+      const first = gradient();
+      expect(families).toContain('winograd-filter');
+      expect(relativeError(first, oneThread[index]![2]!)).toBeLessThan(1e-6);
+      const afterFirst = posted();
+      families.length = 0;
+      // The same plan and pieces: only the job's id is sent, and the partial sums are added in piece order.
+      expect(Array.from(gradient())).toEqual(Array.from(first));
+      expect(families).toContain('winograd-filter');
+      expect(posted()).toBe(afterFirst);
+    } finally {
+      pool.start = start;
+    }
   });
 
   it('refuses worker threads without our kernels, naming the field', async () => {
