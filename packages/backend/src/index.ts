@@ -21,6 +21,7 @@ export {
 export { setFusedMultiplyAdd } from './simd/instance.js';
 export { setPiecesPerThread } from './threads/parallel-conv.js';
 export { setWinogradConvolution } from './simd/winograd.js';
+export { setWinogradFilterGradient } from './simd/winograd-filter-gradient.js';
 export { maxPoolGradient, type MaxPoolGradientAttributes } from './ops/max-pool-gradient.js';
 export { CHANNEL_MOMENTS_KERNEL, CHANNEL_SUMS_KERNEL, CHANNEL_REDUCTION_KERNEL_NAMES } from './ops/channel-reductions.js';
 export { BATCH_NORM_KERNEL, BATCH_NORM_GRAD_KERNEL, BATCH_NORM_KERNEL_NAMES, BATCH_NORM_MODES, type BatchNormAttributes } from './ops/batch-norm.js';

@@ -155,7 +155,8 @@ describe('routing: which filter gradients simdFilterGradient computes by Winogra
     { input: [32, 3, 3, 64], filter: [3, 3, 64, 64], strides: 1, chosen: true },
     { input: [32, 28, 28, 8], filter: [3, 3, 8, 8], strides: 1, chosen: true },
     { input: [32, 28, 28, 4], filter: [3, 3, 4, 16], strides: 1, chosen: true },
-    // Measured slower: a side of 1, 4 → 4 channels, small images with few channels.
+    // Measured slower: a side of 1, 4 → 4 channels, small calls.
+    { input: [1, 7, 7, 64], filter: [3, 3, 64, 64], strides: 1, chosen: false, supported: true },
     { input: [32, 1, 1, 128], filter: [3, 3, 128, 128], strides: 1, chosen: false, supported: true },
     { input: [32, 28, 28, 4], filter: [3, 3, 4, 4], strides: 1, chosen: false, supported: true },
     { input: [32, 5, 5, 8], filter: [3, 3, 8, 8], strides: 1, chosen: false, supported: true },
@@ -183,7 +184,7 @@ describe('routing: which filter gradients simdFilterGradient computes by Winogra
       compute(x, dy, dw);
       return Array.from(dw);
     };
-    const chosen = geometry([3, 9, 8, 16], [3, 3, 16, 16], 'same');
+    const chosen = geometry([16, 9, 8, 32], [3, 3, 32, 32], 'same');
     expect(winogradFilterGradientChosen(chosen)).toBe(true);
     const routed = run(chosen, (x, dy, dw) => simdFilterGradient(x, dy, dw, chosen));
     expect(routed).toEqual(run(chosen, (x, dy, dw) => simdWinogradFilterGradient(x, dy, dw, chosen)));
@@ -208,13 +209,13 @@ describe("a small model's filter gradients on wasm, by Winograd and by the direc
     await tf.setBackend('wasm');
   });
 
-  /** Loss and gradients of two stride-1 3 × 3 convolutions (16 → 16 → 16 channels, 9 × 10) with a ReLU between, then a weighted sum. */
+  /** Loss and gradients of two stride-1 3 × 3 convolutions (16 → 16 → 16 channels, 9 × 10, batch 48) with a ReLU between, then a weighted sum. */
   function lossAndGradients(): Float32Array[] {
     return tf.tidy(() => {
-      const x = tf.tensor4d(randomValues(3 * 9 * 10 * 16, 71), [3, 9, 10, 16]);
+      const x = tf.tensor4d(randomValues(48 * 9 * 10 * 16, 71), [48, 9, 10, 16]);
       const w1 = tf.tensor4d(randomValues(9 * 16 * 16, 72), [3, 3, 16, 16]);
       const w2 = tf.tensor4d(randomValues(9 * 16 * 16, 73), [3, 3, 16, 16]);
-      const u = tf.tensor4d(randomValues(3 * 9 * 10 * 16, 74), [3, 9, 10, 16]);
+      const u = tf.tensor4d(randomValues(48 * 9 * 10 * 16, 74), [48, 9, 10, 16]);
       const loss = (a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) =>
         tf.sum(tf.mul(tf.conv2d(tf.relu(tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, 1, 'same')), c as tf.Tensor4D, 1, 'same'), u));
       const { value, grads } = tf.valueAndGrads(loss)([x, w1, w2]);
@@ -223,7 +224,7 @@ describe("a small model's filter gradients on wasm, by Winograd and by the direc
   }
 
   it('agree within the tolerance, and nothing is leaked', () => {
-    const geometryOf = geometry([3, 9, 10, 16], [3, 3, 16, 16], 'same');
+    const geometryOf = geometry([48, 9, 10, 16], [3, 3, 16, 16], 'same');
     expect(winogradFilterGradientChosen(geometryOf)).toBe(true);
     const before = tf.memory().numTensors;
     setWinogradFilterGradient(false);

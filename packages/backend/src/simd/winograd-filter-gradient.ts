@@ -113,23 +113,24 @@ export function simdWinogradFilterGradientSupports(geometry: SimdGeometry): bool
 
 /**
  * Whether `simdFilterGradient` computes this geometry by Winograd: where it can and measured faster
- * than the direct loop, unless {@link setWinogradFilterGradient} says otherwise. Measured (minimum of 15
- * calls interleaved, one thread, f32x4.mul then add, on the loaded 2-core VM): the recipe's
- * 32 × 28×28×16 → 16, 14×14×32 → 32, 7×7×64 → 64 and 4×4×128 → 128 took 1.91, 1.69, 2.07 and 2.17 ms
- * against 2.97, 3.27, 3.32 and 4.87 ms; 2 × 2 and 3 × 3 sides won too (32 × 2×2×128 → 128: 0.69 against
- * 1.32 ms; 3×3×128 → 128: 2.14 against 2.63 ms), and 8 → 8 or 4 → 16 channels at 28 × 28 (0.71 against
- * 0.81 ms). It lost where a side is 1 (half of every tile or more is padding: 32 × 1×1×128 → 128 0.70
- * against 0.55 ms), with 4 → 4 channels (the transforms outweigh the products: 28 × 28, 0.38 against
- * 0.35 ms) and on small images with few channels (5×5×8 → 8: 0.058 against 0.046 ms), so those stay
- * direct: Winograd needs both sides ≥ 2, input × output channels ≥ 64, and that times the output's
- * positions per image ≥ 16384.
+ * than the direct loop, unless {@link setWinogradFilterGradient} says otherwise. Measured (minimum of 20
+ * calls interleaved with the direct loop's, one thread, relaxed multiply-add, on the loaded 2-core VM):
+ * the recipe's 32 × 28×28×16 → 16, 14×14×32 → 32, 7×7×64 → 64 and 4×4×128 → 128 took 1.83, 1.44, 1.72
+ * and 1.83 ms against 2.60, 2.43, 2.56 and 3.85 ms; 2 × 2 and 3 × 3 sides won too (32 × 2×2×128 → 128:
+ * 0.60 against 1.11 ms; 3×3×64 → 64: 0.48 against 0.53 ms), and 8 → 8 or 4 → 16 channels at 28 × 28
+ * (0.65 against 0.70, 0.67 against 0.70 ms). It lost where a side is 1 (half of every tile or more is
+ * padding: 32 × 1×1×128 → 128, 0.60 against 0.50 ms), with 4 → 4 channels (the transforms outweigh the
+ * products: 28 × 28, 0.40 against 0.39 ms) and on small calls (1 × 7×7×64 → 64: 0.109 against 0.097 ms;
+ * 32 × 5×5×8 → 8: 0.058 against 0.040 ms: zeroing and transforming the 16 matrices M, and many short
+ * product calls), so those stay direct: Winograd needs both sides ≥ 2, input × output channels ≥ 64,
+ * and that times the call's positions ≥ 2²⁰.
  */
 export function winogradFilterGradientChosen(geometry: SimdGeometry): boolean {
   if (setting === false || !simdWinogradFilterGradientSupports(geometry)) return false;
   if (setting === true) return true;
-  const { outHeight, outWidth, inChannels, outChannels } = geometry;
+  const { batchSize, outHeight, outWidth, inChannels, outChannels } = geometry;
   const pairs = inChannels * outChannels;
-  return outHeight >= 2 && outWidth >= 2 && pairs >= 64 && outHeight * outWidth * pairs >= 16384;
+  return outHeight >= 2 && outWidth >= 2 && pairs >= 64 && batchSize * outHeight * outWidth * pairs >= 2 ** 20;
 }
 
 /**

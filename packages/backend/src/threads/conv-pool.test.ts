@@ -31,8 +31,8 @@ const cases: Array<{ label: string; x: Rank4; filter: Rank4; strides: number; pa
   // Stride-1 3×3 with enough tiles: Winograd forward and for dx, each piece in its own scratch region.
   { label: 'batch 5, 3×3 stride 1 same, 8 → 12 channels (Winograd)', x: [5, 9, 9, 8], filter: [3, 3, 8, 12], strides: 1, pad: 'same' },
   { label: 'batch 4, 3×3 stride 1 valid, 16 → 4 channels (Winograd)', x: [4, 12, 11, 16], filter: [3, 3, 16, 4], strides: 1, pad: 'valid' },
-  // Enough channel pairs and positions: Winograd for dW too (odd sides: half-empty last tiles).
-  { label: 'batch 5, 3×3 stride 1 same, 16 → 16 channels (Winograd, dW too)', x: [5, 9, 9, 16], filter: [3, 3, 16, 16], strides: 1, pad: 'same' },
+  // Enough channel pairs and work: Winograd for dW too (odd sides: half-empty last tiles).
+  { label: 'batch 5, 3×3 stride 1 same, 32 → 32 channels (Winograd, dW too)', x: [5, 15, 15, 32], filter: [3, 3, 32, 32], strides: 1, pad: 'same' },
 ];
 
 /** Output, dL/dx and dL/dW of Σ conv(x, W)·u for each case. */
