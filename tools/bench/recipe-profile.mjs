@@ -17,11 +17,21 @@
 // the ReLU after it) as the fused `RegstackBatchNorm` kernel and its gradient against the op with the
 // channel-reduction kernels and TF.js's elementwise ops (issue 18). `--compare winograd` times steps
 // (at 1 thread, or `threads` with `--threads n`) with the stride-1 3×3 convolutions by the direct SIMD
-// kernel against Winograd F(2×2, 3×3) (`setWinogradConvolution`). Each reports wall time and the process's CPU time (user + system,
+// kernel against Winograd F(2×2, 3×3) (`setWinogradConvolution`); `--compare winograd-filter` the same
+// for the stride-1 3×3 filter gradients (`setWinogradFilterGradient`: the direct loop against Winograd
+// where it is chosen). Each reports wall time and the process's CPU time (user + system,
 // all threads) per step: on a machine loaded by other jobs wall time says little, CPU time more.
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs-core';
-import { BATCH_NORM_KERNEL_NAMES, registerKernels, setPiecesPerThread, setWinogradConvolution, unregisterKernels, useBackend } from '@regstack/backend';
+import {
+  BATCH_NORM_KERNEL_NAMES,
+  registerKernels,
+  setPiecesPerThread,
+  setWinogradConvolution,
+  setWinogradFilterGradient,
+  unregisterKernels,
+  useBackend,
+} from '@regstack/backend';
 import { standardAugmentation } from '@regstack/datasets';
 import { Random, addWeightDecay, clipByGlobalNorm, composeRegularizers } from '@regstack/regularizer';
 import { resnet18 } from '@regstack/models';
@@ -179,7 +189,7 @@ function timedStep() {
 }
 
 async function compare(what) {
-  // --compare winograd: 1 thread unless --threads was given.
+  // --compare winograd and winograd-filter: 1 thread unless --threads was given.
   const winogradThreads = process.argv.includes('--threads') && threads > 1 ? { threads } : {};
   /** name → async setup before a step of that setting */
   const settings =
@@ -202,8 +212,13 @@ async function compare(what) {
                 'direct kernel': async () => (await useBackend('wasm', winogradThreads), setWinogradConvolution(false)),
                 'Winograd F(2×2, 3×3)': async () => (await useBackend('wasm', winogradThreads), setWinogradConvolution('auto')),
               }
-            : undefined;
-  if (settings === undefined) throw new Error(`--compare: expected pieces, cast, batch-norm or winograd, got '${what}'`);
+            : what === 'winograd-filter'
+              ? {
+                  'direct filter gradient': async () => (await useBackend('wasm', winogradThreads), setWinogradFilterGradient(false)),
+                  'Winograd filter gradient': async () => (await useBackend('wasm', winogradThreads), setWinogradFilterGradient('auto')),
+                }
+              : undefined;
+  if (settings === undefined) throw new Error(`--compare: expected pieces, cast, batch-norm, winograd or winograd-filter, got '${what}'`);
   const names = Object.keys(settings);
   const times = Object.fromEntries(names.map((name) => [name, []]));
   for (const name of names) {
@@ -230,6 +245,7 @@ async function compare(what) {
   }
   setPiecesPerThread(1);
   setWinogradConvolution('auto');
+  setWinogradFilterGradient('auto');
   registerKernels('wasm', [tf.Cast, ...BATCH_NORM_KERNEL_NAMES]);
   await useBackend('wasm');
 }
