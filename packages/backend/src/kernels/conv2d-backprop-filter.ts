@@ -1,6 +1,7 @@
 /**
  * `Conv2DBackpropFilter` on wasm (which ships none) and cpu (whose scalar six-deep loop is ≈200× slower):
- * the direct SIMD loop where it applies, else the convolution form of `conv2dFilterGradient`.
+ * the direct SIMD loop where it applies (Winograd F(2×2, 3×3) for the stride-1 3×3 filters where that is
+ * faster), else the convolution form of `conv2dFilterGradient`.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { conv2dFilterGradient, convGradientAttributesOf, filterGradientIsDirect } from '../ops/conv-gradients.js';

@@ -32,7 +32,8 @@ export function convGradientAttributesOf(attrs: tf.NamedAttrMap | undefined): Co
 
 /**
  * How the filter gradient is formed. `direct` (the default, the fastest measured: see the package README)
- * is one WebAssembly SIMD loop over the positions on backends whose values are in memory (wasm, cpu)
+ * is one WebAssembly SIMD loop over the positions on backends whose values are in memory (wasm, cpu;
+ * stride-1 3×3 filters by Winograd F(2×2, 3×3) where that measured faster, simd/winograd-filter-gradient.ts)
  * and `convolution` elsewhere (or without WebAssembly SIMD, or with output channels not a multiple of 4).
  * (Two GEMM forms measured slower are kept for the benchmark only: filter-gradient-matmul.ts.)
  */
