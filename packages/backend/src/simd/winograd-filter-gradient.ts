@@ -13,8 +13,10 @@
  * (across the images) go in blocks of whole tile rows small enough for a core's L2 cache: per block, V
  * and W into the block's scratch, then the products added into the piece's M. The batch is shared with
  * the worker threads as the direct filter gradient's is: one piece of images per region, each piece's
- * M transformed into its own dW there, the pieces' dW added in piece order (the result does not depend
- * on which thread ran which piece).
+ * M transformed into its own dW there, the pieces' dW added in piece order. So the result does not
+ * depend on which thread ran which piece; it does, in the last bits, on how the batch is cut into pieces
+ * and tiles into blocks (each block's sums are added into M), as the direct loop's does on its pieces
+ * and chunks.
  *
  * Rounding: each M[k] sums a quarter as many products as the direct loop's sums (one per tile, not per
  * position), of values the transforms formed from up to 4 inputs (x) and 2 (dy); the output transform
