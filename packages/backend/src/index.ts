@@ -19,7 +19,7 @@ export {
   type InputGradientMethod,
 } from './ops/conv-gradients.js';
 export { setFusedMultiplyAdd } from './simd/instance.js';
-export { setPiecesPerThread } from './threads/parallel-conv.js';
+export { setCopyOverlap, setPiecesPerThread } from './threads/parallel-conv.js';
 export { setWinogradConvolution } from './simd/winograd.js';
 export { setWinogradFilterGradient } from './simd/winograd-filter-gradient.js';
 export { maxPoolGradient, type MaxPoolGradientAttributes } from './ops/max-pool-gradient.js';

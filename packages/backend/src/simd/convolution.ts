@@ -59,6 +59,7 @@ export function simdConvolution(x: Float32Array, w: Float32Array, y: Float32Arra
   if (heap === undefined) throw new RangeError(`simdConvolution: ${bytes} bytes of x, w and y do not fit a WebAssembly memory`);
   heap.set(w, plan.secondStart);
   const threads = simdThreads(kernels, batchSize, y.length * filterHeight * filterWidth * inChannels);
+  const imageFloats = y.length / batchSize;
   runShared(
     kernels,
     plan,
@@ -66,8 +67,9 @@ export function simdConvolution(x: Float32Array, w: Float32Array, y: Float32Arra
     simdPieces(batchSize, threads),
     (first, end) => copyPaddedImages(heap, x, plan, first, end),
     (first, end) => runConvolutionShare(kernels, plan, first, end),
+    // Each piece's images out as soon as it is done: this thread's while the workers finish theirs.
+    (first, end) => y.set(heap.subarray(plan.outputStart + first * imageFloats, plan.outputStart + end * imageFloats), first * imageFloats),
   );
-  y.set(heap.subarray(plan.outputStart, plan.outputStart + y.length));
 }
 
 /** Computes images [first, end) of a planned convolution. Runs on any thread whose kernels share the plan's memory. */

@@ -172,6 +172,24 @@ export function simdWinogradConvolution(x: Float32Array, w: Float32Array, y: Flo
   for (let tap = 0; tap < 9; tap++) heap.set(w.subarray(tap * pairs, (tap + 1) * pairs), wStart + tap * planeFloats);
   kernels.winograd.filter(4 * wStart, 4 * plan.secondStart, pairs / 4, 4 * planeFloats, 4 * planeFloats);
   const tiled = { ...plan, geometry: tiledGeometry(geometry) };
+  // The valid outputs of the whole tiles: all of them when the output's sides are even.
+  const paddedWidth = 2 * tileColumns;
+  const paddedHeight = 2 * tileRows;
+  const rowFloats = outWidth * outChannels;
+  const imageFloats = outHeight * rowFloats;
+  // Each piece's images out as soon as it is done: this thread's while the workers finish theirs.
+  const copyOut = (first: number, end: number) => {
+    if (paddedWidth === outWidth && paddedHeight === outHeight) {
+      y.set(heap.subarray(plan.outputStart + first * imageFloats, plan.outputStart + end * imageFloats), first * imageFloats);
+      return;
+    }
+    for (let image = first; image < end; image++) {
+      for (let row = 0; row < outHeight; row++) {
+        const source = plan.outputStart + (image * paddedHeight + row) * paddedWidth * outChannels;
+        y.set(heap.subarray(source, source + rowFloats), (image * outHeight + row) * rowFloats);
+      }
+    }
+  };
   runShared(
     kernels,
     plan,
@@ -179,21 +197,8 @@ export function simdWinogradConvolution(x: Float32Array, w: Float32Array, y: Flo
     pieces,
     (first, end) => copyPaddedImages(heap, x, tiled, first, end),
     (first, end, region) => runWinogradShare(kernels, plan, first, end, region),
+    copyOut,
   );
-  // The valid outputs of the whole tiles: all of them when the output's sides are even.
-  const paddedWidth = 2 * tileColumns;
-  const paddedHeight = 2 * tileRows;
-  if (paddedWidth === outWidth && paddedHeight === outHeight) {
-    y.set(heap.subarray(plan.outputStart, plan.outputStart + y.length));
-    return;
-  }
-  const rowFloats = outWidth * outChannels;
-  for (let image = 0; image < batchSize; image++) {
-    for (let row = 0; row < outHeight; row++) {
-      const source = plan.outputStart + (image * paddedHeight + row) * paddedWidth * outChannels;
-      y.set(heap.subarray(source, source + rowFloats), (image * outHeight + row) * rowFloats);
-    }
-  }
 }
 
 /**

@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { convolutionThreads, setConvPool, setMinimumParallelWork, setPiecesPerThread, simdPieces } from './parallel-conv.js';
+import { convolutionThreads, setConvPool, setCopyOverlap, setMinimumParallelWork, setPieceCopyHook, setPiecesPerThread, simdPieces } from './parallel-conv.js';
 import { relativeError } from '@regstack/regularizer/testing';
 import { stopWorkerThreads, useBackend } from '../use-backend.js';
 import { setWorkerTimeout } from './conv-pool.js';
@@ -116,6 +116,110 @@ describe('worker threads for convolutions on wasm (Node)', () => {
       setPiecesPerThread(previous);
     }
     expect(() => setPiecesPerThread(0)).toThrow(RangeError);
+  });
+
+  describe('copying the images in while the workers run', () => {
+    // 16 images in 8 pieces per thread: the workers run ahead of a copy slowed to 2 ms a piece.
+    const x: Rank4 = [16, 10, 10, 8];
+    const forward = (seed: number, filter: Rank4) =>
+      tf.tidy(() => tf.conv2d(tf.tensor4d(values(x, seed), x), tf.tensor4d(values(filter, 99), filter), 1, 'same').dataSync() as Float32Array);
+    const filterGradient = (seed: number, filter: Rank4) =>
+      tf.tidy(() => {
+        const input = tf.tensor4d(values(x, seed), x);
+        const upstream = tf.tensor4d(values([...x.slice(0, 3), filter[3]], seed + 1), [...x.slice(0, 3), filter[3]] as Rank4);
+        return tf.grad((w: tf.Tensor) => tf.sum(tf.mul(tf.conv2d(input, w as tf.Tensor4D, 1, 'same'), upstream)))(tf.tensor4d(values(filter, 99), filter)).dataSync() as Float32Array;
+      });
+    // A 3×3 filter (Winograd forward and dW) and a 5×5 one (the direct kernels).
+    const filters: Rank4[] = [
+      [3, 3, 8, 32],
+      [5, 5, 8, 12],
+    ];
+    const slowCopy = (copied: number[]) => (piece: number) => {
+      copied.push(piece);
+      const until = performance.now() + 2;
+      while (performance.now() < until);
+    };
+    let previousPieces = 1;
+    let previousOverlap = true;
+
+    beforeAll(() => {
+      previousPieces = setPiecesPerThread(8);
+      previousOverlap = setCopyOverlap(true);
+    });
+
+    afterAll(() => {
+      setPiecesPerThread(previousPieces);
+      setCopyOverlap(previousOverlap);
+      setPieceCopyHook(undefined);
+    });
+
+    it('never lets a worker read a piece before it is copied: bit for bit what copying first gives, call after call', async () => {
+      await useBackend('wasm', { threads: 2 });
+      setCopyOverlap(false);
+      const expected = filters.map((filter) => [1, 2].map((seed) => [forward(seed, filter), filterGradient(seed, filter)]));
+      setCopyOverlap(true);
+      const copied: number[] = [];
+      setPieceCopyHook(slowCopy(copied));
+      try {
+        for (const [index, filter] of filters.entries()) {
+          // Seed 2 after seed 1: a worker reading a piece not copied yet would read seed 1's images,
+          // left in the memory by the call before (and the copied count must start over per call).
+          for (const [seedIndex, seed] of [1, 2].entries()) {
+            expect(Array.from(forward(seed, filter)), `${filter} forward, seed ${seed}`).toEqual(Array.from(expected[index]![seedIndex]![0]!));
+            expect(Array.from(filterGradient(seed, filter)), `${filter} dW, seed ${seed}`).toEqual(Array.from(expected[index]![seedIndex]![1]!));
+          }
+        }
+      } finally {
+        setPieceCopyHook(undefined);
+      }
+      // Every shared call copied its 16 pieces in order, one at a time.
+      expect(copied.length % 16).toBe(0);
+      expect(copied.slice(0, 16)).toEqual(Array.from({ length: 16 }, (_, piece) => piece));
+      // Close to one thread's results (the dW partial sums are grouped per piece, so not bit for bit).
+      await useBackend('wasm');
+      for (const [index, filter] of filters.entries()) {
+        expect(Array.from(forward(2, filter))).toEqual(Array.from(expected[index]![1]![0]!));
+        expect(relativeError(filterGradient(2, filter), expected[index]![1]![1]!)).toBeLessThan(1e-6);
+      }
+    });
+
+    it('collects the workers waiting for a piece when the copy fails, reports the copy error, and keeps working', async () => {
+      await useBackend('wasm', { threads: 2 });
+      const pool = setConvPool(undefined)!;
+      setConvPool(pool);
+      const waited = { calls: 0 };
+      const wait = pool.wait.bind(pool);
+      pool.wait = () => {
+        waited.calls += 1;
+        return wait();
+      };
+      const slow = slowCopy([]);
+      setPieceCopyHook((piece) => {
+        slow(piece);
+        if (piece === 5) throw new Error('copy failed on piece 5');
+      });
+      try {
+        expect(() => forward(1, filters[1]!)).toThrow('copy failed on piece 5');
+        expect(waited.calls).toBe(1);
+      } finally {
+        setPieceCopyHook(undefined);
+        pool.wait = wait;
+      }
+      // The workers are idle again (a worker still waiting would never answer this call).
+      const previousTimeout = setWorkerTimeout(10_000);
+      try {
+        for (const filter of filters) expect(relativeError(forward(3, filter), await oneThreadForward(3, filter))).toBeLessThan(1e-6);
+      } finally {
+        setWorkerTimeout(previousTimeout);
+      }
+    });
+
+    async function oneThreadForward(seed: number, filter: Rank4): Promise<Float32Array> {
+      await useBackend('wasm');
+      const result = forward(seed, filter);
+      await useBackend('wasm', { threads: 2 });
+      return result;
+    }
   });
 
   it('runs on one thread again when asked for one thread or another backend, and back on two', async () => {

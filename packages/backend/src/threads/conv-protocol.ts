@@ -16,6 +16,17 @@ export const CONTROL_SLOTS = 3;
  */
 export const SIMD_JOB_CACHE = 256;
 
+/**
+ * Slots of the Int32Array over a shared call's claims buffer: `next`, the next piece to claim
+ * (`Atomics.add`); `copied`, how many pieces (in order) have their images copied into the shared memory,
+ * or {@link COPY_ABORTED} when the main thread failed while copying (the threads claim no more).
+ */
+export const CLAIMS = { next: 0, copied: 1 } as const;
+/** Int32 slots of the claims buffer. */
+export const CLAIM_SLOTS = 2;
+/** `CLAIMS.copied` when the copy failed: a thread waiting for its piece stops instead. */
+export const COPY_ABORTED = -1;
+
 /** Values of `CONTROL.state`. */
 export const State = { Idle: 0, Work: 1, Done: 2, Failed: 3, Stop: 4 } as const;
 
@@ -104,7 +115,10 @@ export interface SimdJob {
   plan: SimdPlan;
   /** Image ranges [first, end) in batch order; piece i writes output region i. */
   pieces: Array<[number, number]>;
-  /** An Int32Array's buffer whose element 0 is the next piece to claim (`Atomics.add`). */
+  /**
+   * An Int32Array's buffer ({@link CLAIMS}): the next piece to claim (`Atomics.add`) and how many pieces
+   * are copied in so far; a thread that claims a piece not copied yet waits for it.
+   */
   claims: SharedArrayBuffer;
   /** Whether the main thread's kernels use relaxed SIMD's multiply-add: the worker's do the same. */
   fused: boolean;

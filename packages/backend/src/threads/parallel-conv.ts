@@ -6,7 +6,7 @@
  * the kernels' shared memory, in place.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import type { ConvJob, SimdJob, SimdPlan } from './conv-protocol.js';
+import { CLAIMS, CLAIM_SLOTS, COPY_ABORTED, type ConvJob, type SimdJob, type SimdPlan } from './conv-protocol.js';
 import { asTensor, isWasmHeapBackend, type WasmHeapBackend } from '../typed-array-backend.js';
 import { forgetSimdKernels, type SimdKernels } from '../simd/instance.js';
 import { runClaimedPieces } from './claims.js';
@@ -250,15 +250,47 @@ export function simdPieces(batch: number, threads: number): Array<[number, numbe
   return batchShares(batch, threads <= 1 ? 1 : Math.min(batch, piecesPerThread * threads, 256));
 }
 
-/** The claim counter the threads of a shared call take pieces from (one call runs at a time). */
+/** The claims buffer the threads of a shared call take pieces from (one call runs at a time; {@link CLAIMS}). */
 let claimsBuffer: SharedArrayBuffer | undefined;
 
 /**
- * Runs a planned call cut into `pieces` on `threads` threads: every image is copied in, the workers
- * are started, and then each thread, this one included, claims and runs pieces until none is left.
+ * Whether a shared call copies its images in while the workers run (true, the default), or all of them
+ * before it starts the workers (false, as before issue 18's change; kept for benchmarks to compare in one
+ * process). Either way piece i writes region i, so the results are the same.
+ */
+let copyOverlap = true;
+
+/** For benchmarks and tests: whether shared calls overlap the copies with the workers. Returns the previous value. */
+export function setCopyOverlap(overlap: boolean): boolean {
+  const previous = copyOverlap;
+  copyOverlap = overlap;
+  return previous;
+}
+
+/** For tests: runs before each piece's images are copied in on a shared call (to slow the copy, or fail it). */
+let beforePieceCopy: ((piece: number) => void) | undefined;
+
+/** For tests: sets the hook run before each piece of a shared call is copied in. Returns the previous one. */
+export function setPieceCopyHook(hook: ((piece: number) => void) | undefined): ((piece: number) => void) | undefined {
+  const previous = beforePieceCopy;
+  beforePieceCopy = hook;
+  return previous;
+}
+
+/**
+ * Runs a planned call cut into `pieces` on `threads` threads. Alone, this thread copies every image in
+ * and runs the pieces. Shared, it copies the first piece's images, starts the workers, and copies the
+ * rest in piece order while they run, publishing how many pieces are copied; a thread that claims a
+ * piece not copied yet waits for it (claims.ts). The images are not in a memory the workers can read
+ * until this thread copies them (TF.js's heap is its own), and copying all of them before the workers
+ * started left the workers idle for that long (15 ms of the recipe's 178 ms step at 2 threads). Then
+ * this thread claims pieces like the workers, and finishes the pieces it ran (`finishPiece`: copies
+ * their outputs out) while the workers finish theirs.
  *
  * @param copyImages Copies the inputs of images [first, end) into the memory (this thread).
  * @param runShare Runs images [first, end) into output region `region` on this thread.
+ * @param finishPiece When given: runs on this thread once piece `region` (images [first, end)) is
+ *   computed, once for each piece, in any order (each piece has its own output).
  * @returns The output regions written: region i holds piece i.
  */
 export function runShared(
@@ -268,16 +300,18 @@ export function runShared(
   pieces: Array<[number, number]>,
   copyImages: (first: number, end: number) => void,
   runShare: (first: number, end: number, region: number) => void,
+  finishPiece?: (first: number, end: number, region: number) => void,
 ): number {
   const batch = plan.geometry.batchSize;
   const pool = threads > 1 && pieces.length > 1 ? poolFor(batch, Number.POSITIVE_INFINITY) : undefined;
-  copyImages(0, batch);
   if (pool === undefined) {
+    copyImages(0, batch);
     for (const [index, [first, end]] of pieces.entries()) runShare(first, end, index);
+    if (finishPiece !== undefined) for (const [index, [first, end]] of pieces.entries()) finishPiece(first, end, index);
     return pieces.length;
   }
   const workers = Math.min(threads - 1, pool.size, pieces.length - 1);
-  whilePoolBusy(() => runOnPool(pool, kernels, plan, workers, pieces, runShare));
+  whilePoolBusy(() => runOnPool(pool, kernels, plan, workers, pieces, copyImages, runShare, finishPiece));
   return pieces.length;
 }
 
@@ -287,11 +321,31 @@ function runOnPool(
   plan: SimdPlan,
   workers: number,
   pieces: Array<[number, number]>,
+  copyImages: (first: number, end: number) => void,
   runShare: (first: number, end: number, region: number) => void,
+  finishPiece: ((first: number, end: number, region: number) => void) | undefined,
 ): void {
-  claimsBuffer ??= new SharedArrayBuffer(4);
+  claimsBuffer ??= new SharedArrayBuffer(CLAIM_SLOTS * Int32Array.BYTES_PER_ELEMENT);
   const claims = new Int32Array(claimsBuffer);
-  Atomics.store(claims, 0, 0);
+  // Both counters start over on every call: a worker of this call must not take the last call's count.
+  Atomics.store(claims, CLAIMS.next, 0);
+  Atomics.store(claims, CLAIMS.copied, 0);
+  const publish = (copied: number) => {
+    Atomics.store(claims, CLAIMS.copied, copied);
+    Atomics.notify(claims, CLAIMS.copied);
+  };
+  const copyPiece = (index: number) => {
+    beforePieceCopy?.(index);
+    const [first, end] = pieces[index]!;
+    copyImages(first, end);
+    publish(index + 1);
+  };
+  const overlap = copyOverlap;
+  if (overlap) {
+    copyPiece(0);
+  } else {
+    for (let index = 0; index < pieces.length; index++) copyPiece(index);
+  }
   const { fused, memory } = kernels;
   pool.start(Array.from({ length: workers }, () => ({ kind: 'simd', plan, pieces, claims: claimsBuffer!, fused, memory })));
   // A worker that failed or timed out may still be running on this memory: later calls get a new one.
@@ -303,11 +357,20 @@ function runOnPool(
       throw error;
     }
   };
+  const mine = new Set<number>();
   try {
-    runClaimedPieces(claims, pieces, runShare);
+    if (overlap) for (let index = 1; index < pieces.length; index++) copyPiece(index);
+    runClaimedPieces(claims, pieces, (first, end, region) => {
+      runShare(first, end, region);
+      mine.add(region);
+    });
+    // This thread's outputs leave while the workers finish theirs.
+    if (overlap && finishPiece !== undefined) for (const index of mine) finishPiece(...pieces[index]!, index);
   } catch (error) {
-    // Stop the workers claiming more, collect them all the same; this thread's error is the one to report.
-    Atomics.store(claims, 0, pieces.length);
+    // Stop the workers claiming more (and waiting for copies that will not come), collect them all the
+    // same; this thread's error is the one to report.
+    Atomics.store(claims, CLAIMS.next, pieces.length);
+    publish(COPY_ABORTED);
     try {
       waitForWorkers();
     } catch {
@@ -316,4 +379,6 @@ function runOnPool(
     throw error;
   }
   waitForWorkers();
+  if (finishPiece === undefined) return;
+  for (const [index, [first, end]] of pieces.entries()) if (!overlap || !mine.has(index)) finishPiece(first, end, index);
 }
