@@ -19,13 +19,17 @@
 // (at 1 thread, or `threads` with `--threads n`) with the stride-1 3×3 convolutions by the direct SIMD
 // kernel against Winograd F(2×2, 3×3) (`setWinogradConvolution`); `--compare winograd-filter` the same
 // for the stride-1 3×3 filter gradients (`setWinogradFilterGradient`: the direct loop against Winograd
-// where it is chosen). Each reports wall time and the process's CPU time (user + system,
+// where it is chosen). `--compare overlap` times `threads`-thread steps with the images copied in while
+// the workers run and this thread's outputs copied out while they finish (`setCopyOverlap(true)`, the
+// default) against every copy before the workers start and every output after they finish (false), the
+// overlap with 2 claimed pieces per thread, and 1 thread beside them. Each reports wall time and the process's CPU time (user + system,
 // all threads) per step: on a machine loaded by other jobs wall time says little, CPU time more.
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs-core';
 import {
   BATCH_NORM_KERNEL_NAMES,
   registerKernels,
+  setCopyOverlap,
   setPiecesPerThread,
   setWinogradConvolution,
   setWinogradFilterGradient,
@@ -217,8 +221,15 @@ async function compare(what) {
                   'direct filter gradient': async () => (await useBackend('wasm', winogradThreads), setWinogradFilterGradient(false)),
                   'Winograd filter gradient': async () => (await useBackend('wasm', winogradThreads), setWinogradFilterGradient('auto')),
                 }
-              : undefined;
-  if (settings === undefined) throw new Error(`--compare: expected pieces, cast, batch-norm, winograd or winograd-filter, got '${what}'`);
+              : what === 'overlap'
+                ? {
+                    'copies overlapped with the workers (default)': async () => (await useBackend('wasm', { threads }), setCopyOverlap(true), setPiecesPerThread(1)),
+                    'every copy before the workers start': async () => (await useBackend('wasm', { threads }), setCopyOverlap(false), setPiecesPerThread(1)),
+                    'overlapped, 2 claimed pieces per thread': async () => (await useBackend('wasm', { threads }), setCopyOverlap(true), setPiecesPerThread(2)),
+                    '1 thread': async () => (await useBackend('wasm'), setCopyOverlap(true), setPiecesPerThread(1)),
+                  }
+                : undefined;
+  if (settings === undefined) throw new Error(`--compare: expected pieces, cast, batch-norm, winograd, winograd-filter or overlap, got '${what}'`);
   const names = Object.keys(settings);
   const times = Object.fromEntries(names.map((name) => [name, []]));
   for (const name of names) {
@@ -244,6 +255,7 @@ async function compare(what) {
     console.log(`| ${name} | ${median(times[name].map((time) => time.wallMs)).toFixed(0)} | ${spread(wall)} | ${median(times[name].map((time) => time.cpuMs)).toFixed(0)} | ${spread(cpu)} |`);
   }
   setPiecesPerThread(1);
+  setCopyOverlap(true);
   setWinogradConvolution('auto');
   setWinogradFilterGradient('auto');
   registerKernels('wasm', [tf.Cast, ...BATCH_NORM_KERNEL_NAMES]);
