@@ -1,4 +1,5 @@
-import { xoroshiro128plus, type RandomGenerator } from 'pure-rand';
+import { xoroshiro128plus } from 'pure-rand/generator/XoroShiro';
+import type { RandomGenerator } from 'pure-rand/types/RandomGenerator';
 import { ConfigError } from './errors.js';
 
 /** The serialisable state of a {@link Random}, for checkpoints. */
