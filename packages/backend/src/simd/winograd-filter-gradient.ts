@@ -28,11 +28,8 @@ import type { SimdGeometry, SimdPlan } from '../threads/conv-protocol.js';
 import { runShared, simdPieces, simdThreads } from '../threads/parallel-conv.js';
 import { kernelsFor, simdKernels, type SimdKernels } from './instance.js';
 import { alignFloats, copyPaddedImages, fitsMemory, reserve } from './memory.js';
-
-/** Rows and columns of 2 × 2 tiles of dy: the output rounded up to whole tiles. */
-function tileGrid(geometry: SimdGeometry): { tileRows: number; tileColumns: number } {
-  return { tileRows: Math.ceil(geometry.outHeight / 2), tileColumns: Math.ceil(geometry.outWidth / 2) };
-}
+// V, W and M matrices are laid out as the forward's (16 floats past their values, off the L1 cache's sets), on the same tiles.
+import { isWinogradShape, matrixFloats, tileGrid } from './winograd.js';
 
 /** Bytes of V and W one block of tiles may hold: within a core's L2 cache. */
 let blockBytes = 512 * 1024;
@@ -56,14 +53,6 @@ export function setWinogradFilterGradient(use: boolean | 'auto'): boolean | 'aut
   const previous = setting;
   setting = use;
   return previous;
-}
-
-/**
- * Floats from one matrix of V, W (or M) to the next: 16 more than its values, so that the transforms'
- * 16 loads or stores are not a power of two apart (the same set of the L1 cache; see winograd.ts).
- */
-function matrixFloats(rows: number, channels: number): number {
-  return rows * channels + 16;
 }
 
 function layout(geometry: SimdGeometry, regions: number): { plan: SimdPlan; bytes: number } {
@@ -98,19 +87,7 @@ function layout(geometry: SimdGeometry, regions: number): { plan: SimdPlan; byte
  * 3 × 3 filter at stride 1, input and output channels in whole vectors of 4, data that fits a wasm32 memory.
  */
 export function simdWinogradFilterGradientSupports(geometry: SimdGeometry): boolean {
-  const { filterHeight, filterWidth, strideHeight, strideWidth, inChannels, outChannels, padTop, padLeft, batchSize } = geometry;
-  return (
-    simdKernels() !== null &&
-    filterHeight === 3 &&
-    filterWidth === 3 &&
-    strideHeight === 1 &&
-    strideWidth === 1 &&
-    inChannels % 4 === 0 &&
-    outChannels % 4 === 0 &&
-    padTop >= 0 &&
-    padLeft >= 0 &&
-    fitsMemory(layout(geometry, Math.min(batchSize, 256)).bytes)
-  );
+  return simdKernels() !== null && isWinogradShape(geometry) && fitsMemory(layout(geometry, Math.min(geometry.batchSize, 256)).bytes);
 }
 
 /**

@@ -27,8 +27,8 @@ import { runShared, simdPieces, simdThreads } from '../threads/parallel-conv.js'
 import { kernelsFor, simdKernels, type SimdKernels } from './instance.js';
 import { alignFloats, copyPaddedImages, fitsMemory, reserve } from './memory.js';
 
-/** Rows and columns of 2 × 2 output tiles: the output rounded up to whole tiles. */
-function tileGrid(geometry: SimdGeometry): { tileRows: number; tileColumns: number } {
+/** Rows and columns of 2 × 2 output tiles: the output rounded up to whole tiles (the filter gradient tiles dy the same way). */
+export function tileGrid(geometry: SimdGeometry): { tileRows: number; tileColumns: number } {
   return { tileRows: Math.ceil(geometry.outHeight / 2), tileColumns: Math.ceil(geometry.outWidth / 2) };
 }
 
@@ -76,7 +76,7 @@ function filterPlaneFloats(geometry: SimdGeometry): number {
  * for the same reason as {@link filterPlaneFloats} (blocks of 32 tiles × 64 channels put the input
  * transform's 16 stores 8 KiB apart: it ran 4-5× slower per tile than at 28 × 28 × 16).
  */
-function matrixFloats(tiles: number, channels: number): number {
+export function matrixFloats(tiles: number, channels: number): number {
   return tiles * channels + 16;
 }
 
@@ -114,19 +114,16 @@ function layout(geometry: SimdGeometry, regions: number): { plan: SimdPlan; wSta
  * 3 × 3 filter at stride 1, input and output channels in whole vectors of 4, data that fits a wasm32 memory.
  */
 export function simdWinogradSupports(geometry: SimdGeometry): boolean {
-  const { filterHeight, filterWidth, strideHeight, strideWidth, inChannels, outChannels, padTop, padLeft, batchSize } = geometry;
-  return (
-    simdKernels() !== null &&
-    filterHeight === 3 &&
-    filterWidth === 3 &&
-    strideHeight === 1 &&
-    strideWidth === 1 &&
-    inChannels % 4 === 0 &&
-    outChannels % 4 === 0 &&
-    padTop >= 0 &&
-    padLeft >= 0 &&
-    fitsMemory(layout(geometry, Math.min(batchSize, 256)).bytes)
-  );
+  return simdKernels() !== null && isWinogradShape(geometry) && fitsMemory(layout(geometry, Math.min(geometry.batchSize, 256)).bytes);
+}
+
+/**
+ * The shape both Winograd F(2×2, 3×3) drivers (this forward one and winograd-filter-gradient.ts) take: a
+ * 3 × 3 filter at stride 1, input and output channels in whole vectors of 4, padding that is not negative.
+ */
+export function isWinogradShape(geometry: SimdGeometry): boolean {
+  const { filterHeight, filterWidth, strideHeight, strideWidth, inChannels, outChannels, padTop, padLeft } = geometry;
+  return filterHeight === 3 && filterWidth === 3 && strideHeight === 1 && strideWidth === 1 && inChannels % 4 === 0 && outChannels % 4 === 0 && padTop >= 0 && padLeft >= 0;
 }
 
 /**
