@@ -2,7 +2,7 @@ import '@tensorflow/tfjs-backend-wasm';
 import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { relativeError } from '@regstack/regularizer/testing';
-import { randomValues } from '../test-values.js';
+import { convolutionGeometry as geometry, randomValues } from '../test-values.js';
 import { enableRelaxedSimd, multiplyAddModes, withMultiplyAdd } from './test-multiply-add.js';
 import type { SimdGeometry } from '../threads/conv-protocol.js';
 import { simdFilterGradient } from './filter-gradient.js';
@@ -40,11 +40,6 @@ function reference(x: Float32Array, dy: Float32Array, g: SimdGeometry): Float64A
     }
   }
   return dw;
-}
-
-function geometry(input: number[], filter: number[], pad: 'same' | 'valid' | number, strides = 1): SimdGeometry {
-  const info = tf.backend_util.computeConv2DInfo(input as [number, number, number, number], filter as [number, number, number, number], strides, 1, pad);
-  return { ...info, padTop: info.padInfo.top, padLeft: info.padInfo.left };
 }
 
 function inputs(g: SimdGeometry, seed: number): { x: Float32Array; dy: Float32Array } {
