@@ -146,6 +146,11 @@ describe('bench harness', () => {
       expect(variant.phasesMs.augment).toBeGreaterThan(0);
       expect(variant.fused, name).toBe(fusedExpected[name]);
       expect(variant.memory.leakedTensorsPerStep).toBe(0);
+      // Every convolution gradient counts as the backward pass, the fused step's own backward passes
+      // over the recorded tape (RCAD + label smoothing) included.
+      const convolutionGradients = (variant.profile.topKernelsByPhase as Array<{ kernel: string }>).filter(({ kernel }) => kernel.startsWith('Conv2DBackprop'));
+      expect(convolutionGradients.length, name).toBeGreaterThan(0);
+      expect(convolutionGradients.map(({ kernel }) => kernel).filter((kernel) => !kernel.endsWith('(backward)')), name).toEqual([]);
     }
     // Two views run two forward passes: more kernels than a single-view ERM of the same model (1.45×
     // since batch norm is one kernel a layer: the update's kernels, the same for both, weigh more).

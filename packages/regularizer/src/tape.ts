@@ -75,7 +75,9 @@ export function recordForward<T extends tf.TensorContainer>(forward: () => T): R
   let result: T;
   try {
     if (!Array.isArray(tape) || tape.length !== 0 || (engine.state.gradientDepth as number) !== 1) throw new Error("internal: the engine did not start a fresh tape (tfjs-core's tape is not as 4.x keeps it)");
-    result = tf.tidy(forward);
+    // Scopes named as tfjs-core's own gradients names them ('forward', 'backward'), so that whatever
+    // reads the engine's scope stack (the bench's kernel profile, tf.profile) attributes these passes alike.
+    result = tf.tidy('forward', forward);
   } catch (error) {
     engine.endTape();
     release();
@@ -119,7 +121,7 @@ function backpropagate(nodes: readonly TapeNode[], y: tf.Scalar, xs: readonly tf
     for (const input of Object.values(node.inputs)) reachesY.add(input.id);
     path.push(node); // last recorded first: the order the backward pass visits them
   }
-  return tf.tidy(() => {
+  return tf.tidy('backward', () => {
     const gradients = new Map<number, tf.Tensor>([[y.id, tf.onesLike(y)]]);
     for (const node of path) {
       if (node.gradient === undefined) throw new Error(`Cannot differentiate ${node.kernelName}: TF.js has no gradient registered for it`);
