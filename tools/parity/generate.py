@@ -249,6 +249,9 @@ def run_case(model, initial, inputs, labels, case):
     weights = {name: values.clone() for name, values in initial.items()}
     trainable = [weights[name].requires_grad_(True) for name in model.spec.trainable]
     plugin, options = case["plugin"], case.get("options", {})
+    # A stack is its plugins joined by "+" (e.g. "rcad+label-smoothing"): each stage below runs for every
+    # plugin of the stack that has it, as the stack's stages do.
+    plugins = plugin.split("+")
     tensors = {}
 
     # Batch and target transforms (outside the tape).
@@ -258,14 +261,15 @@ def run_case(model, initial, inputs, labels, case):
         batch_inputs = lam * inputs + (1 - lam) * inputs[permutation]
         targets = lam * targets + (1 - lam) * targets[permutation]
         tensors["mixedInputs"], tensors["mixedTargets"] = batch_inputs, targets
-    if plugin == "label-smoothing":
+    if "label-smoothing" in plugins:
         epsilon = options["epsilon"]
         targets = targets * (1 - epsilon) + epsilon / NUM_CLASSES
         tensors["smoothedTargets"] = targets
 
     # Prepare phase: constants of the step, computed with the weights detached.
     detached = {name: values.detach() for name, values in weights.items()}
-    if plugin == "rcad":
+    if "rcad" in plugins:
+        # Hard labels, not the smoothed targets: the reference's direction is the plain cross-entropy's.
         gradient = input_gradient(model, detached, inputs, labels, "frozen-stats")
         norm = gradient.reshape(gradient.shape[0], -1).norm(dim=1).reshape(-1, 1, 1, 1)
         direction = gradient / (norm + 1e-10)
@@ -304,7 +308,7 @@ def run_case(model, initial, inputs, labels, case):
     base = soft_cross_entropy(logits, targets)
     terms = {"base": base}
     total = base
-    if plugin == "rcad":
+    if "rcad" in plugins:
         perturbed_logits, _ = model.forward(weights, tensors["perturbed"], "frozen-stats")
         terms["rcad"] = options["lambda"] * (math.log(NUM_CLASSES) - mean_entropy(perturbed_logits))
         total = base + terms["rcad"]
@@ -408,6 +412,8 @@ def fixtures():
         {"name": "mixup", "plugin": "mixup", "options": {"mixupAlpha": 1.0}, "draws": draws},
         # λ = 1 (not the reference's 0.2) so that the term's gradient weighs as much as the base loss's.
         {"name": "rcad", "plugin": "rcad", "options": {"alpha": 0.5, "lambda": 1.0}},
+        # The paper's stack: the base loss on smoothed targets, RCAD's direction from the hard labels.
+        {"name": "rcad+label-smoothing", "plugin": "rcad+label-smoothing", "options": {"alpha": 0.5, "lambda": 1.0, "epsilon": 0.2}},
         {"name": "entropy-min", "plugin": "entropy-min", "options": {"lambda": 0.5}},
         {"name": "fgsm", "plugin": "adversarial-training", "options": fgsm},
         {"name": "me-ada", "plugin": "me-ada", "options": {**me_ada, "ascentMode": "eval"}},
@@ -417,6 +423,7 @@ def fixtures():
     resnet_cases = [
         {"name": "erm", "plugin": "none"},
         {"name": "rcad", "plugin": "rcad", "options": {"alpha": 1.0, "lambda": 1.0}},
+        {"name": "rcad+label-smoothing", "plugin": "rcad+label-smoothing", "options": {"alpha": 1.0, "lambda": 1.0, "epsilon": 0.2}},
         {"name": "fgsm", "plugin": "adversarial-training", "options": fgsm},
     ]
     cifar = {"mean": [125.3 / 255, 123.0 / 255, 113.9 / 255], "std": [63.0 / 255, 62.1 / 255, 66.7 / 255]}

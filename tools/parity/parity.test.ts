@@ -40,7 +40,7 @@ interface FixtureTensor {
 
 interface FixtureCase {
   name: string;
-  plugin: 'none' | 'label-smoothing' | 'mixup' | 'rcad' | 'entropy-min' | 'adversarial-training' | 'me-ada';
+  plugin: 'none' | 'label-smoothing' | 'mixup' | 'rcad' | 'rcad+label-smoothing' | 'entropy-min' | 'adversarial-training' | 'me-ada';
   options: Record<string, unknown>;
   seed?: number;
   draws?: MixupDraws;
@@ -82,6 +82,8 @@ function pluginsFor(testCase: FixtureCase): RegularizerPlugin[] {
       return [mixup({ mixupAlpha: options.mixupAlpha as number })];
     case 'rcad':
       return [rcad({ alpha: options.alpha as number, lambda: options.lambda as number })];
+    case 'rcad+label-smoothing':
+      return [rcad({ alpha: options.alpha as number, lambda: options.lambda as number }), labelSmoothing({ epsilon: options.epsilon as number })];
     case 'entropy-min':
       return [entropyMin({ lambda: options.lambda as number })];
     case 'adversarial-training':
