@@ -11,7 +11,7 @@
  */
 import type { SimdGeometry, SimdPlan } from '../threads/conv-protocol.js';
 import { CHANNEL_BLOCK } from './kernel-code.js';
-import { alignFloats, chunking, copyPaddedImages, fitsMemory, paddedExtent, reserve } from './memory.js';
+import { alignFloats, chunking, copyPaddedImages, fitsMemory, paddedExtent, reserve, sumRegions } from './memory.js';
 import { kernelsFor, simdKernels, type SimdKernels } from './instance.js';
 import { runShared, simdPieces, simdThreads } from '../threads/parallel-conv.js';
 import { simdWinogradFilterGradient, winogradFilterGradientChosen } from './winograd-filter-gradient.js';
@@ -80,12 +80,7 @@ export function simdFilterGradient(x: Float32Array, dy: Float32Array, dw: Float3
     },
     (first, end, region) => runFilterGradientShare(kernels, plan, first, end, region),
   );
-  // dW = the pieces' sums added up in piece order (the same additions whichever thread ran which piece).
-  dw.set(heap.subarray(plan.outputStart, plan.outputStart + dw.length));
-  for (let region = 1; region < regions; region++) {
-    const start = plan.outputStart + region * plan.regionFloats;
-    for (let index = 0; index < dw.length; index++) dw[index]! += heap[start + index]!;
-  }
+  sumRegions(dw, heap, plan.outputStart, plan.regionFloats, regions);
 }
 
 /**

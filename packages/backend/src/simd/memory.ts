@@ -87,3 +87,16 @@ export function copyPaddedImages(heap: Float32Array, x: Float32Array, plan: Simd
     }
   }
 }
+
+/**
+ * A filter gradient's result from its pieces' partial sums: `regions` regions `regionFloats` apart from
+ * `start`, each beginning with one piece's dW, added up in piece order into `dw` (the same additions
+ * whichever thread ran which piece, so the result does not depend on it).
+ */
+export function sumRegions(dw: Float32Array, heap: Float32Array, start: number, regionFloats: number, regions: number): void {
+  dw.set(heap.subarray(start, start + dw.length));
+  for (let region = 1; region < regions; region++) {
+    const regionStart = start + region * regionFloats;
+    for (let index = 0; index < dw.length; index++) dw[index]! += heap[regionStart + index]!;
+  }
+}

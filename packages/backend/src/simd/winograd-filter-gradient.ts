@@ -27,9 +27,9 @@
 import type { SimdGeometry, SimdPlan } from '../threads/conv-protocol.js';
 import { runShared, simdPieces, simdThreads } from '../threads/parallel-conv.js';
 import { kernelsFor, simdKernels, type SimdKernels } from './instance.js';
-import { alignFloats, copyPaddedImages, fitsMemory, reserve } from './memory.js';
+import { alignFloats, copyPaddedImages, fitsMemory, reserve, sumRegions } from './memory.js';
 // V, W and M matrices are laid out as the forward's (16 floats past their values, off the L1 cache's sets), on the same tiles.
-import { isWinogradShape, matrixFloats, tileGrid } from './winograd.js';
+import { isWinogradShape, matrixFloats, tiledGeometry, tileGrid } from './winograd.js';
 
 /** Bytes of V and W one block of tiles may hold: within a core's L2 cache. */
 let blockBytes = 512 * 1024;
@@ -138,7 +138,7 @@ export function simdWinogradFilterGradient(x: Float32Array, dy: Float32Array, dw
   const { plan, bytes } = layout(geometry, pieces.length);
   const heap = reserve(kernels, bytes);
   if (heap === undefined) throw new RangeError(`${caller}: ${bytes} bytes of x, dy and scratch do not fit a WebAssembly memory`);
-  const tiled = { ...plan, geometry: { ...geometry, outHeight: 2 * tileRows, outWidth: 2 * tileColumns } };
+  const tiled = { ...plan, geometry: tiledGeometry(geometry) };
   const rowFloats = outWidth * outChannels;
   const paddedRowFloats = 2 * tileColumns * outChannels;
   const regions = runShared(
@@ -164,13 +164,8 @@ export function simdWinogradFilterGradient(x: Float32Array, dy: Float32Array, dw
     },
     (first, end, region) => runWinogradFilterGradientShare(kernels, plan, first, end, region),
   );
-  // dW = the pieces' sums added up in piece order (the same additions whichever thread ran which piece).
-  const start = plan.scratchStart!;
-  dw.set(heap.subarray(start, start + dw.length));
-  for (let region = 1; region < regions; region++) {
-    const regionStart = start + region * plan.regionFloats;
-    for (let index = 0; index < dw.length; index++) dw[index]! += heap[regionStart + index]!;
-  }
+  // Each region starts with its piece's dW (then its M, V and W).
+  sumRegions(dw, heap, plan.scratchStart!, plan.regionFloats, regions);
 }
 
 /**

@@ -33,7 +33,7 @@ export function tileGrid(geometry: SimdGeometry): { tileRows: number; tileColumn
 }
 
 /** The geometry whose output is the whole tiles: its padded x (memory.ts) reaches every tile's window. */
-function tiledGeometry(geometry: SimdGeometry): SimdGeometry {
+export function tiledGeometry(geometry: SimdGeometry): SimdGeometry {
   const { tileRows, tileColumns } = tileGrid(geometry);
   return { ...geometry, outHeight: 2 * tileRows, outWidth: 2 * tileColumns };
 }
