@@ -21,3 +21,56 @@ export function convolutionGeometry(input: number[], filter: number[], pad: 'sam
   const info = tf.backend_util.computeConv2DInfo(input as [number, number, number, number], filter as [number, number, number, number], strides, 1, pad);
   return { ...info, padTop: info.padInfo.top, padLeft: info.padInfo.left };
 }
+
+/** For this package's tests: the convolution's definition, summed in float64. */
+export function convolutionReference(x: Float32Array, w: Float32Array, g: SimdGeometry): Float64Array {
+  const y = new Float64Array(g.batchSize * g.outHeight * g.outWidth * g.outChannels);
+  for (let b = 0; b < g.batchSize; b++) {
+    for (let oh = 0; oh < g.outHeight; oh++) {
+      for (let ow = 0; ow < g.outWidth; ow++) {
+        const target = ((b * g.outHeight + oh) * g.outWidth + ow) * g.outChannels;
+        for (let kh = 0; kh < g.filterHeight; kh++) {
+          const row = oh * g.strideHeight + kh - g.padTop;
+          if (row < 0 || row >= g.inHeight) continue;
+          for (let kw = 0; kw < g.filterWidth; kw++) {
+            const column = ow * g.strideWidth + kw - g.padLeft;
+            if (column < 0 || column >= g.inWidth) continue;
+            for (let ci = 0; ci < g.inChannels; ci++) {
+              const xValue = x[((b * g.inHeight + row) * g.inWidth + column) * g.inChannels + ci]!;
+              const tap = ((kh * g.filterWidth + kw) * g.inChannels + ci) * g.outChannels;
+              for (let co = 0; co < g.outChannels; co++) y[target + co]! += xValue * w[tap + co]!;
+            }
+          }
+        }
+      }
+    }
+  }
+  return y;
+}
+
+/** For this package's tests: the filter gradient's definition, summed in float64: dW[kh,kw,ci,co] = Σ x[b, oh·s+kh−top, ow·s+kw−left, ci] · dy[b, oh, ow, co]. */
+export function filterGradientReference(x: Float32Array, dy: Float32Array, g: SimdGeometry): Float64Array {
+  const dw = new Float64Array(g.filterHeight * g.filterWidth * g.inChannels * g.outChannels);
+  for (let b = 0; b < g.batchSize; b++) {
+    for (let oh = 0; oh < g.outHeight; oh++) {
+      for (let ow = 0; ow < g.outWidth; ow++) {
+        for (let kh = 0; kh < g.filterHeight; kh++) {
+          const row = oh * g.strideHeight + kh - g.padTop;
+          if (row < 0 || row >= g.inHeight) continue;
+          for (let kw = 0; kw < g.filterWidth; kw++) {
+            const column = ow * g.strideWidth + kw - g.padLeft;
+            if (column < 0 || column >= g.inWidth) continue;
+            for (let ci = 0; ci < g.inChannels; ci++) {
+              const xValue = x[((b * g.inHeight + row) * g.inWidth + column) * g.inChannels + ci]!;
+              for (let co = 0; co < g.outChannels; co++) {
+                dw[((kh * g.filterWidth + kw) * g.inChannels + ci) * g.outChannels + co]! +=
+                  xValue * dy[((b * g.outHeight + oh) * g.outWidth + ow) * g.outChannels + co]!;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  return dw;
+}

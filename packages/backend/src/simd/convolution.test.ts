@@ -2,7 +2,7 @@ import '@tensorflow/tfjs-backend-wasm';
 import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { relativeError } from '@regstack/regularizer/testing';
-import { randomValues } from '../test-values.js';
+import { convolutionReference, randomValues } from '../test-values.js';
 import { enableRelaxedSimd, multiplyAddModes, withMultiplyAdd } from './test-multiply-add.js';
 import type { SimdGeometry } from '../threads/conv-protocol.js';
 import { simdConvolution, simdConvolutionSupports } from './convolution.js';
@@ -10,32 +10,6 @@ import { prepareSimdKernels, setFusedMultiplyAdd, simdKernels } from './instance
 import { setSimdChunkBytes } from './memory.js';
 import { setWinogradConvolution } from './winograd.js';
 import { registerKernels, registeredKernels, unregisterKernels } from '../kernels/register-kernels.js';
-
-/** The definition, summed in float64. */
-function reference(x: Float32Array, w: Float32Array, g: SimdGeometry): Float64Array {
-  const y = new Float64Array(g.batchSize * g.outHeight * g.outWidth * g.outChannels);
-  for (let b = 0; b < g.batchSize; b++) {
-    for (let oh = 0; oh < g.outHeight; oh++) {
-      for (let ow = 0; ow < g.outWidth; ow++) {
-        const target = ((b * g.outHeight + oh) * g.outWidth + ow) * g.outChannels;
-        for (let kh = 0; kh < g.filterHeight; kh++) {
-          const row = oh * g.strideHeight + kh - g.padTop;
-          if (row < 0 || row >= g.inHeight) continue;
-          for (let kw = 0; kw < g.filterWidth; kw++) {
-            const column = ow * g.strideWidth + kw - g.padLeft;
-            if (column < 0 || column >= g.inWidth) continue;
-            for (let ci = 0; ci < g.inChannels; ci++) {
-              const xValue = x[((b * g.inHeight + row) * g.inWidth + column) * g.inChannels + ci]!;
-              const tap = ((kh * g.filterWidth + kw) * g.inChannels + ci) * g.outChannels;
-              for (let co = 0; co < g.outChannels; co++) y[target + co]! += xValue * w[tap + co]!;
-            }
-          }
-        }
-      }
-    }
-  }
-  return y;
-}
 
 function geometry(input: number[], filter: number[], strides: number[], pad: 'same' | 'valid' | number): SimdGeometry {
   const info = tf.backend_util.computeConv2DInfo(input as [number, number, number, number], filter as [number, number, number, number], strides as [number, number], 1, pad);
@@ -47,7 +21,7 @@ function run(g: SimdGeometry, seed: number): { got: Float32Array; want: Float64A
   const w = randomValues(g.filterHeight * g.filterWidth * g.inChannels * g.outChannels, seed + 1);
   const got = new Float32Array(g.batchSize * g.outHeight * g.outWidth * g.outChannels).fill(Number.NaN);
   simdConvolution(x, w, got, g);
-  return { got, want: reference(x, w, g) };
+  return { got, want: convolutionReference(x, w, g) };
 }
 
 const relaxedSimd = enableRelaxedSimd();

@@ -1,39 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { relativeError } from '@regstack/regularizer/testing';
-import { randomValues } from '../test-values.js';
+import { filterGradientReference, randomValues } from '../test-values.js';
 import { enableRelaxedSimd, multiplyAddModes, withMultiplyAdd } from './test-multiply-add.js';
 import { simdFilterGradient, simdFilterGradientAvailable, simdFilterGradientSupports, type FilterGradientGeometry } from './filter-gradient.js';
 import { simdKernels } from './instance.js';
 import { setSimdChunkBytes } from './memory.js';
 import { setWinogradFilterGradient } from './winograd-filter-gradient.js';
 import { FunctionBody, I32, encodeModule } from './wasm-module.js';
-
-/** The definition, summed in float64: dW[kh,kw,ci,co] = Σ x[b, oh·s+kh−top, ow·s+kw−left, ci] · dy[b, oh, ow, co]. */
-function reference(x: Float32Array, dy: Float32Array, g: FilterGradientGeometry): Float64Array {
-  const dw = new Float64Array(g.filterHeight * g.filterWidth * g.inChannels * g.outChannels);
-  for (let b = 0; b < g.batchSize; b++) {
-    for (let oh = 0; oh < g.outHeight; oh++) {
-      for (let ow = 0; ow < g.outWidth; ow++) {
-        for (let kh = 0; kh < g.filterHeight; kh++) {
-          const row = oh * g.strideHeight + kh - g.padTop;
-          if (row < 0 || row >= g.inHeight) continue;
-          for (let kw = 0; kw < g.filterWidth; kw++) {
-            const column = ow * g.strideWidth + kw - g.padLeft;
-            if (column < 0 || column >= g.inWidth) continue;
-            for (let ci = 0; ci < g.inChannels; ci++) {
-              const xValue = x[((b * g.inHeight + row) * g.inWidth + column) * g.inChannels + ci]!;
-              for (let co = 0; co < g.outChannels; co++) {
-                dw[((kh * g.filterWidth + kw) * g.inChannels + ci) * g.outChannels + co]! +=
-                  xValue * dy[((b * g.outHeight + oh) * g.outWidth + ow) * g.outChannels + co]!;
-              }
-            }
-          }
-        }
-      }
-    }
-  }
-  return dw;
-}
 
 /** A geometry with 'same'-style padding (top/left = ⌊(window − 1)/2⌋) unless given. */
 function geometry(
@@ -58,7 +31,7 @@ function run(g: FilterGradientGeometry, seed: number): { got: Float32Array; want
   // Stale values in the output must not survive: every value is written.
   const got = new Float32Array(g.filterHeight * g.filterWidth * g.inChannels * g.outChannels).fill(Number.NaN);
   simdFilterGradient(x, dy, got, g);
-  return { got, want: reference(x, dy, g) };
+  return { got, want: filterGradientReference(x, dy, g) };
 }
 
 const relaxedSimd = enableRelaxedSimd();

@@ -2,7 +2,7 @@ import '@tensorflow/tfjs-backend-wasm';
 import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { relativeError } from '@regstack/regularizer/testing';
-import { convolutionGeometry as geometry, randomValues } from '../test-values.js';
+import { convolutionGeometry as geometry, filterGradientReference, randomValues } from '../test-values.js';
 import { enableRelaxedSimd, multiplyAddModes, withMultiplyAdd } from './test-multiply-add.js';
 import type { SimdGeometry } from '../threads/conv-protocol.js';
 import { simdFilterGradient } from './filter-gradient.js';
@@ -15,32 +15,6 @@ import {
   winogradFilterGradientChosen,
 } from './winograd-filter-gradient.js';
 import { registerKernels, unregisterKernels } from '../kernels/register-kernels.js';
-
-/** The definition (3 × 3 filter, stride 1), summed in float64: dW[kh,kw,ci,co] = Σ x[b, oh+kh−top, ow+kw−left, ci] · dy[b, oh, ow, co]. */
-function reference(x: Float32Array, dy: Float32Array, g: SimdGeometry): Float64Array {
-  const dw = new Float64Array(9 * g.inChannels * g.outChannels);
-  for (let b = 0; b < g.batchSize; b++) {
-    for (let oh = 0; oh < g.outHeight; oh++) {
-      for (let ow = 0; ow < g.outWidth; ow++) {
-        const source = ((b * g.outHeight + oh) * g.outWidth + ow) * g.outChannels;
-        for (let kh = 0; kh < 3; kh++) {
-          const row = oh + kh - g.padTop;
-          if (row < 0 || row >= g.inHeight) continue;
-          for (let kw = 0; kw < 3; kw++) {
-            const column = ow + kw - g.padLeft;
-            if (column < 0 || column >= g.inWidth) continue;
-            for (let ci = 0; ci < g.inChannels; ci++) {
-              const xValue = x[((b * g.inHeight + row) * g.inWidth + column) * g.inChannels + ci]!;
-              const tap = ((kh * 3 + kw) * g.inChannels + ci) * g.outChannels;
-              for (let co = 0; co < g.outChannels; co++) dw[tap + co]! += xValue * dy[source + co]!;
-            }
-          }
-        }
-      }
-    }
-  }
-  return dw;
-}
 
 function inputs(g: SimdGeometry, seed: number): { x: Float32Array; dy: Float32Array } {
   return {
@@ -97,7 +71,7 @@ describe('simdWinogradFilterGradient', () => {
       const { x, dy } = inputs(g, 11 + input[1]! + outChannels);
       const got = filterGradient(g);
       simdWinogradFilterGradient(x, dy, got, g);
-      const want = reference(x, dy, g);
+      const want = filterGradientReference(x, dy, g);
       const directGot = direct(x, dy, g);
       expect(relativeError(got, want)).toBeLessThan(TOLERANCE);
       expect(relativeError(directGot, want)).toBeLessThan(TOLERANCE);
@@ -114,7 +88,7 @@ describe('simdWinogradFilterGradient', () => {
     try {
       const got = filterGradient(g);
       simdWinogradFilterGradient(x, dy, got, g);
-      expect(relativeError(got, reference(x, dy, g))).toBeLessThan(TOLERANCE);
+      expect(relativeError(got, filterGradientReference(x, dy, g))).toBeLessThan(TOLERANCE);
     } finally {
       setWinogradFilterGradientBlockBytes(previous);
     }

@@ -2,39 +2,13 @@ import '@tensorflow/tfjs-backend-wasm';
 import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { relativeError } from '@regstack/regularizer/testing';
-import { convolutionGeometry as geometry, randomValues } from '../test-values.js';
+import { convolutionGeometry as geometry, convolutionReference, randomValues } from '../test-values.js';
 import { enableRelaxedSimd, multiplyAddModes, withMultiplyAdd } from './test-multiply-add.js';
 import type { SimdGeometry } from '../threads/conv-protocol.js';
 import { simdConvolution } from './convolution.js';
 import { simdKernels } from './instance.js';
 import { setWinogradBlockBytes, setWinogradConvolution, simdWinogradConvolution, simdWinogradSupports, winogradChosen } from './winograd.js';
 import { registerKernels, unregisterKernels } from '../kernels/register-kernels.js';
-
-/** The definition (3 × 3 filter, stride 1), summed in float64. */
-function reference(x: Float32Array, w: Float32Array, g: SimdGeometry): Float64Array {
-  const y = new Float64Array(g.batchSize * g.outHeight * g.outWidth * g.outChannels);
-  for (let b = 0; b < g.batchSize; b++) {
-    for (let oh = 0; oh < g.outHeight; oh++) {
-      for (let ow = 0; ow < g.outWidth; ow++) {
-        const target = ((b * g.outHeight + oh) * g.outWidth + ow) * g.outChannels;
-        for (let kh = 0; kh < 3; kh++) {
-          const row = oh + kh - g.padTop;
-          if (row < 0 || row >= g.inHeight) continue;
-          for (let kw = 0; kw < 3; kw++) {
-            const column = ow + kw - g.padLeft;
-            if (column < 0 || column >= g.inWidth) continue;
-            for (let ci = 0; ci < g.inChannels; ci++) {
-              const xValue = x[((b * g.inHeight + row) * g.inWidth + column) * g.inChannels + ci]!;
-              const tap = ((kh * 3 + kw) * g.inChannels + ci) * g.outChannels;
-              for (let co = 0; co < g.outChannels; co++) y[target + co]! += xValue * w[tap + co]!;
-            }
-          }
-        }
-      }
-    }
-  }
-  return y;
-}
 
 function inputs(g: SimdGeometry, seed: number): { x: Float32Array; w: Float32Array } {
   return {
@@ -84,7 +58,7 @@ describe('simdWinogradConvolution', () => {
       } finally {
         setWinogradConvolution('auto');
       }
-      const want = reference(x, w, g);
+      const want = convolutionReference(x, w, g);
       expect(relativeError(got, want)).toBeLessThan(TOLERANCE);
       expect(relativeError(direct, want)).toBeLessThan(1e-6);
       expect(relativeError(got, direct)).toBeLessThan(TOLERANCE);
@@ -104,7 +78,7 @@ describe('simdWinogradConvolution', () => {
       const got = output(g);
       simdWinogradConvolution(x, w, got, g);
       expect(Array.from(got)).toEqual(Array.from(usual));
-      expect(relativeError(got, reference(x, w, g))).toBeLessThan(TOLERANCE);
+      expect(relativeError(got, convolutionReference(x, w, g))).toBeLessThan(TOLERANCE);
     } finally {
       setWinogradBlockBytes(previous);
     }
