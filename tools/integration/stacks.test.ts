@@ -4,7 +4,7 @@ import { adversarialTraining } from '@regstack/adversarial-training';
 import { labelSmoothing } from '@regstack/label-smoothing';
 import { mixup } from '@regstack/mixup';
 import { rcad } from '@regstack/rcad';
-import { Random, classifierFromFunction, composeRegularizers, type ModelMode, type RegularizerPlugin } from '@regstack/regularizer';
+import { Random, classifierFromFunction, composeRegularizers, type ModelMode, type RegularizerPlugin, type StepGradients } from '@regstack/regularizer';
 import { minimizeSteps } from '@regstack/regularizer/testing';
 import { describe, expect, it } from 'vitest';
 
@@ -146,6 +146,29 @@ function batchNormModel(stochastic: false | undefined) {
   return { model, runningMean, dispose: () => tf.dispose([hidden, output, runningMean]) };
 }
 
+/**
+ * The plain path's step (`slow`, on `plain`) and the fused one's (`fast`, on `fused`, the same weights)
+ * agree: terms within 1e-6, each weight gradient within 1e-6 relative, running statistics to the bit.
+ * Then frees both steps, the batch and both models.
+ */
+function expectSameStepAndDispose(
+  slow: StepGradients,
+  fast: StepGradients,
+  plain: ReturnType<typeof batchNormModel>,
+  fused: ReturnType<typeof batchNormModel>,
+  batch: { inputs: tf.Tensor; labels: tf.Tensor },
+): void {
+  for (const [term, value] of Object.entries(slow.terms)) expect(Math.abs(fast.terms[term]! - value), term).toBeLessThan(1e-6);
+  plain.model.trainableVariables.forEach((variable, i) => {
+    const [a, b] = [slow.grads[variable.name]!, fast.grads[fused.model.trainableVariables[i]!.name]!];
+    expect(tf.tidy(() => tf.norm(tf.sub(a, b)).dataSync()[0]! / tf.norm(a).dataSync()[0]!)).toBeLessThan(1e-6);
+  });
+  expect(Array.from(fused.runningMean.dataSync())).toEqual(Array.from(plain.runningMean.dataSync()));
+  tf.dispose([slow.value, fast.value, ...Object.values(slow.grads), ...Object.values(fast.grads), batch.inputs, batch.labels]);
+  plain.dispose();
+  fused.dispose();
+}
+
 describe('the two-view base loss, fused with the real plugins', () => {
   // The reference recipe's second view: a horizontal flip and a shift drawn from the step's generator.
   const augment = (inputs: tf.Tensor, random: Random) => tf.add(tf.reverse(inputs, 2), 0.1 * random.uniform());
@@ -164,15 +187,7 @@ describe('the two-view base loss, fused with the real plugins', () => {
       const fast = composeRegularizers(plugins()).gradients({ ...input, model: fused.model, random: new Random(5) });
       expect([slow.fused, fast.fused]).toEqual([false, true]);
       expect(fast.fusion).toBe('base-backward');
-      for (const [term, value] of Object.entries(slow.terms)) expect(Math.abs(fast.terms[term]! - value)).toBeLessThan(1e-6);
-      plain.model.trainableVariables.forEach((variable, i) => {
-        const [a, b] = [slow.grads[variable.name]!, fast.grads[fused.model.trainableVariables[i]!.name]!];
-        expect(tf.tidy(() => tf.norm(tf.sub(a, b)).dataSync()[0]! / tf.norm(a).dataSync()[0]!)).toBeLessThan(1e-6);
-      });
-      expect(Array.from(fused.runningMean.dataSync())).toEqual(Array.from(plain.runningMean.dataSync()));
-      tf.dispose([slow.value, fast.value, ...Object.values(slow.grads), ...Object.values(fast.grads), batch.inputs, batch.labels]);
-      plain.dispose();
-      fused.dispose();
+      expectSameStepAndDispose(slow, fast, plain, fused, batch);
     });
   }
 
@@ -189,15 +204,7 @@ describe('the two-view base loss, fused with the real plugins', () => {
       const slow = composeRegularizers(plugins()).gradients({ ...views, batch, model: plain.model, random: new Random(5) });
       const fast = composeRegularizers(plugins()).gradients({ ...views, batch, model: fused.model, random: new Random(5) });
       expect([slow.fusion, fast.fusion]).toEqual(['plain', 'base-forward']);
-      for (const [term, value] of Object.entries(slow.terms)) expect(Math.abs(fast.terms[term]! - value), term).toBeLessThan(1e-6);
-      plain.model.trainableVariables.forEach((variable, i) => {
-        const [a, b] = [slow.grads[variable.name]!, fast.grads[fused.model.trainableVariables[i]!.name]!];
-        expect(tf.tidy(() => tf.norm(tf.sub(a, b)).dataSync()[0]! / tf.norm(a).dataSync()[0]!)).toBeLessThan(1e-6);
-      });
-      expect(Array.from(fused.runningMean.dataSync())).toEqual(Array.from(plain.runningMean.dataSync()));
-      tf.dispose([slow.value, fast.value, ...Object.values(slow.grads), ...Object.values(fast.grads), batch.inputs, batch.labels]);
-      plain.dispose();
-      fused.dispose();
+      expectSameStepAndDispose(slow, fast, plain, fused, batch);
     });
   }
 

@@ -65,6 +65,17 @@ const batch = () => {
   };
 };
 
+/** A plugin whose prepare asks for the clean input gradient (the fused step's seeded one), then throws. */
+const failingAfterInputGradient = (): RegularizerPlugin<{ unused: tf.Tensor }> => ({
+  name: 'failing',
+  stage: 'loss-term',
+  prepare: ({ inputGradient }) => {
+    inputGradient({ at: 'clean', reduction: 'sum', mode: 'frozen-stats' });
+    throw new ConfigError('failing', 'on purpose');
+  },
+  loss: () => ({ value: tf.scalar(0) }),
+});
+
 const worstRelativeError = (a: tf.NamedTensorMap, b: tf.NamedTensorMap) =>
   Math.max(
     ...Object.keys(b).map((name) => tf.tidy(() => tf.norm(tf.sub(a[name]!, b[name]!)).dataSync()[0]! / tf.norm(b[name]!).dataSync()[0]!)),
@@ -374,15 +385,7 @@ describe('stack.gradients: the fused base pass with the two-view base loss', () 
       expect(new Set(counts).size).toBe(1);
     }
     // A prepare that throws after the base pass: the second view, the clean view's loss and the seeded gradients go too.
-    const failing: RegularizerPlugin<{ unused: tf.Tensor }> = {
-      name: 'failing',
-      stage: 'loss-term',
-      prepare: ({ inputGradient }) => {
-        inputGradient({ at: 'clean', reduction: 'sum', mode: 'frozen-stats' });
-        throw new ConfigError('failing', 'on purpose');
-      },
-      loss: () => ({ value: tf.scalar(0) }),
-    };
+    const failing = failingAfterInputGradient();
     const before = tf.memory().numTensors;
     expect(() => composeRegularizers([failing as RegularizerPlugin]).gradients({ model, batch: data, baseLoss: 'two-view', augment: flipAndShift, random: new Random(1) })).toThrow('on purpose');
     expect(tf.memory().numTensors).toBe(before);
@@ -502,15 +505,7 @@ describe('stack.gradients: transformed targets, the direction from the base pass
       }
       expect(new Set(counts).size).toBe(1);
     }
-    const failing: RegularizerPlugin<{ unused: tf.Tensor }> = {
-      name: 'failing',
-      stage: 'loss-term',
-      prepare: ({ inputGradient }) => {
-        inputGradient({ at: 'clean', reduction: 'sum', mode: 'frozen-stats' });
-        throw new ConfigError('failing', 'on purpose');
-      },
-      loss: () => ({ value: tf.scalar(0) }),
-    };
+    const failing = failingAfterInputGradient();
     const before = tf.memory().numTensors;
     expect(() => composeRegularizers([smoothing(0.1), failing as RegularizerPlugin]).gradients({ model, batch: data, baseLoss: 'two-view', augment: flipAndShift, random: new Random(1) })).toThrow('on purpose');
     expect(tf.memory().numTensors).toBe(before);
