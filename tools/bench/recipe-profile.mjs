@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// `node tools/bench/recipe-profile.mjs [--rounds 4] [--threads 2] [--minimum-work n]` (after a build):
+// `node tools/bench/recipe-profile.mjs [--rounds 4] [--threads 2]` (after a build):
 // where the reference recipe's step (bench model recipe-resnet18-w16: ResNet-18 width 16, 28×28×1,
 // batch 32, two-view ERM with standardAugmentation) spends its time, and what a second thread buys
 // per convolution. Each round takes one profiled step at 1 thread and one at `threads` (order
@@ -22,7 +22,11 @@
 // where it is chosen). `--compare overlap` times `threads`-thread steps with the images copied in while
 // the workers run and this thread's outputs copied out while they finish (`setCopyOverlap(true)`, the
 // default) against every copy before the workers start and every output after they finish (false), the
-// overlap with 2 claimed pieces per thread, and 1 thread beside them. Each reports wall time and the process's CPU time (user + system,
+// overlap with 2 claimed pieces per thread, and 1 thread beside them. `--compare sub-pixel` times steps at
+// 1 and `threads` threads with the strided input gradients as one sub-pixel call of the direct kernels
+// (`setSubPixelInputGradient(true)`, the default) against phase convolutions interleaved after (false).
+// `--compare minimum-work` times `threads`-thread steps with convolutions shared from 2^23 (the default),
+// 2^22, 2^21 and 2^20 multiply-adds up (`setMinimumParallelWork`). Each reports wall time and the process's CPU time (user + system,
 // all threads) per step: on a machine loaded by other jobs wall time says little, CPU time more.
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs-core';
@@ -30,7 +34,9 @@ import {
   BATCH_NORM_KERNEL_NAMES,
   registerKernels,
   setCopyOverlap,
+  setMinimumParallelWork,
   setPiecesPerThread,
+  setSubPixelInputGradient,
   setWinogradConvolution,
   setWinogradFilterGradient,
   unregisterKernels,
@@ -228,8 +234,19 @@ async function compare(what) {
                     'overlapped, 2 claimed pieces per thread': async () => (await useBackend('wasm', { threads }), setCopyOverlap(true), setPiecesPerThread(2)),
                     '1 thread': async () => (await useBackend('wasm'), setCopyOverlap(true), setPiecesPerThread(1)),
                   }
-                : undefined;
-  if (settings === undefined) throw new Error(`--compare: expected pieces, cast, batch-norm, winograd, winograd-filter or overlap, got '${what}'`);
+                : what === 'sub-pixel'
+                  ? {
+                      'phase convolutions, 1 thread': async () => (await useBackend('wasm'), setSubPixelInputGradient(false)),
+                      'one sub-pixel call, 1 thread': async () => (await useBackend('wasm'), setSubPixelInputGradient(true)),
+                      [`phase convolutions, ${threads} threads`]: async () => (await useBackend('wasm', { threads }), setSubPixelInputGradient(false)),
+                      [`one sub-pixel call, ${threads} threads`]: async () => (await useBackend('wasm', { threads }), setSubPixelInputGradient(true)),
+                    }
+                  : what === 'minimum-work'
+                    ? Object.fromEntries(
+                        [23, 22, 21, 20].map((power) => [`${threads} threads, shared from 2^${power} multiply-adds${power === 23 ? ' (default)' : ''}`, async () => (await useBackend('wasm', { threads }), setMinimumParallelWork(2 ** power))]),
+                      )
+                    : undefined;
+  if (settings === undefined) throw new Error(`--compare: expected pieces, cast, batch-norm, winograd, winograd-filter, overlap, sub-pixel or minimum-work, got '${what}'`);
   const names = Object.keys(settings);
   const times = Object.fromEntries(names.map((name) => [name, []]));
   for (const name of names) {
@@ -258,6 +275,8 @@ async function compare(what) {
   setCopyOverlap(true);
   setWinogradConvolution('auto');
   setWinogradFilterGradient('auto');
+  setSubPixelInputGradient(true);
+  setMinimumParallelWork(2 ** 23);
   registerKernels('wasm', [tf.Cast, ...BATCH_NORM_KERNEL_NAMES]);
   await useBackend('wasm');
 }

@@ -8,6 +8,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { float32Buffers } from '../typed-array-backend.js';
 import { simdFilterGradient, simdFilterGradientAvailable, simdFilterGradientSupports, type FilterGradientGeometry } from '../simd/filter-gradient.js';
+import { simdSubPixelInputGradient, simdSubPixelSupports } from '../simd/sub-pixel.js';
 
 /** Padding as the Conv2D kernels accept it: a mode, a single number, or explicit `[[0,0],[t,b],[l,r],[0,0]]`. */
 export type ConvPadding = 'valid' | 'same' | number | tf.backend_util.ExplicitPadding;
@@ -321,6 +322,16 @@ function inputGradientZeroInsertion(dy: tf.Tensor4D, filter: tf.Tensor4D, info: 
 function inputGradientSubPixel(dy: tf.Tensor4D, filter: tf.Tensor4D, info: tf.backend_util.Conv2DInfo): tf.Tensor4D {
   const { batchSize, inHeight, inWidth, inChannels, outHeight, outWidth, strideHeight, strideWidth, padInfo } = info;
   if (strideHeight === 1 && strideWidth === 1) return inputGradientZeroInsertion(dy, filter, info);
+  if (valuesInMemory() && dy.dtype === 'float32' && filter.dtype === 'float32') {
+    // One call of the direct SIMD kernels: dy copied once, every phase written into dx in place, the
+    // batch shared with the worker threads (simd/sub-pixel.ts).
+    const geometry = { ...info, padTop: padInfo.top, padLeft: padInfo.left };
+    if (simdSubPixelSupports(geometry)) {
+      const buffers = float32Buffers('Conv2DBackpropInput', tf.backend(), [dy, filter], [[batchSize, inHeight, inWidth, inChannels]]);
+      simdSubPixelInputGradient(buffers.inputs[0]!, buffers.inputs[1]!, buffers.outputs[0]!.values, geometry);
+      return tf.engine().makeTensorFromTensorInfo(buffers.outputs[0]!.info) as tf.Tensor4D;
+    }
+  }
   // Positions u = i + top on the padded grid split as u = q·s + phase; rows q run over [0, rowsPerPhase).
   const rowsPerPhase = Math.ceil((padInfo.top + inHeight) / strideHeight);
   const columnsPerPhase = Math.ceil((padInfo.left + inWidth) / strideWidth);

@@ -355,6 +355,27 @@ describe('worker threads for convolutions on wasm (Node)', () => {
     }
   });
 
+  it("runs a strided input gradient's sub-pixel pieces on the workers: the values of one thread", async () => {
+    await useBackend('wasm', { threads: 2 });
+    const pool = setConvPool(undefined)!;
+    setConvPool(pool);
+    const families: string[] = [];
+    const start = pool.start.bind(pool);
+    pool.start = (shares) => {
+      for (const share of shares) families.push(share.kind === 'simd' ? share.plan.family : share.kind);
+      start(shares);
+    };
+    try {
+      const shared = convolutionsAndGradients();
+      expect(families).toContain('sub-pixel');
+      // The stride-2 cases with 4 and 8 input channels (a 3 × 3 and a 1 × 1 filter, 'same' and 'valid'):
+      // each image's dx is one thread's, its sums those of one thread.
+      for (const index of [1, 2, 4]) expect(Array.from(shared[index]![1]!), cases[index]!.label).toEqual(Array.from(oneThread[index]![1]!));
+    } finally {
+      pool.start = start;
+    }
+  });
+
   it('refuses worker threads without our kernels, naming the field', async () => {
     await expect(useBackend('wasm', { threads: 2, registerKernels: false })).rejects.toMatchObject({ field: 'backend.threads' });
     await expect(useBackend('wasm', { threads: 0 })).rejects.toMatchObject({ field: 'backend.threads' });

@@ -83,9 +83,11 @@ export interface SimdPlan {
    * `filter`: x, dy → dW (one region per piece of the batch, summed after in order); `forward`: x, w → y;
    * `winograd`: x, U (the transformed filter) → y by Winograd F(2×2, 3×3), each piece in its own scratch
    * region (simd/winograd.ts); `winograd-filter`: x, dy → dW by Winograd F(2×2, 3×3) transposed, each
-   * piece's dW at the start of its scratch region, summed after in order (simd/winograd-filter-gradient.ts).
+   * piece's dW at the start of its scratch region, summed after in order (simd/winograd-filter-gradient.ts);
+   * `sub-pixel`: dy, the phases' sub-filters → dx of a strided convolution, its phases written into one
+   * padded dx (simd/sub-pixel.ts).
    */
-  family: 'filter' | 'forward' | 'winograd' | 'winograd-filter';
+  family: 'filter' | 'forward' | 'winograd' | 'winograd-filter' | 'sub-pixel';
   geometry: SimdGeometry;
   /** Offsets in floats: x zero-padded to every window's reach, the second input (dy or w), the output. */
   xStart: number;
@@ -102,6 +104,27 @@ export interface SimdPlan {
    */
   scratchStart?: number;
   tileRowsPerBlock?: number;
+  /**
+   * `sub-pixel` only: the forward strides, the phases that have taps, and whether dx is zeroed first
+   * (some phase has none, as a 1 × 1 filter at stride 2 leaves three of four).
+   */
+  subPixel?: { strideHeight: number; strideWidth: number; phases: SubPixelPhase[]; zeroFirst: boolean };
+}
+
+/**
+ * One phase of a sub-pixel input gradient (simd/sub-pixel.ts): dx's rows ≡ `rowPhase` and columns ≡
+ * `columnPhase` modulo the stride, a stride-1 convolution of padded dy with `filterRows` × `filterColumns`
+ * taps. Offsets in floats: into an image of padded dy, from the sub-filters' start, into an image of the
+ * padded dx.
+ */
+export interface SubPixelPhase {
+  rowPhase: number;
+  columnPhase: number;
+  filterRows: number;
+  filterColumns: number;
+  xOffset: number;
+  wOffset: number;
+  yOffset: number;
 }
 
 /**

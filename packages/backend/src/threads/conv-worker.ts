@@ -21,6 +21,7 @@ import { runConvolutionShare } from '../simd/convolution.js';
 import { runFilterGradientShare } from '../simd/filter-gradient.js';
 import { runWinogradShare } from '../simd/winograd.js';
 import { runWinogradFilterGradientShare } from '../simd/winograd-filter-gradient.js';
+import { runSubPixelShare } from '../simd/sub-pixel.js';
 import { attachSimdKernels, type SimdKernels } from '../simd/instance.js';
 import type { WasmHeapBackend } from '../typed-array-backend.js';
 
@@ -58,6 +59,7 @@ const SHARE_RUNNERS: Record<SimdPlan['family'], (kernels: SimdKernels, plan: Sim
   forward: runConvolutionShare,
   winograd: runWinogradShare,
   'winograd-filter': runWinogradFilterGradientShare,
+  'sub-pixel': runSubPixelShare,
 };
 
 /** Runs a share of a direct SIMD kernel call on the main thread's memory, in place. */
