@@ -80,7 +80,7 @@ export function simdFilterGradient(x: Float32Array, dy: Float32Array, dw: Float3
     },
     (first, end, region) => runFilterGradientShare(kernels, plan, first, end, region),
   );
-  sumRegions(dw, heap, plan.outputStart, plan.regionFloats, regions);
+  sumRegions(kernels, dw, plan.outputStart, plan.regionFloats, regions);
 }
 
 /**

@@ -8,7 +8,7 @@
  * kernels on their share of the images in place. Without shared memory the kernels run on the main
  * thread alone.
  */
-import { CHANNEL_BLOCK, POSITION_BLOCK, convolutionKernel, filterGradientKernel } from './kernel-code.js';
+import { CHANNEL_BLOCK, POSITION_BLOCK, addKernel, convolutionKernel, filterGradientKernel } from './kernel-code.js';
 import {
   winogradFilterGradientKernel,
   winogradFilterKernel,
@@ -40,6 +40,8 @@ export interface SimdKernels {
    * products are the `filter` family's).
    */
   winograd: { input: Kernel; output: Kernel; filter: Kernel; gemm: Kernel[][]; gradient: Kernel; filterGradient: Kernel };
+  /** add(target, source, vectors): `vectors` × 4 floats at byte address `source` added into `target`. */
+  add: Kernel;
 }
 
 
@@ -56,6 +58,7 @@ function moduleBytes(shared: boolean, fused: boolean): Uint8Array<ArrayBuffer> {
   }
   functions.push({ name: 'wi', body: winogradInputKernel() }, { name: 'wo', body: winogradOutputKernel() }, { name: 'wf', body: winogradFilterKernel() });
   functions.push({ name: 'wg', body: winogradGradientKernel() }, { name: 'wd', body: winogradFilterGradientKernel() });
+  functions.push({ name: 'ad', body: addKernel() });
   return encodeModule(functions, { initial: 1, maximum: MAXIMUM_PAGES, shared });
 }
 
@@ -78,6 +81,7 @@ function kernelsOf(exports: WebAssembly.Exports, memory: WebAssembly.Memory, sha
       gradient: functions.wg!,
       filterGradient: functions.wd!,
     },
+    add: functions.ad!,
   };
 }
 

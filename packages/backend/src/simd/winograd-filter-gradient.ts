@@ -165,7 +165,7 @@ export function simdWinogradFilterGradient(x: Float32Array, dy: Float32Array, dw
     (first, end, region) => runWinogradFilterGradientShare(kernels, plan, first, end, region),
   );
   // Each region starts with its piece's dW (then its M, V and W).
-  sumRegions(dw, heap, plan.scratchStart!, plan.regionFloats, regions);
+  sumRegions(kernels, dw, plan.scratchStart!, plan.regionFloats, regions);
 }
 
 /**
