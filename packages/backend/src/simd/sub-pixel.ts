@@ -74,8 +74,7 @@ function layout(geometry: SimdGeometry): SubPixelLayout {
     padTop: rowTaps - 1,
     padLeft: columnTaps - 1,
   };
-  const { paddedWidth } = paddedExtent(dyGeometry);
-  const { paddedHeight } = paddedExtent(dyGeometry);
+  const { paddedHeight, paddedWidth } = paddedExtent(dyGeometry);
   const bufferWidth = phaseColumns * strideWidth;
   const phases: SubPixelPhase[] = [];
   let wOffset = 0;
