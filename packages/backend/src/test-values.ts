@@ -74,3 +74,35 @@ export function filterGradientReference(x: Float32Array, dy: Float32Array, g: Si
   }
   return dw;
 }
+
+/**
+ * For this package's tests: the input gradient's definition, summed in float64, for the forward
+ * convolution of geometry `g` (filter `w` as it was applied, not flipped): every dy value goes back along
+ * the taps that produced it, dx[b, oh·s+kh−top, ow·s+kw−left, ci] += w[kh,kw,ci,co] · dy[b, oh, ow, co].
+ */
+export function inputGradientReference(dy: Float32Array, w: Float32Array, g: SimdGeometry): Float64Array {
+  const dx = new Float64Array(g.batchSize * g.inHeight * g.inWidth * g.inChannels);
+  for (let b = 0; b < g.batchSize; b++) {
+    for (let oh = 0; oh < g.outHeight; oh++) {
+      for (let ow = 0; ow < g.outWidth; ow++) {
+        const source = ((b * g.outHeight + oh) * g.outWidth + ow) * g.outChannels;
+        for (let kh = 0; kh < g.filterHeight; kh++) {
+          const row = oh * g.strideHeight + kh - g.padTop;
+          if (row < 0 || row >= g.inHeight) continue;
+          for (let kw = 0; kw < g.filterWidth; kw++) {
+            const column = ow * g.strideWidth + kw - g.padLeft;
+            if (column < 0 || column >= g.inWidth) continue;
+            const target = ((b * g.inHeight + row) * g.inWidth + column) * g.inChannels;
+            for (let ci = 0; ci < g.inChannels; ci++) {
+              const tap = ((kh * g.filterWidth + kw) * g.inChannels + ci) * g.outChannels;
+              let sum = 0;
+              for (let co = 0; co < g.outChannels; co++) sum += w[tap + co]! * dy[source + co]!;
+              dx[target + ci]! += sum;
+            }
+          }
+        }
+      }
+    }
+  }
+  return dx;
+}
