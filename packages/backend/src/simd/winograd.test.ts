@@ -114,6 +114,16 @@ describe('simdWinogradConvolution', () => {
     expect(relativeError(got, convolutionReference(x, flipped, g))).toBeLessThan(TOLERANCE);
   });
 
+  it('gives zeros for no input channels, by either kernel, instead of running their loops 2³² times', () => {
+    const g = geometry([2, 4, 5, 0], [3, 3, 0, 8], 'same');
+    expect(winogradChosen(g)).toBe(false);
+    for (const compute of [simdConvolution, simdWinogradConvolution]) {
+      const y = output(g);
+      compute(new Float32Array(0), new Float32Array(0), y, g);
+      expect(Array.from(y)).toEqual(new Array(y.length).fill(0));
+    }
+  });
+
   it('rejects what it cannot compute, naming the field', () => {
     const g = geometry([1, 4, 4, 4], [3, 3, 4, 4], 'same');
     expect(() => simdWinogradConvolution(new Float32Array(64), new Float32Array(144), new Float32Array(64), { ...g, strideWidth: 2 })).toThrow(/strides must be 1, got 1×2/);

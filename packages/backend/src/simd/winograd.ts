@@ -119,11 +119,13 @@ export function simdWinogradSupports(geometry: SimdGeometry): boolean {
 
 /**
  * The shape both Winograd F(2×2, 3×3) drivers (this forward one and winograd-filter-gradient.ts) take: a
- * 3 × 3 filter at stride 1, input and output channels in whole vectors of 4, padding that is not negative.
+ * 3 × 3 filter at stride 1, input and output channels in whole vectors of 4 (at least one: the kernels'
+ * loops run at least once), padding that is not negative.
  */
 export function isWinogradShape(geometry: SimdGeometry): boolean {
   const { filterHeight, filterWidth, strideHeight, strideWidth, inChannels, outChannels, padTop, padLeft } = geometry;
-  return filterHeight === 3 && filterWidth === 3 && strideHeight === 1 && strideWidth === 1 && inChannels % 4 === 0 && outChannels % 4 === 0 && padTop >= 0 && padLeft >= 0;
+  const channels = inChannels > 0 && outChannels > 0 && inChannels % 4 === 0 && outChannels % 4 === 0;
+  return filterHeight === 3 && filterWidth === 3 && strideHeight === 1 && strideWidth === 1 && channels && padTop >= 0 && padLeft >= 0;
 }
 
 /**
@@ -172,6 +174,11 @@ export function simdWinogradConvolution(x: Float32Array, w: Float32Array, y: Flo
   if (strideHeight !== 1 || strideWidth !== 1) throw new RangeError(`simdWinogradConvolution: strides must be 1, got ${strideHeight}×${strideWidth}`);
   if (inChannels % 4 !== 0) throw new RangeError(`simdWinogradConvolution: inChannels must be a multiple of 4, got ${inChannels}`);
   if (filter !== 'as-is' && filter !== 'flipped') throw new RangeError(`simdWinogradConvolution: filter must be 'as-is' or 'flipped', got '${String(filter)}'`);
+  // A sum over no input channels, or no outputs (the kernels' loops would run 2³² times).
+  if (inChannels === 0 || outChannels === 0) {
+    y.fill(0);
+    return;
+  }
   const { tileRows, tileColumns } = tileGrid(geometry);
   const threads = simdThreads(kernels, batchSize, batchSize * tileRows * tileColumns * 16 * inChannels * outChannels);
   const pieces = simdPieces(batchSize, threads);
