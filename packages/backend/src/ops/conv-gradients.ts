@@ -293,7 +293,7 @@ let winogradInputGradient = true;
 
 /**
  * For benchmarks and tests: whether the stride-1 input gradient hands the forward filter to the Winograd
- * kernel itself (true, the default), which writes it flipped and transposed into its own memory, or
+ * kernel itself (true, the default), whose filter transform reads it flipped and transposed, or
  * makes the flipped filter a tensor first and convolves with it through `tf.conv2d` (false: the path
  * before issue 18's change, which computes the same values). Returns the previous setting.
  */
