@@ -13,6 +13,7 @@ export { KERNEL_BACKENDS, type KernelBackendName } from './kernels/registry.js';
 export {
   conv2dFilterGradient,
   conv2dInputGradient,
+  setWinogradInputGradient,
   type ConvGradientAttributes,
   type ConvPadding,
   type FilterGradientMethod,

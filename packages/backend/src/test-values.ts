@@ -75,7 +75,11 @@ export function filterGradientReference(x: Float32Array, dy: Float32Array, g: Si
   return dw;
 }
 
-/** For this package's tests: the input gradient's definition, summed in float64: dx[b, oh·s+kh−top, ow·s+kw−left, ci] += dy[b, oh, ow, co] · w[kh, kw, ci, co]. */
+/**
+ * For this package's tests: the input gradient's definition, summed in float64, for the forward
+ * convolution of geometry `g` (filter `w` as it was applied, not flipped): every dy value goes back along
+ * the taps that produced it, dx[b, oh·s+kh−top, ow·s+kw−left, ci] += w[kh,kw,ci,co] · dy[b, oh, ow, co].
+ */
 export function inputGradientReference(dy: Float32Array, w: Float32Array, g: SimdGeometry): Float64Array {
   const dx = new Float64Array(g.batchSize * g.inHeight * g.inWidth * g.inChannels);
   for (let b = 0; b < g.batchSize; b++) {
@@ -92,7 +96,7 @@ export function inputGradientReference(dy: Float32Array, w: Float32Array, g: Sim
             for (let ci = 0; ci < g.inChannels; ci++) {
               const tap = ((kh * g.filterWidth + kw) * g.inChannels + ci) * g.outChannels;
               let sum = 0;
-              for (let co = 0; co < g.outChannels; co++) sum += dy[source + co]! * w[tap + co]!;
+              for (let co = 0; co < g.outChannels; co++) sum += w[tap + co]! * dy[source + co]!;
               dx[target + ci]! += sum;
             }
           }

@@ -9,6 +9,10 @@ import * as tf from '@tensorflow/tfjs-core';
 import { float32Buffers } from '../typed-array-backend.js';
 import { simdFilterGradient, simdFilterGradientAvailable, simdFilterGradientSupports, type FilterGradientGeometry } from '../simd/filter-gradient.js';
 import { simdSubPixelInputGradient, simdSubPixelSupports } from '../simd/sub-pixel.js';
+import { simdConvolutionSupports } from '../simd/convolution.js';
+import { simdWinogradConvolution, winogradChosen } from '../simd/winograd.js';
+import { isOurs } from '../kernels/registry.js';
+import type { SimdGeometry } from '../threads/conv-protocol.js';
 
 /** Padding as the Conv2D kernels accept it: a mode, a single number, or explicit `[[0,0],[t,b],[l,r],[0,0]]`. */
 export type ConvPadding = 'valid' | 'same' | number | tf.backend_util.ExplicitPadding;
@@ -286,6 +290,61 @@ function flippedTaps(filter: tf.Tensor4D, rows: number[], columns: number[]): tf
 
 const range = (start: number, end: number, step = 1): number[] => Array.from({ length: Math.max(0, Math.ceil((end - start) / step)) }, (_, index) => start + index * step);
 
+let winogradInputGradient = true;
+
+/**
+ * For benchmarks and tests: whether the stride-1 input gradient hands the forward filter to the Winograd
+ * kernel itself (true, the default), whose filter transform reads it flipped and transposed, or
+ * makes the flipped filter a tensor first and convolves with it through `tf.conv2d` (false: the path
+ * before issue 18's change, which computes the same values). Returns the previous setting.
+ */
+export function setWinogradInputGradient(direct: boolean): boolean {
+  const previous = winogradInputGradient;
+  winogradInputGradient = direct;
+  return previous;
+}
+
+/**
+ * A stride-1 input gradient computed by the Winograd kernel directly from the forward filter, where
+ * `tf.conv2d` with the flipped filter would run that kernel anyway (our `Conv2D` is registered for the
+ * active backend, float32, padding not negative, and `winogradChosen` for the convolution's geometry):
+ * the flipped filter as a tensor (a JavaScript loop over its values, then copied into the kernel's
+ * memory again) cost more main-thread time than the forward convolution of the same shape (0.67 against
+ * 0.16 ms at 32 × 4×4×128). Its values, and so dx, are those `tf.conv2d` gives bit for bit. Undefined
+ * where that path does not run Winograd: the caller takes it.
+ *
+ * @param top Rows of zeros above dy (filter height − 1 − the forward padding); `left` likewise.
+ */
+function inputGradientByWinograd(dy: tf.Tensor4D, filter: tf.Tensor4D, info: tf.backend_util.Conv2DInfo, top: number, left: number): tf.Tensor4D | undefined {
+  if (!winogradInputGradient || !valuesInMemory() || !isOurs(tf.getBackend(), tf.Conv2D) || dy.dtype !== 'float32' || filter.dtype !== 'float32') return undefined;
+  const { batchSize, inHeight, inWidth, inChannels, outHeight, outWidth, outChannels, filterHeight, filterWidth } = info;
+  // The padding below and to the right that convolvePadded would give tf.conv2d; negative would be a crop.
+  const bottom = inHeight + filterHeight - 1 - top - outHeight;
+  const right = inWidth + filterWidth - 1 - left - outWidth;
+  if (top < 0 || left < 0 || bottom < 0 || right < 0) return undefined;
+  // The convolution of dy with the flipped filter: dy's channels in, x's out, dx's size out.
+  const geometry: SimdGeometry = {
+    batchSize,
+    inHeight: outHeight,
+    inWidth: outWidth,
+    inChannels: outChannels,
+    outHeight: inHeight,
+    outWidth: inWidth,
+    outChannels: inChannels,
+    filterHeight,
+    filterWidth,
+    strideHeight: 1,
+    strideWidth: 1,
+    padTop: top,
+    padLeft: left,
+  };
+  // Exactly where our Conv2D would take Winograd for it (kernels/conv2d.ts, simd/convolution.ts).
+  if (!simdConvolutionSupports(geometry) || !winogradChosen(geometry)) return undefined;
+  const buffers = float32Buffers(tf.Conv2DBackpropInput, tf.backend(), [dy, filter], [[batchSize, inHeight, inWidth, inChannels]]);
+  simdWinogradConvolution(buffers.inputs[0]!, buffers.inputs[1]!, buffers.outputs[0]!.values, geometry, 'flipped');
+  return tf.engine().makeTensorFromTensorInfo(buffers.outputs[0]!.info) as tf.Tensor4D;
+}
+
 /**
  * Zero-insertion: scatter dy onto the stride grid, then one stride-1 convolution with the flipped filter.
  * Simple, but for stride s it multiplies s² times more zeros than values.
@@ -306,6 +365,10 @@ function inputGradientZeroInsertion(dy: tf.Tensor4D, filter: tf.Tensor4D, info: 
   }
   const top = filterHeight - 1 - padInfo.top;
   const left = filterWidth - 1 - padInfo.left;
+  if (strideHeight === 1 && strideWidth === 1) {
+    const direct = inputGradientByWinograd(dy, filter, info, top, left);
+    if (direct !== undefined) return direct;
+  }
   const flipped = flippedTaps(filter, range(0, filterHeight), range(0, filterWidth));
   return convolvePadded(spread, flipped, [
     top,

@@ -54,6 +54,11 @@ export function simdConvolution(x: Float32Array, w: Float32Array, y: Float32Arra
     ['y', y, 'output'],
   ]);
   const { batchSize, inChannels, filterHeight, filterWidth } = geometry;
+  // A sum over no input channels (the kernels' loops would run 2³² times).
+  if (inChannels === 0) {
+    y.fill(0);
+    return;
+  }
   const { plan, bytes } = layout(geometry);
   const heap = reserve(kernels, bytes);
   if (heap === undefined) throw new RangeError(`simdConvolution: ${bytes} bytes of x, w and y do not fit a WebAssembly memory`);

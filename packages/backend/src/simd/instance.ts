@@ -12,6 +12,7 @@ import { CHANNEL_BLOCK, POSITION_BLOCK, addKernel, convolutionKernel, filterGrad
 import {
   winogradFilterGradientKernel,
   winogradFilterKernel,
+  winogradFlippedFilterKernel,
   winogradGemmKernel,
   winogradGradientKernel,
   winogradInputKernel,
@@ -37,9 +38,10 @@ export interface SimdKernels {
   /**
    * The Winograd F(2×2, 3×3) kernels (winograd-code.ts); gemm[positions − 1][vectors − 1]. The filter
    * gradient's: `gradient` transforms dy's tiles, `filterGradient` the summed products into dW (its
-   * products are the `filter` family's).
+   * products are the `filter` family's). `flippedFilter` is `filter` reading a forward filter flipped
+   * and transposed, for the stride-1 input gradient.
    */
-  winograd: { input: Kernel; output: Kernel; filter: Kernel; gemm: Kernel[][]; gradient: Kernel; filterGradient: Kernel };
+  winograd: { input: Kernel; output: Kernel; filter: Kernel; flippedFilter: Kernel; gemm: Kernel[][]; gradient: Kernel; filterGradient: Kernel };
   /** add(target, source, vectors): `vectors` × 4 floats at byte address `source` added into `target`. */
   add: Kernel;
 }
@@ -57,6 +59,7 @@ function moduleBytes(shared: boolean, fused: boolean): Uint8Array<ArrayBuffer> {
     for (const vectors of [1, 2]) functions.push({ name: `g${positions}v${vectors}`, body: winogradGemmKernel(positions, vectors, fused) });
   }
   functions.push({ name: 'wi', body: winogradInputKernel() }, { name: 'wo', body: winogradOutputKernel() }, { name: 'wf', body: winogradFilterKernel() });
+  functions.push({ name: 'wt', body: winogradFlippedFilterKernel() });
   functions.push({ name: 'wg', body: winogradGradientKernel() }, { name: 'wd', body: winogradFilterGradientKernel() });
   functions.push({ name: 'ad', body: addKernel() });
   return encodeModule(functions, { initial: 1, maximum: MAXIMUM_PAGES, shared });
@@ -77,6 +80,7 @@ function kernelsOf(exports: WebAssembly.Exports, memory: WebAssembly.Memory, sha
       input: functions.wi!,
       output: functions.wo!,
       filter: functions.wf!,
+      flippedFilter: functions.wt!,
       gemm: family('g', POSITION_BLOCK),
       gradient: functions.wg!,
       filterGradient: functions.wd!,

@@ -149,6 +149,40 @@ export function winogradOutputKernel(): FunctionBody {
 const FILTER_PARAMETERS = ['w', 'u', 'count', 'wTap', 'uMatrix'] as const;
 
 /**
+ * U = G g Gᵀ of one vector of (input, output) channel pairs, written into `f`: `tap(row, column)` pushes
+ * tap (row, column) of g; U[k] is stored at `uk` + k·`uMatrix` (`uk` is advanced past all 16).
+ */
+function filterTransform(f: FunctionBody, half: number, t: readonly number[], uk: number, uMatrix: number, tap: (row: number, column: number) => void): void {
+  /** G's rows applied to three vectors pushed by `item(0..2)`, row `row`, onto the stack. */
+  const applyG = (row: number, item: (index: number) => void) => {
+    if (row === 0) item(0);
+    else if (row === 3) item(2);
+    else {
+      item(0);
+      item(1);
+      if (row === 1) f.addF32x4();
+      else f.subF32x4();
+      item(2);
+      f.addF32x4().get(half).mulF32x4();
+    }
+  };
+  for (let row = 0; row < 4; row++) {
+    // Row `row` of G g …
+    for (let column = 0; column < 3; column++) {
+      applyG(row, (index) => tap(index, column));
+      f.set(t[column]!);
+    }
+    // … times Gᵀ: row `row` of U, stored at k = 4·row, …, 4·row + 3.
+    for (let column = 0; column < 4; column++) {
+      f.get(uk);
+      applyG(column, (index) => f.get(t[index]!));
+      f.store();
+      f.increment(uk, { local: uMatrix });
+    }
+  }
+}
+
+/**
  * Filter transform U = G g Gᵀ of `count` vectors of 4 (input, output) channel pairs: the 3 × 3 taps of
  * pair block n at `w` + 16n + (3r + c)·`wTap`, U[k] at `u` + 16n + k·`uMatrix`.
  */
@@ -163,38 +197,92 @@ export function winogradFilterKernel(): FunctionBody {
   f.i32(0).set(taps[0]!);
   for (let tap = 1; tap < 9; tap++) f.get(taps[tap - 1]!).get(p.wTap).add().set(taps[tap]!);
   f.constF32x4(0.5).set(half);
-  const load = (row: number, column: number) => f.get(wp).get(taps[3 * row + column]!).add().load();
-  /** G's rows applied to three vectors pushed by `item(0..2)`, row `row`, onto the stack. */
-  const applyG = (row: number, item: (index: number) => void) => {
-    if (row === 0) item(0);
-    else if (row === 3) item(2);
-    else {
-      item(0);
-      item(1);
-      if (row === 1) f.addF32x4();
-      else f.subF32x4();
-      item(2);
-      f.addF32x4().get(half).mulF32x4();
-    }
-  };
   f.get(p.w).set(wp).get(p.u).set(up);
   f.countedLoop(counter, { local: p.count }, () => {
     f.get(up).set(uk);
-    for (let row = 0; row < 4; row++) {
-      // Row `row` of G g …
-      for (let column = 0; column < 3; column++) {
-        applyG(row, (index) => load(index, column));
-        f.set(t[column]!);
-      }
-      // … times Gᵀ: row `row` of U, stored at k = 4·row, …, 4·row + 3.
-      for (let column = 0; column < 4; column++) {
-        f.get(uk);
-        applyG(column, (index) => f.get(t[index]!));
-        f.store();
-        f.increment(uk, { local: p.uMatrix });
-      }
-    }
+    filterTransform(f, half, t, uk, p.uMatrix, (row, column) => f.get(wp).get(taps[3 * row + column]!).add().load());
     f.increment(wp, 16).increment(up, 16);
+  });
+  return f;
+}
+
+/** Parameters of the flipped filter transform, in order (all i32; pointers and strides in bytes). */
+const FLIPPED_FILTER_PARAMETERS = ['w', 'u', 'inputBlocks', 'outputBlocks', 'wRow', 'wTap', 'uRow', 'uMatrix'] as const;
+
+/** i8x16.shuffle lanes, as float lanes of the two vectors (0-3 the first, 4-7 the second). */
+const floatLanes = (lanes: readonly number[]): number[] => lanes.flatMap((lane) => [4 * lane, 4 * lane + 1, 4 * lane + 2, 4 * lane + 3]);
+/** [a0, b0, a1, b1], [a2, b2, a3, b3], [a0, a1, b0, b1], [a2, a3, b2, b3]: two rounds make a 4 × 4 transpose. */
+const INTERLEAVE_LOW = floatLanes([0, 4, 1, 5]);
+const INTERLEAVE_HIGH = floatLanes([2, 6, 3, 7]);
+const PAIRS_LOW = floatLanes([0, 1, 4, 5]);
+const PAIRS_HIGH = floatLanes([2, 3, 6, 7]);
+
+/**
+ * The filter transform of a stride-1 input gradient, U = G g Gᵀ with g the forward filter flipped in
+ * both spatial axes and its channel axes swapped, read straight from the forward filter: tap (r, c) of
+ * this convolution is the forward's tap (2 − r, 2 − c), `[outputs][inputs]` (row o at `w` +
+ * (8 − 3r − c)·`wTap` + o·`wRow`). Per block of 4 input × 4 output channels it loads 4 rows of each tap,
+ * transposes them with 8 shuffles, and transforms the 4 input channels' vectors as
+ * {@link winogradFilterKernel} does (the same values and operations, so the same U bit for bit). U[k] of
+ * input channel i, outputs o…o+3, at `u` + i·`uRow` + 4o + k·`uMatrix`.
+ */
+export function winogradFlippedFilterKernel(): FunctionBody {
+  const f = new FunctionBody(FLIPPED_FILTER_PARAMETERS.map(() => I32));
+  const p = parameterIndices(FLIPPED_FILTER_PARAMETERS);
+  const inputCounter = f.local(I32), outputCounter = f.local(I32);
+  const columnStart = f.local(I32), block = f.local(I32), uColumn = f.local(I32), up = f.local(I32), uk = f.local(I32);
+  // (8 − tap)·wTap: this convolution's tap `tap` is the forward's tap 8 − tap.
+  const tapOffsets = Array.from({ length: 9 }, () => f.local(I32));
+  // 1, 2, 3 and 4 rows of w and of U.
+  const wRows = Array.from({ length: 4 }, () => f.local(I32));
+  const uRows = Array.from({ length: 4 }, () => f.local(I32));
+  const half = f.local(V128);
+  const t = Array.from({ length: 3 }, () => f.local(V128));
+  const rows = Array.from({ length: 4 }, () => f.local(V128));
+  const interleaved = Array.from({ length: 4 }, () => f.local(V128));
+  // taps[4·tap + i]: tap `tap` of input channel i of the block, its 4 output channels.
+  const taps = Array.from({ length: 36 }, () => f.local(V128));
+
+  f.i32(0).set(tapOffsets[8]!);
+  for (let tap = 7; tap >= 0; tap--) f.get(tapOffsets[tap + 1]!).get(p.wTap).add().set(tapOffsets[tap]!);
+  for (const [step, multiples] of [
+    [p.wRow, wRows],
+    [p.uRow, uRows],
+  ] as const) {
+    f.get(step).set(multiples[0]!);
+    for (let multiple = 1; multiple < 4; multiple++) f.get(multiples[multiple - 1]!).get(step).add().set(multiples[multiple]!);
+  }
+  f.constF32x4(0.5).set(half);
+  f.get(p.w).set(columnStart).get(p.u).set(uColumn);
+  f.countedLoop(inputCounter, { local: p.inputBlocks }, () => {
+    f.get(columnStart).set(block).get(uColumn).set(up);
+    f.countedLoop(outputCounter, { local: p.outputBlocks }, () => {
+      for (let tap = 0; tap < 9; tap++) {
+        // Rows o…o+3 of the forward's tap, 4 input channels each …
+        for (let row = 0; row < 4; row++) {
+          f.get(block).get(tapOffsets[tap]!).add();
+          if (row > 0) f.get(wRows[row - 1]!).add();
+          f.load().set(rows[row]!);
+        }
+        // … transposed: input channel i's 4 output channels.
+        f.get(rows[0]!).get(rows[1]!).shuffle(INTERLEAVE_LOW).set(interleaved[0]!);
+        f.get(rows[0]!).get(rows[1]!).shuffle(INTERLEAVE_HIGH).set(interleaved[1]!);
+        f.get(rows[2]!).get(rows[3]!).shuffle(INTERLEAVE_LOW).set(interleaved[2]!);
+        f.get(rows[2]!).get(rows[3]!).shuffle(INTERLEAVE_HIGH).set(interleaved[3]!);
+        f.get(interleaved[0]!).get(interleaved[2]!).shuffle(PAIRS_LOW).set(taps[4 * tap]!);
+        f.get(interleaved[0]!).get(interleaved[2]!).shuffle(PAIRS_HIGH).set(taps[4 * tap + 1]!);
+        f.get(interleaved[1]!).get(interleaved[3]!).shuffle(PAIRS_LOW).set(taps[4 * tap + 2]!);
+        f.get(interleaved[1]!).get(interleaved[3]!).shuffle(PAIRS_HIGH).set(taps[4 * tap + 3]!);
+      }
+      for (let input = 0; input < 4; input++) {
+        f.get(up);
+        if (input > 0) f.get(uRows[input - 1]!).add();
+        f.set(uk);
+        filterTransform(f, half, t, uk, p.uMatrix, (row, column) => f.get(taps[4 * (3 * row + column) + input]!));
+      }
+      f.increment(block, { local: wRows[3]! }).increment(up, 16);
+    });
+    f.increment(columnStart, 16).increment(uColumn, { local: uRows[3]! });
   });
   return f;
 }

@@ -84,6 +84,46 @@ describe('simdWinogradConvolution', () => {
     }
   });
 
+  // Channel counts 4 → 4, 4 → 12 and 12 → 4 (not square: rows and columns of the transpose differ), 128 → 8, 16 → 128.
+  it.each([
+    { input: [2, 5, 4, 4], outChannels: 4 },
+    { input: [1, 6, 7, 4], outChannels: 12 },
+    { input: [3, 4, 4, 12], outChannels: 4 },
+    { input: [1, 3, 3, 128], outChannels: 8 },
+    { input: [2, 4, 4, 16], outChannels: 128 },
+  ])("reads a forward filter 'flipped' as the flipped, transposed copy, bit for bit: x $input → $outChannels channels", ({ input, outChannels }) => {
+    const g = geometry(input, [3, 3, input[3]!, outChannels], 'same');
+    const { x } = inputs(g, 71 + outChannels);
+    // A forward filter [3, 3, outChannels, inChannels] and, by the definition, this convolution's filter.
+    const forward = randomValues(9 * g.inChannels * g.outChannels, 72 + outChannels);
+    const flipped = new Float32Array(forward.length);
+    for (let kh = 0; kh < 3; kh++) {
+      for (let kw = 0; kw < 3; kw++) {
+        for (let ci = 0; ci < g.inChannels; ci++) {
+          for (let co = 0; co < g.outChannels; co++) {
+            flipped[((kh * 3 + kw) * g.inChannels + ci) * g.outChannels + co] = forward[(((2 - kh) * 3 + (2 - kw)) * g.outChannels + co) * g.inChannels + ci]!;
+          }
+        }
+      }
+    }
+    const want = output(g);
+    simdWinogradConvolution(x, flipped, want, g);
+    const got = output(g);
+    simdWinogradConvolution(x, forward, got, g, 'flipped');
+    expect(Array.from(got)).toEqual(Array.from(want));
+    expect(relativeError(got, convolutionReference(x, flipped, g))).toBeLessThan(TOLERANCE);
+  });
+
+  it('gives zeros for no input channels, by either kernel, instead of running their loops 2³² times', () => {
+    const g = geometry([2, 4, 5, 0], [3, 3, 0, 8], 'same');
+    expect(winogradChosen(g)).toBe(false);
+    for (const compute of [simdConvolution, simdWinogradConvolution]) {
+      const y = output(g);
+      compute(new Float32Array(0), new Float32Array(0), y, g);
+      expect(Array.from(y)).toEqual(new Array(y.length).fill(0));
+    }
+  });
+
   it('rejects what it cannot compute, naming the field', () => {
     const g = geometry([1, 4, 4, 4], [3, 3, 4, 4], 'same');
     expect(() => simdWinogradConvolution(new Float32Array(64), new Float32Array(144), new Float32Array(64), { ...g, strideWidth: 2 })).toThrow(/strides must be 1, got 1×2/);
@@ -92,6 +132,7 @@ describe('simdWinogradConvolution', () => {
     const odd = geometry([1, 4, 4, 5], [3, 3, 5, 4], 'same');
     expect(() => simdWinogradConvolution(new Float32Array(80), new Float32Array(180), new Float32Array(64), odd)).toThrow(/inChannels must be a multiple of 4, got 5/);
     expect(() => simdWinogradConvolution(new Float32Array(63), new Float32Array(144), new Float32Array(64), g)).toThrow(/x has 63 values, expected 64/);
+    expect(() => simdWinogradConvolution(new Float32Array(64), new Float32Array(144), new Float32Array(64), g, 'mirrored' as 'flipped')).toThrow(/filter must be 'as-is' or 'flipped', got 'mirrored'/);
   });
 
   describe('routing: which convolutions simdConvolution computes by Winograd', () => {

@@ -119,11 +119,13 @@ export function simdWinogradSupports(geometry: SimdGeometry): boolean {
 
 /**
  * The shape both Winograd F(2×2, 3×3) drivers (this forward one and winograd-filter-gradient.ts) take: a
- * 3 × 3 filter at stride 1, input and output channels in whole vectors of 4, padding that is not negative.
+ * 3 × 3 filter at stride 1, input and output channels in whole vectors of 4 (at least one: the kernels'
+ * loops run at least once), padding that is not negative.
  */
 export function isWinogradShape(geometry: SimdGeometry): boolean {
   const { filterHeight, filterWidth, strideHeight, strideWidth, inChannels, outChannels, padTop, padLeft } = geometry;
-  return filterHeight === 3 && filterWidth === 3 && strideHeight === 1 && strideWidth === 1 && inChannels % 4 === 0 && outChannels % 4 === 0 && padTop >= 0 && padLeft >= 0;
+  const channels = inChannels > 0 && outChannels > 0 && inChannels % 4 === 0 && outChannels % 4 === 0;
+  return filterHeight === 3 && filterWidth === 3 && strideHeight === 1 && strideWidth === 1 && channels && padTop >= 0 && padLeft >= 0;
 }
 
 /**
@@ -140,15 +142,28 @@ export function winogradChosen(geometry: SimdGeometry): boolean {
 }
 
 /**
+ * How {@link simdWinogradConvolution} reads its filter. `'as-is'`: `[3, 3, inChannels, outChannels]`, tap
+ * (i, j) at `w[i, j]`. `'flipped'`: the filter of the forward convolution whose stride-1 input gradient
+ * this convolution is, `[3, 3, outChannels, inChannels]`, used flipped in both spatial axes with its
+ * channel axes swapped: tap (i, j) is `w[2 − i, 2 − j]` transposed. The filter transform reads it so
+ * (winograd-code.ts), where the input gradient otherwise made the flipped filter a tensor of its own
+ * first and this copied that in again (ops/conv-gradients.ts); the same values reach the same transform
+ * either way, so U and the outputs are the same bit for bit.
+ */
+export type WinogradFilterForm = 'as-is' | 'flipped';
+
+/**
  * Computes an NHWC convolution with a 3 × 3 filter at stride 1 (dilation 1) by Winograd F(2×2, 3×3)
  * into `y`, sharing the batch with the convolution worker threads when `useBackend('wasm', { threads })`
  * started some.
  *
  * @param x Input values, `[batch, inHeight, inWidth, inChannels]`.
- * @param w Filter values, `[3, 3, inChannels, outChannels]`.
+ * @param w Filter values: `[3, 3, inChannels, outChannels]`, or with `filter: 'flipped'` the filter of the
+ *   forward convolution whose input gradient this is, `[3, 3, outChannels, inChannels]` (see {@link WinogradFilterForm}).
  * @param y Receives `[batch, outHeight, outWidth, outChannels]`; every value is written.
+ * @param filter How to read `w`.
  */
-export function simdWinogradConvolution(x: Float32Array, w: Float32Array, y: Float32Array, geometry: SimdGeometry): void {
+export function simdWinogradConvolution(x: Float32Array, w: Float32Array, y: Float32Array, geometry: SimdGeometry, filter: WinogradFilterForm = 'as-is'): void {
   const kernels = kernelsFor('simdWinogradConvolution', geometry, [
     ['x', x, 'input'],
     ['w', w, 'filter'],
@@ -158,6 +173,12 @@ export function simdWinogradConvolution(x: Float32Array, w: Float32Array, y: Flo
   if (filterHeight !== 3 || filterWidth !== 3) throw new RangeError(`simdWinogradConvolution: the filter must be 3×3, got ${filterHeight}×${filterWidth}`);
   if (strideHeight !== 1 || strideWidth !== 1) throw new RangeError(`simdWinogradConvolution: strides must be 1, got ${strideHeight}×${strideWidth}`);
   if (inChannels % 4 !== 0) throw new RangeError(`simdWinogradConvolution: inChannels must be a multiple of 4, got ${inChannels}`);
+  if (filter !== 'as-is' && filter !== 'flipped') throw new RangeError(`simdWinogradConvolution: filter must be 'as-is' or 'flipped', got '${String(filter)}'`);
+  // A sum over no input channels, or no outputs (the kernels' loops would run 2³² times).
+  if (inChannels === 0 || outChannels === 0) {
+    y.fill(0);
+    return;
+  }
   const { tileRows, tileColumns } = tileGrid(geometry);
   const threads = simdThreads(kernels, batchSize, batchSize * tileRows * tileColumns * 16 * inChannels * outChannels);
   const pieces = simdPieces(batchSize, threads);
@@ -166,8 +187,16 @@ export function simdWinogradConvolution(x: Float32Array, w: Float32Array, y: Flo
   if (heap === undefined) throw new RangeError(`simdWinogradConvolution: ${bytes} bytes of x, U, y and scratch do not fit a WebAssembly memory`);
   const pairs = inChannels * outChannels;
   const planeFloats = filterPlaneFloats(geometry);
-  for (let tap = 0; tap < 9; tap++) heap.set(w.subarray(tap * pairs, (tap + 1) * pairs), wStart + tap * planeFloats);
-  kernels.winograd.filter(4 * wStart, 4 * plan.secondStart, pairs / 4, 4 * planeFloats, 4 * planeFloats);
+  if (filter === 'flipped') {
+    // The forward filter as it is, in the taps' space (9 planes hold it); the transform reads it flipped
+    // and transposed, 4 × 4 channels at a time, into U (the JavaScript loop that wrote the flipped taps,
+    // in 4 × 4 blocks, took 0.08 ms of a 3×3×128×128 filter against this copy's 0.02 ms).
+    heap.set(w, wStart);
+    kernels.winograd.flippedFilter(4 * wStart, 4 * plan.secondStart, inChannels / 4, outChannels / 4, 4 * inChannels, 4 * pairs, 4 * outChannels, 4 * planeFloats);
+  } else {
+    for (let tap = 0; tap < 9; tap++) heap.set(w.subarray(tap * pairs, (tap + 1) * pairs), wStart + tap * planeFloats);
+    kernels.winograd.filter(4 * wStart, 4 * plan.secondStart, pairs / 4, 4 * planeFloats, 4 * planeFloats);
+  }
   const tiled = { ...plan, geometry: tiledGeometry(geometry) };
   // The valid outputs of the whole tiles: all of them when the output's sides are even.
   const paddedWidth = 2 * tileColumns;
