@@ -8,6 +8,7 @@ import { registerKernels, unregisterKernels } from './kernels/register-kernels.j
 import { BACKEND_NAMES, listBackends, useBackend, type BackendName } from './use-backend.js';
 import { relativeError } from '@regstack/regularizer/testing';
 import { randomValues } from './test-values.js';
+import { simdKernels } from './simd/instance.js';
 
 const CONV_GRADIENT_KERNELS = [tf.Conv2DBackpropFilter, tf.Conv2DBackpropInput];
 
@@ -150,6 +151,20 @@ describe('useBackend: relaxed SIMD', () => {
     const fused = convolution();
     expect(relativeError(fused, separate)).toBeLessThan(1e-6);
     expect(relativeError(fused, separate)).toBeGreaterThan(0);
+    await useBackend('wasm');
+  });
+
+  it("keeps this thread's kernels and their memory when called again with the same form, and makes new ones when the form changes", async () => {
+    await useBackend('wasm');
+    const kernels = simdKernels()!;
+    expect(convolution().length).toBeGreaterThan(0);
+    await useBackend('wasm');
+    await useBackend('wasm', { relaxedSimd: true });
+    // The same instance on the same (already grown) memory: worker threads keep their jobs too.
+    expect(simdKernels()).toBe(kernels);
+    expect((await useBackend('wasm', { relaxedSimd: false })).fusedMultiplyAdd).toBe(false);
+    expect(simdKernels()).not.toBe(kernels);
+    expect(simdKernels()!.memory).not.toBe(kernels.memory);
     await useBackend('wasm');
   });
 

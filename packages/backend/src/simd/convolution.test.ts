@@ -6,7 +6,7 @@ import { convolutionReference, randomValues } from '../test-values.js';
 import { enableRelaxedSimd, multiplyAddModes, withMultiplyAdd } from './test-multiply-add.js';
 import type { SimdGeometry } from '../threads/conv-protocol.js';
 import { simdConvolution, simdConvolutionSupports } from './convolution.js';
-import { prepareSimdKernels, setFusedMultiplyAdd, simdKernels } from './instance.js';
+import { forgetSimdKernels, prepareSimdKernels, setFusedMultiplyAdd, simdKernels } from './instance.js';
 import { setSimdChunkBytes } from './memory.js';
 import { setWinogradConvolution } from './winograd.js';
 import { registerKernels, registeredKernels, unregisterKernels } from '../kernels/register-kernels.js';
@@ -73,7 +73,8 @@ describe('simdConvolution', () => {
   });
 
   it('can be compiled without blocking (browsers refuse synchronous compiles over 4 KB), and runs the same', async () => {
-    setFusedMultiplyAdd('auto'); // drops this thread's kernels: the next use compiles them again
+    setFusedMultiplyAdd('auto');
+    forgetSimdKernels(simdKernels()!); // the next use compiles them again
     await expect(prepareSimdKernels()).resolves.toBe(true);
     const prepared = simdKernels();
     expect(prepared).not.toBeNull();

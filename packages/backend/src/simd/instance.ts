@@ -113,18 +113,28 @@ let mine: SimdKernels | null | undefined;
  * Whether the kernels multiply-add with relaxed SIMD's `f32x4.relaxed_madd` (one fused, or at least
  * unordered, multiply-add: ≈20% faster where the CPU has FMA, and rounded once instead of twice) or
  * with `f32x4.mul` then `f32x4.add`. `'auto'` (the default) uses it where the engine has relaxed SIMD.
- * The next kernel call compiles the kernels again. Returns the previous setting.
+ * Where that changes the form of this thread's kernels, the next kernel call compiles them again (on a
+ * new memory); kernels already of that form are kept. Returns the previous setting.
  */
 export function setFusedMultiplyAdd(setting: boolean | 'auto'): boolean | 'auto' {
   const previous = fusedSetting;
   fusedSetting = setting;
-  mine = undefined;
+  // Kernels of the form asked for are kept: `useBackend` sets this on every call, and new kernels mean
+  // a new memory that grows again from one page, whose pages are touched anew, and that every worker
+  // thread must be sent and instantiate again (the old memory, tens of MB, waits for the collector).
+  // None yet (null) is tried again: the engine may have it now.
+  if (mine === null || (mine !== undefined && mine.fused !== resolvedFused())) mine = undefined;
   return previous;
+}
+
+/** Whether the kernels multiply-add fused under the current setting, on this engine now. */
+function resolvedFused(): boolean {
+  return fusedSetting === 'auto' ? engineHasRelaxedSimd() : fusedSetting;
 }
 
 /** The variants to try, best first: shared memory (for worker threads) where the engine allows it. */
 function variants(): Array<{ shared: boolean; fused: boolean }> {
-  const fused = fusedSetting === 'auto' ? engineHasRelaxedSimd() : fusedSetting;
+  const fused = resolvedFused();
   return [true, false].map((shared) => ({ shared, fused })).filter(({ shared }) => WebAssembly.validate(moduleBytes(shared, fused)));
 }
 
