@@ -22,56 +22,52 @@ export function convolutionGeometry(input: number[], filter: number[], pad: 'sam
   return { ...info, padTop: info.padInfo.top, padLeft: info.padInfo.left };
 }
 
-/** For this package's tests: the convolution's definition, summed in float64. */
-export function convolutionReference(x: Float32Array, w: Float32Array, g: SimdGeometry): Float64Array {
-  const y = new Float64Array(g.batchSize * g.outHeight * g.outWidth * g.outChannels);
+/**
+ * Every (output position, filter tap) pair of a convolution whose input position is in range (the
+ * padding's taps left out), as offsets in floats: `x` of the input position's first channel, `y` of
+ * the output position's first channel (dy's for the gradients), `tap` of the tap's first [input][output]
+ * channel pair in the filter. The three float64 references below sum over these.
+ */
+function forEachTap(g: SimdGeometry, visit: (x: number, y: number, tap: number) => void): void {
   for (let b = 0; b < g.batchSize; b++) {
     for (let oh = 0; oh < g.outHeight; oh++) {
       for (let ow = 0; ow < g.outWidth; ow++) {
-        const target = ((b * g.outHeight + oh) * g.outWidth + ow) * g.outChannels;
+        const y = ((b * g.outHeight + oh) * g.outWidth + ow) * g.outChannels;
         for (let kh = 0; kh < g.filterHeight; kh++) {
           const row = oh * g.strideHeight + kh - g.padTop;
           if (row < 0 || row >= g.inHeight) continue;
           for (let kw = 0; kw < g.filterWidth; kw++) {
             const column = ow * g.strideWidth + kw - g.padLeft;
             if (column < 0 || column >= g.inWidth) continue;
-            for (let ci = 0; ci < g.inChannels; ci++) {
-              const xValue = x[((b * g.inHeight + row) * g.inWidth + column) * g.inChannels + ci]!;
-              const tap = ((kh * g.filterWidth + kw) * g.inChannels + ci) * g.outChannels;
-              for (let co = 0; co < g.outChannels; co++) y[target + co]! += xValue * w[tap + co]!;
-            }
+            visit(((b * g.inHeight + row) * g.inWidth + column) * g.inChannels, y, (kh * g.filterWidth + kw) * g.inChannels * g.outChannels);
           }
         }
       }
     }
   }
+}
+
+/** For this package's tests: the convolution's definition, summed in float64. */
+export function convolutionReference(x: Float32Array, w: Float32Array, g: SimdGeometry): Float64Array {
+  const y = new Float64Array(g.batchSize * g.outHeight * g.outWidth * g.outChannels);
+  forEachTap(g, (input, output, tap) => {
+    for (let ci = 0; ci < g.inChannels; ci++) {
+      const xValue = x[input + ci]!;
+      for (let co = 0; co < g.outChannels; co++) y[output + co]! += xValue * w[tap + ci * g.outChannels + co]!;
+    }
+  });
   return y;
 }
 
 /** For this package's tests: the filter gradient's definition, summed in float64: dW[kh,kw,ci,co] = Σ x[b, oh·s+kh−top, ow·s+kw−left, ci] · dy[b, oh, ow, co]. */
 export function filterGradientReference(x: Float32Array, dy: Float32Array, g: SimdGeometry): Float64Array {
   const dw = new Float64Array(g.filterHeight * g.filterWidth * g.inChannels * g.outChannels);
-  for (let b = 0; b < g.batchSize; b++) {
-    for (let oh = 0; oh < g.outHeight; oh++) {
-      for (let ow = 0; ow < g.outWidth; ow++) {
-        for (let kh = 0; kh < g.filterHeight; kh++) {
-          const row = oh * g.strideHeight + kh - g.padTop;
-          if (row < 0 || row >= g.inHeight) continue;
-          for (let kw = 0; kw < g.filterWidth; kw++) {
-            const column = ow * g.strideWidth + kw - g.padLeft;
-            if (column < 0 || column >= g.inWidth) continue;
-            for (let ci = 0; ci < g.inChannels; ci++) {
-              const xValue = x[((b * g.inHeight + row) * g.inWidth + column) * g.inChannels + ci]!;
-              for (let co = 0; co < g.outChannels; co++) {
-                dw[((kh * g.filterWidth + kw) * g.inChannels + ci) * g.outChannels + co]! +=
-                  xValue * dy[((b * g.outHeight + oh) * g.outWidth + ow) * g.outChannels + co]!;
-              }
-            }
-          }
-        }
-      }
+  forEachTap(g, (input, output, tap) => {
+    for (let ci = 0; ci < g.inChannels; ci++) {
+      const xValue = x[input + ci]!;
+      for (let co = 0; co < g.outChannels; co++) dw[tap + ci * g.outChannels + co]! += xValue * dy[output + co]!;
     }
-  }
+  });
   return dw;
 }
 
@@ -82,27 +78,12 @@ export function filterGradientReference(x: Float32Array, dy: Float32Array, g: Si
  */
 export function inputGradientReference(dy: Float32Array, w: Float32Array, g: SimdGeometry): Float64Array {
   const dx = new Float64Array(g.batchSize * g.inHeight * g.inWidth * g.inChannels);
-  for (let b = 0; b < g.batchSize; b++) {
-    for (let oh = 0; oh < g.outHeight; oh++) {
-      for (let ow = 0; ow < g.outWidth; ow++) {
-        const source = ((b * g.outHeight + oh) * g.outWidth + ow) * g.outChannels;
-        for (let kh = 0; kh < g.filterHeight; kh++) {
-          const row = oh * g.strideHeight + kh - g.padTop;
-          if (row < 0 || row >= g.inHeight) continue;
-          for (let kw = 0; kw < g.filterWidth; kw++) {
-            const column = ow * g.strideWidth + kw - g.padLeft;
-            if (column < 0 || column >= g.inWidth) continue;
-            const target = ((b * g.inHeight + row) * g.inWidth + column) * g.inChannels;
-            for (let ci = 0; ci < g.inChannels; ci++) {
-              const tap = ((kh * g.filterWidth + kw) * g.inChannels + ci) * g.outChannels;
-              let sum = 0;
-              for (let co = 0; co < g.outChannels; co++) sum += w[tap + co]! * dy[source + co]!;
-              dx[target + ci]! += sum;
-            }
-          }
-        }
-      }
+  forEachTap(g, (input, output, tap) => {
+    for (let ci = 0; ci < g.inChannels; ci++) {
+      let sum = 0;
+      for (let co = 0; co < g.outChannels; co++) sum += w[tap + ci * g.outChannels + co]! * dy[output + co]!;
+      dx[input + ci]! += sum;
     }
-  }
+  });
   return dx;
 }

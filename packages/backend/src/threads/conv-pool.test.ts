@@ -4,6 +4,7 @@ import { convolutionThreads, setConvPool, setCopyOverlap, setMinimumParallelWork
 import { relativeError } from '@regstack/regularizer/testing';
 import { stopWorkerThreads, useBackend } from '../use-backend.js';
 import { setWorkerTimeout } from './conv-pool.js';
+import type { ConvPool } from './parallel-conv.js';
 import { simdKernels } from '../simd/instance.js';
 import { winogradChosen } from '../simd/winograd.js';
 import { winogradFilterGradientChosen } from '../simd/winograd-filter-gradient.js';
@@ -47,6 +48,19 @@ function convolutionsAndGradients(): Float32Array[][] {
       return [output, dx!, dw!].map((tensor) => tensor.dataSync() as Float32Array);
     }),
   );
+}
+
+/** The active pool, its `start` wrapped to record each share's plan family (or job kind); `restore` unwraps it. */
+function recordFamilies(): { pool: ConvPool; families: string[]; restore: () => void } {
+  const pool = setConvPool(undefined)!;
+  setConvPool(pool);
+  const families: string[] = [];
+  const start = pool.start.bind(pool);
+  pool.start = (shares) => {
+    for (const share of shares) families.push(share.kind === 'simd' ? share.plan.family : share.kind);
+    start(shares);
+  };
+  return { pool, families, restore: () => (pool.start = start) };
 }
 
 describe('worker threads for convolutions on wasm (Node)', () => {
@@ -321,14 +335,7 @@ describe('worker threads for convolutions on wasm (Node)', () => {
 
   it("runs the Winograd filter gradient's pieces on the workers, sent once then by id", async () => {
     await useBackend('wasm', { threads: 2 });
-    const pool = setConvPool(undefined)!;
-    setConvPool(pool);
-    const families: string[] = [];
-    const start = pool.start.bind(pool);
-    pool.start = (shares) => {
-      for (const share of shares) families.push(share.kind === 'simd' ? share.plan.family : share.kind);
-      start(shares);
-    };
+    const { pool, families, restore } = recordFamilies();
     const posted = () => (pool as unknown as { messagesPosted: number }).messagesPosted;
     const index = cases.length - 1;
     const { x, filter } = cases[index]!;
@@ -351,20 +358,13 @@ describe('worker threads for convolutions on wasm (Node)', () => {
       expect(families).toContain('winograd-filter');
       expect(posted()).toBe(afterFirst);
     } finally {
-      pool.start = start;
+      restore();
     }
   });
 
   it("runs a strided input gradient's sub-pixel pieces on the workers: the values of one thread", async () => {
     await useBackend('wasm', { threads: 2 });
-    const pool = setConvPool(undefined)!;
-    setConvPool(pool);
-    const families: string[] = [];
-    const start = pool.start.bind(pool);
-    pool.start = (shares) => {
-      for (const share of shares) families.push(share.kind === 'simd' ? share.plan.family : share.kind);
-      start(shares);
-    };
+    const { families, restore } = recordFamilies();
     try {
       const shared = convolutionsAndGradients();
       expect(families).toContain('sub-pixel');
@@ -372,7 +372,7 @@ describe('worker threads for convolutions on wasm (Node)', () => {
       // each image's dx is one thread's, its sums those of one thread.
       for (const index of [1, 2, 4]) expect(Array.from(shared[index]![1]!), cases[index]!.label).toEqual(Array.from(oneThread[index]![1]!));
     } finally {
-      pool.start = start;
+      restore();
     }
   });
 
