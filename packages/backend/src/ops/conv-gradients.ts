@@ -390,7 +390,7 @@ function inputGradientSubPixel(dy: tf.Tensor4D, filter: tf.Tensor4D, info: tf.ba
     // batch shared with the worker threads (simd/sub-pixel.ts).
     const geometry = { ...info, padTop: padInfo.top, padLeft: padInfo.left };
     if (simdSubPixelSupports(geometry)) {
-      const buffers = float32Buffers('Conv2DBackpropInput', tf.backend(), [dy, filter], [[batchSize, inHeight, inWidth, inChannels]]);
+      const buffers = float32Buffers(tf.Conv2DBackpropInput, tf.backend(), [dy, filter], [[batchSize, inHeight, inWidth, inChannels]]);
       simdSubPixelInputGradient(buffers.inputs[0]!, buffers.inputs[1]!, buffers.outputs[0]!.values, geometry);
       return tf.engine().makeTensorFromTensorInfo(buffers.outputs[0]!.info) as tf.Tensor4D;
     }

@@ -95,6 +95,12 @@ describe('simdSubPixelInputGradient', () => {
     const g = geometry([2, 8, 8, 4], [3, 3, 4, 4], 'same', 1);
     const dx = new Float32Array(2 * 8 * 8 * 4);
     expect(() => simdSubPixelInputGradient(new Float32Array(2 * 8 * 8 * 4), new Float32Array(9 * 16), dx, g)).toThrow(/stride above 1/);
+    // No dy channels: dx is zeros (the kernels are not called: their loops run at least once).
+    const none = geometry([2, 8, 8, 4], [3, 3, 4, 0], 'same', 2);
+    expect(simdSubPixelSupports(none)).toBe(false);
+    const zeros = new Float32Array(2 * 8 * 8 * 4).fill(Number.NaN);
+    simdSubPixelInputGradient(new Float32Array(0), new Float32Array(0), zeros, none);
+    expect(zeros.every((value) => value === 0)).toBe(true);
     const strided = geometry([2, 8, 8, 4], [3, 3, 4, 4], 'same', 2);
     expect(() => simdSubPixelInputGradient(new Float32Array(5), new Float32Array(9 * 16), dx, strided)).toThrow(/dy has 5 values, expected 128/);
   });

@@ -118,13 +118,14 @@ function layout(geometry: SimdGeometry): SubPixelLayout {
 
 /**
  * Whether {@link simdSubPixelInputGradient} handles this forward geometry here: it is enabled
- * ({@link setSubPixelInputGradient}), the direct kernels run here, a stride above 1, dx's channels (the forward input's) in whole vectors of 4, padding that is not
- * negative, data that fits a wasm32 memory.
+ * ({@link setSubPixelInputGradient}), the direct kernels run here, a stride above 1, dx's channels (the
+ * forward input's) in whole vectors of 4, channels on both sides, padding that is not negative, data
+ * that fits a wasm32 memory.
  */
 export function simdSubPixelSupports(geometry: SimdGeometry): boolean {
-  const { strideHeight, strideWidth, inChannels, padTop, padLeft } = geometry;
+  const { strideHeight, strideWidth, inChannels, outChannels, padTop, padLeft } = geometry;
   if (!enabled || simdKernels() === null || (strideHeight === 1 && strideWidth === 1)) return false;
-  return inChannels % 4 === 0 && padTop >= 0 && padLeft >= 0 && fitsMemory(layout(geometry).bytes);
+  return inChannels > 0 && outChannels > 0 && inChannels % 4 === 0 && padTop >= 0 && padLeft >= 0 && fitsMemory(layout(geometry).bytes);
 }
 
 /**
@@ -155,6 +156,11 @@ export function simdSubPixelInputGradient(dy: Float32Array, w: Float32Array, dx:
   if (strideHeight === 1 && strideWidth === 1) throw new RangeError(`${caller}: a stride above 1 is expected, got 1×1 (stride-1 input gradients are forward convolutions)`);
   if (inChannels % 4 !== 0) throw new RangeError(`${caller}: inChannels must be a multiple of 4, got ${inChannels}`);
   if (padTop < 0 || padLeft < 0) throw new RangeError(`${caller}: padding must not be negative, got top ${padTop}, left ${padLeft}`);
+  // A sum over no dy channels (the kernels' loops run at least once: 2³² times for none), or no dx.
+  if (outChannels === 0 || inChannels === 0) {
+    dx.fill(0);
+    return;
+  }
   const { plan, bytes, work } = layout(geometry);
   const heap = reserve(kernels, bytes);
   if (heap === undefined) throw new RangeError(`${caller}: ${bytes} bytes of dy, the filter and dx do not fit a WebAssembly memory`);
