@@ -12,7 +12,9 @@
  * piece of the batch writes straight into its rows and columns of one padded dx (the kernels' output
  * strides step over the other phases), so a piece is one unit of work that a worker thread can take.
  * The sums are the direct kernel's, the same products in the same order as the phase convolutions
- * it replaces, so the values are those of the former path.
+ * it replaces on wasm, so the values are those of the former path there, bit for bit (except where a
+ * phase had 3 × 3 taps, a 5 × 5 filter at stride 2, which the former path ran by Winograd; on cpu it ran
+ * TF.js's own loop): within float32 rounding of them everywhere (sub-pixel.test.ts).
  */
 import type { SimdGeometry, SimdPlan, SubPixelPhase } from '../threads/conv-protocol.js';
 import { POSITION_BLOCK } from './kernel-code.js';
