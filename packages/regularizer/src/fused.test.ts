@@ -81,6 +81,23 @@ const worstRelativeError = (a: tf.NamedTensorMap, b: tf.NamedTensorMap) =>
     ...Object.keys(b).map((name) => tf.tidy(() => tf.norm(tf.sub(a[name]!, b[name]!)).dataSync()[0]! / tf.norm(b[name]!).dataSync()[0]!)),
   );
 
+type Step = ReturnType<ReturnType<typeof composeRegularizers>['gradients']>;
+type CountingModel = ReturnType<typeof batchNormModel>;
+
+/**
+ * The fused step's gradients against the plain step's, each model's variables matched by position (the
+ * two models name theirs apart): the worst relative error over the variables.
+ */
+const fusedGradientError = (slow: Step, fast: Step, plain: CountingModel, fused: CountingModel) =>
+  worstRelativeError(fast.grads, Object.fromEntries(plain.model.trainableVariables.map((v, i) => [fused.model.trainableVariables[i]!.name, slow.grads[v.name]!])));
+
+/** Disposes both steps' results, the batch, and both models. */
+function disposeRuns(slow: Step, fast: Step, data: { inputs: tf.Tensor; labels: tf.Tensor }, plain: CountingModel, fused: CountingModel): void {
+  tf.dispose([slow.value, fast.value, ...Object.values(slow.grads), ...Object.values(fast.grads), data.inputs, data.labels]);
+  plain.dispose();
+  fused.dispose();
+}
+
 describe('stack.gradients: the fused base pass', () => {
   it('gives the plain path’s loss, gradients, terms and running statistics with one pass less', () => {
     const data = batch();
@@ -98,12 +115,9 @@ describe('stack.gradients: the fused base pass', () => {
     expect(fast.terms.base).toBeCloseTo(slow.terms.base!, 5);
     expect(fast.terms['rcad-like']).toBeCloseTo(slow.terms['rcad-like']!, 5);
     expect(fast.terms.total).toBeCloseTo(slow.terms.total!, 5);
-    const renamed = Object.fromEntries(plain.model.trainableVariables.map((v, i) => [fused.model.trainableVariables[i]!.name, slow.grads[v.name]!]));
-    expect(worstRelativeError(fast.grads, renamed)).toBeLessThan(1e-5);
+    expect(fusedGradientError(slow, fast, plain, fused)).toBeLessThan(1e-5);
     expect(Array.from(fused.runningMean.dataSync())).toEqual(Array.from(plain.runningMean.dataSync()));
-    tf.dispose([slow.value, fast.value, ...Object.values(slow.grads), ...Object.values(fast.grads), data.inputs, data.labels]);
-    plain.dispose();
-    fused.dispose();
+    disposeRuns(slow, fast, data, plain, fused);
   });
 
   it('mixes generated losses with the base pass as the plain path does', () => {
@@ -125,11 +139,8 @@ describe('stack.gradients: the fused base pass', () => {
     const fast = composeRegularizers([shifted as RegularizerPlugin]).gradients({ model: fused.model, batch: data, random: new Random(1) });
     expect(fast.fused).toBe(true);
     expect(fast.value.dataSync()[0]).toBeCloseTo(slow.value.dataSync()[0]!, 5);
-    const renamed = Object.fromEntries(plain.model.trainableVariables.map((v, i) => [fused.model.trainableVariables[i]!.name, slow.grads[v.name]!]));
-    expect(worstRelativeError(fast.grads, renamed)).toBeLessThan(1e-5);
-    tf.dispose([slow.value, fast.value, ...Object.values(slow.grads), ...Object.values(fast.grads), data.inputs, data.labels]);
-    plain.dispose();
-    fused.dispose();
+    expect(fusedGradientError(slow, fast, plain, fused)).toBeLessThan(1e-5);
+    disposeRuns(slow, fast, data, plain, fused);
   });
 
   it('prepares against the running statistics as they were before the base pass, as the plain path does', () => {
@@ -149,9 +160,7 @@ describe('stack.gradients: the fused base pass', () => {
     expect(fast.fused).toBe(true);
     expect(fast.terms['eval-attack']).toBeCloseTo(slow.terms['eval-attack']!, 5);
     expect(Array.from(fused.runningMean.dataSync())).toEqual(Array.from(plain.runningMean.dataSync()));
-    tf.dispose([slow.value, fast.value, ...Object.values(slow.grads), ...Object.values(fast.grads), data.inputs, data.labels]);
-    plain.dispose();
-    fused.dispose();
+    disposeRuns(slow, fast, data, plain, fused);
   });
 
   it('never fuses a stack with a plugin that declares readsBase, nor one with a batch transform', () => {
@@ -311,14 +320,11 @@ describe('stack.gradients: the fused base pass with the two-view base loss', () 
       expect(fused.calls).toEqual(['train', 'train', 'frozen-stats']);
       for (const key of ['base', term, 'total']) expect(Math.abs(fast.terms[key]! - slow.terms[key]!)).toBeLessThan(1e-6 * Math.max(1, Math.abs(slow.terms[key]!)));
       expect(Math.abs(fast.value.dataSync()[0]! - slow.value.dataSync()[0]!)).toBeLessThan(1e-6);
-      const renamed = Object.fromEntries(plain.model.trainableVariables.map((v, i) => [fused.model.trainableVariables[i]!.name, slow.grads[v.name]!]));
-      expect(worstRelativeError(fast.grads, renamed)).toBeLessThan(1e-6);
+      expect(fusedGradientError(slow, fast, plain, fused)).toBeLessThan(1e-6);
       // Both views updated the running statistics, in the same order: the same values to the bit.
       expect(Array.from(fused.runningMean.dataSync())).toEqual(Array.from(plain.runningMean.dataSync()));
       expect(Array.from(fused.runningMean.dataSync())).not.toEqual([0.5, -0.5, 1, 0, 2]);
-      tf.dispose([slow.value, fast.value, ...Object.values(slow.grads), ...Object.values(fast.grads), data.inputs, data.labels]);
-      plain.dispose();
-      fused.dispose();
+      disposeRuns(slow, fast, data, plain, fused);
     });
   }
 
@@ -345,9 +351,7 @@ describe('stack.gradients: the fused base pass with the two-view base loss', () 
     const difference = Math.max(...seen.plain!.map((value, i) => Math.abs(value - seen.fused![i]!)));
     const scale = Math.max(...seen.plain!.map(Math.abs));
     expect(difference / scale).toBeLessThan(1e-6);
-    tf.dispose([slow.value, fast.value, ...Object.values(slow.grads), ...Object.values(fast.grads), data.inputs, data.labels]);
-    plain.dispose();
-    fused.dispose();
+    disposeRuns(slow, fast, data, plain, fused);
   });
 
   it('never fuses two views with mixup (with or without label smoothing), nor without an augment, nor one augmented view', () => {
@@ -446,13 +450,10 @@ describe('stack.gradients: transformed targets, the direction from the base pass
       expect(Math.abs(fast.terms.base! - sumLoss![0]! / 10)).toBeGreaterThan(1e-3);
       for (const key of ['base', 'rcad-like', 'total']) expect(Math.abs(fast.terms[key]! - slow.terms[key]!)).toBeLessThan(1e-6 * Math.max(1, Math.abs(slow.terms[key]!)));
       expect(Math.abs(fast.value.dataSync()[0]! - slow.value.dataSync()[0]!)).toBeLessThan(1e-6);
-      const renamed = Object.fromEntries(plain.model.trainableVariables.map((v, i) => [fused.model.trainableVariables[i]!.name, slow.grads[v.name]!]));
-      expect(worstRelativeError(fast.grads, renamed)).toBeLessThan(1e-6);
+      expect(fusedGradientError(slow, fast, plain, fused)).toBeLessThan(1e-6);
       expect(Array.from(fused.runningMean.dataSync())).toEqual(Array.from(plain.runningMean.dataSync()));
       expect(Array.from(fused.runningMean.dataSync())).not.toEqual([0.5, -0.5, 1, 0, 2]);
-      tf.dispose([slow.value, fast.value, ...Object.values(slow.grads), ...Object.values(fast.grads), data.inputs, data.labels]);
-      plain.dispose();
-      fused.dispose();
+      disposeRuns(slow, fast, data, plain, fused);
     });
   }
 
@@ -466,12 +467,9 @@ describe('stack.gradients: transformed targets, the direction from the base pass
     const fast = composeRegularizers([smoothing(0.2), signAttack(0.05, 0.4) as RegularizerPlugin]).gradients({ ...input, model: fused.model, random: new Random(3) });
     expect(fast.fusion).toBe('base-forward');
     for (const key of ['base', 'fgsm-like', 'total']) expect(Math.abs(fast.terms[key]! - slow.terms[key]!)).toBeLessThan(1e-6);
-    const renamed = Object.fromEntries(plain.model.trainableVariables.map((v, i) => [fused.model.trainableVariables[i]!.name, slow.grads[v.name]!]));
-    expect(worstRelativeError(fast.grads, renamed)).toBeLessThan(1e-6);
+    expect(fusedGradientError(slow, fast, plain, fused)).toBeLessThan(1e-6);
     expect(Array.from(fused.runningMean.dataSync())).toEqual(Array.from(plain.runningMean.dataSync()));
-    tf.dispose([slow.value, fast.value, ...Object.values(slow.grads), ...Object.values(fast.grads), data.inputs, data.labels]);
-    plain.dispose();
-    fused.dispose();
+    disposeRuns(slow, fast, data, plain, fused);
   });
 
   it('keeps the plain path for a model that may be stochastic, and for label smoothing with a batch transform', () => {
