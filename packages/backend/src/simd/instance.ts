@@ -100,9 +100,15 @@ function instantiateOn(memory: WebAssembly.Memory, shared: boolean, fused: boole
   return kernelsOf(new WebAssembly.Instance(module, { env: { memory } }).exports, memory, shared, fused);
 }
 
+/** Whether {@link engineHasRelaxedSimd} has seen relaxed SIMD on this engine. */
+let relaxedSimdSeen = false;
+
 /** Whether this engine has relaxed SIMD's fused multiply-add (Node ≥ 22, Chrome ≥ 114; not Node 20 without a flag). */
 export function engineHasRelaxedSimd(): boolean {
-  return typeof WebAssembly !== 'undefined' && WebAssembly.validate(moduleBytes(false, true));
+  // Once seen, kept: V8's flag can be turned on but not off, and the check encodes the whole module
+  // (≈5 ms), which `setFusedMultiplyAdd` would otherwise pay twice on every `useBackend` call.
+  relaxedSimdSeen ||= typeof WebAssembly !== 'undefined' && WebAssembly.validate(moduleBytes(false, true));
+  return relaxedSimdSeen;
 }
 
 let fusedSetting: boolean | 'auto' = 'auto';
