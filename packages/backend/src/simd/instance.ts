@@ -105,8 +105,9 @@ let relaxedSimdSeen = false;
 
 /** Whether this engine has relaxed SIMD's fused multiply-add (Node ≥ 22, Chrome ≥ 114; not Node 20 without a flag). */
 export function engineHasRelaxedSimd(): boolean {
-  // Once seen, kept: V8's flag can be turned on but not off, and the check encodes the whole module
-  // (≈5 ms), which `setFusedMultiplyAdd` would otherwise pay twice on every `useBackend` call.
+  // Once seen, kept: this package only ever turns V8's flag on (V8 does not support turning wasm
+  // features off once code has compiled), and the check encodes the whole module (≈5 ms), which
+  // `setFusedMultiplyAdd` would otherwise pay twice on every `useBackend` call.
   relaxedSimdSeen ||= typeof WebAssembly !== 'undefined' && WebAssembly.validate(moduleBytes(false, true));
   return relaxedSimdSeen;
 }
